@@ -1,0 +1,61 @@
+# Two commands: `make run` (the daemon on embedded defaults) and `make test`
+# (install everything, lint, type-check, run every test with real services).
+# Needs only python3 and make; uv is bootstrapped when missing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV_BOOTSTRAP := .tools/uv-venv
+UV := $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo $(UV_BOOTSTRAP)/bin/uv)
+APT_PACKAGES := prometheus-alertmanager prometheus systemd
+export MLFLOW_CONFIGURE_LOGGING := false
+export UV_LINK_MODE := copy
+
+.PHONY: help run test lint typecheck pytest sync system-deps bench clean
+
+help:
+	@echo "make run    - start the watcher on embedded defaults (data dir ./data)"
+	@echo "make test   - install everything, lint, type-check and run the whole test suite"
+	@echo "make bench  - run the benchmarks and print their figures"
+
+$(UV):
+	@echo "bootstrapping uv into $(UV_BOOTSTRAP)"
+	$(PYTHON) -m venv $(UV_BOOTSTRAP)
+	$(UV_BOOTSTRAP)/bin/python -m pip install --quiet uv
+
+sync: | $(UV)
+	$(UV) sync --locked --all-groups
+
+# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze).
+system-deps:
+	@missing=""; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+run: sync
+	$(UV) run --locked watcher run
+
+lint: sync
+	$(UV) run --locked ruff format --check .
+	$(UV) run --locked ruff check .
+
+typecheck: sync
+	$(UV) run --locked mypy
+
+pytest: sync system-deps
+	$(UV) run --locked pytest
+
+test: sync system-deps lint typecheck pytest
+
+bench: sync
+	$(UV) run --locked python benchmarks/cli_startup.py
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

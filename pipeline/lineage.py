@@ -1,0 +1,146 @@
+"""The dataset hash: one definition shared by the pipeline and the daemon.
+
+Manifest = one ``<sha256 hex>  <relative path>\\n`` line per regular file,
+exactly ``sha256sum``'s output, sorted by path bytes (C locale); the dataset
+hash is the SHA-256 of the manifest bytes. See README "Dataset hash".
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat as _stat
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_IGNORE: tuple[str, ...] = ("*.tmp", "*.part", "*.swp", "*~")
+CHUNK = 1 << 20
+
+
+class DatasetPathError(ValueError):
+    """A file name the manifest format cannot represent (sha256sum would escape it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One manifest line: relative ``/``-separated path, digest and size."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    entries: tuple[FileEntry, ...]
+
+    def text(self) -> bytes:
+        return b"".join(
+            f"{e.sha256}  {e.path}\n".encode("utf-8", "surrogateescape") for e in self.entries
+        )
+
+    @property
+    def dataset_hash(self) -> str:
+        return hashlib.sha256(self.text()).hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+def is_ignored(rel_path: str, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
+    """Any component starting with '.' or a basename matching a pattern is ignored."""
+    parts = rel_path.split("/")
+    if any(p.startswith(".") for p in parts):
+        return True
+    name = parts[-1]
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
+
+def check_name(rel_path: str) -> None:
+    if "\n" in rel_path or "\\" in rel_path or "\r" in rel_path:
+        raise DatasetPathError(
+            f"{rel_path!r}: file names with newline or backslash are not supported "
+            "(sha256sum would escape them); rename the file"
+        )
+
+
+def sort_key(rel_path: str) -> bytes:
+    return rel_path.encode("utf-8", "surrogateescape")
+
+
+def iter_files(
+    root: Path,
+    patterns: Sequence[str] = DEFAULT_IGNORE,
+    *,
+    follow_symlinks: bool = False,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield (relative path, stat) for every regular file under ``root`` not ignored.
+
+    Symlinks are skipped unless ``follow_symlinks``; directory loops are detected
+    by (device, inode) and reported through ``on_skip``.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    root_st = root.stat()
+    seen_dirs.add((root_st.st_dev, root_st.st_ino))
+    stack: list[tuple[str, str]] = [(str(root), "")]
+    while stack:
+        abs_dir, rel_dir = stack.pop()
+        with os.scandir(abs_dir) as it:
+            entries = list(it)
+        for entry in entries:
+            rel = f"{rel_dir}{entry.name}"
+            if is_ignored(rel, patterns):
+                continue
+            is_link = entry.is_symlink()
+            if is_link and not follow_symlinks:
+                if on_skip is not None:
+                    on_skip(rel, "symlink (follow_symlinks is off)")
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except FileNotFoundError:
+                if on_skip is not None:
+                    on_skip(rel, "vanished or dangling symlink")
+                continue
+            if _stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen_dirs:
+                    if on_skip is not None:
+                        on_skip(rel, "symlink loop")
+                    continue
+                seen_dirs.add(key)
+                stack.append((entry.path, rel + "/"))
+            elif _stat.S_ISREG(st.st_mode):
+                check_name(rel)
+                yield rel, st
+
+
+def hash_file(path: Path | str) -> str:
+    with Path(path).open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def build_manifest(entries: Iterable[FileEntry]) -> Manifest:
+    return Manifest(tuple(sorted(entries, key=lambda e: sort_key(e.path))))
+
+
+def compute_manifest(
+    root: Path | str,
+    patterns: Sequence[str] = DEFAULT_IGNORE,
+    *,
+    follow_symlinks: bool = False,
+) -> Manifest:
+    """Hash every file, no cache. The daemon's incremental hasher gives identical output."""
+    root = Path(root)
+    return build_manifest(
+        FileEntry(rel, hash_file(root / rel), st.st_size)
+        for rel, st in iter_files(root, patterns, follow_symlinks=follow_symlinks)
+    )
+
+
+def dataset_hash(root: Path | str, patterns: Sequence[str] = DEFAULT_IGNORE) -> str:
+    return compute_manifest(root, patterns).dataset_hash

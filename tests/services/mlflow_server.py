@@ -1,0 +1,3 @@
+"""Session fixture for a real mlflow_server (filled in by its owner)."""
+
+from __future__ import annotations

@@ -1,0 +1,165 @@
+"""The CLI in-process (exit codes, messages) and `watcher run` as a real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from watcher.cli import main
+
+WATCHER = str(Path(sys.executable).parent / "watcher")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("WATCHER_"):
+            monkeypatch.delenv(name)
+
+
+class TestExitCodes:
+    def test_help_and_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--help and --version exit 0."""
+        assert main(["--help"]) == 0
+        assert "check-config" in capsys.readouterr().out
+        assert main(["--version"]) == 0
+        assert "0.1.0" in capsys.readouterr().out
+
+    def test_unknown_command_exit_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Bad arguments: exit 2 and one line, no traceback."""
+        assert main(["frobnicate"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+
+    def test_not_implemented_commands_do_not_pretend(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Commands owned by later work exit 2 with 'not implemented yet'."""
+        assert main(["demo"]) == 2
+        assert "not implemented yet" in capsys.readouterr().err
+
+    def test_check_config_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """check-config prints the effective config and exits 0."""
+        assert main(["check-config"]) == 0
+        assert '"data_dir": "data"' in capsys.readouterr().out
+
+    def test_check_config_lists_every_error(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Three mistakes → three lines with field paths, exit 2."""
+        bad = tmp_path / "bad.toml"
+        bad.write_text(
+            "[watch]\nmax_wait = 'soon'\n[alerts.webhook]\nurl_file = 'u'\n"
+            "[http]\nlisten = 'nowhere'\n[trigger]\nbogus = 1\n",
+            encoding="utf-8",
+        )
+        (tmp_path / "u").write_text("not-a-url", encoding="utf-8")
+        code = main(["--config", str(bad), "check-config"])
+        err = capsys.readouterr().err
+        assert code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 4, err
+        assert any(line.startswith("error: watch.max_wait:") for line in lines)
+        assert any(line.startswith("error: alerts.webhook.url: not a URL") for line in lines)
+        assert any(line.startswith("error: http.listen:") for line in lines)
+        assert any(line.startswith("error: trigger.bogus: unknown key") for line in lines)
+        assert "Traceback" not in err
+
+    def test_secret_never_printed(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A secret from env appears in no output of check-config, valid or not."""
+        secret = "s3cr3t-Value-9f2c"
+        monkeypatch.setenv("WATCHER_TRIGGER__AIRFLOW__PASSWORD", secret)
+        assert main(["check-config"]) == 0
+        monkeypatch.setenv("WATCHER_ALERTS__WEBHOOK__URL", secret)
+        assert main(["check-config"]) == 2
+        out = capsys.readouterr()
+        assert secret not in out.out + out.err
+        assert "********" in out.out
+
+    def test_backend_error_exit_1(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A corrupt state DB is a backend failure: exit 1, names the file."""
+        state = tmp_path / ".watcher"
+        state.mkdir()
+        (state / "state.db").write_bytes(b"garbage" * 200)
+        assert main(["history"]) == 1
+        assert "state.db: state database is corrupt" in capsys.readouterr().err
+
+    def test_history_bad_since(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A bad --since is bad input, exit 2."""
+        assert main(["history", "--since", "yesterday-ish"]) == 2
+        assert "--since" in capsys.readouterr().err
+
+    def test_hash_command(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`watcher hash DIR` prints a 64-hex digest; a missing dir exits 2."""
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "a.csv").write_text("x\n", encoding="utf-8")
+        assert main(["hash", str(tmp_path / "d")]) == 0
+        assert len(capsys.readouterr().out.strip()) == 64
+        assert main(["hash", str(tmp_path / "missing")]) == 2
+
+
+class TestRunProcess:
+    def _start(self, cwd: Path, *args: str) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        return subprocess.Popen(
+            [WATCHER, "--log-format", "json", *args, "run"],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def _wait_ready(self, proc: subprocess.Popen[str], timeout: float = 30.0) -> list[str]:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if '"event": "ready"' in line:
+                return lines
+        raise AssertionError("no ready line:\n" + "".join(lines))
+
+    @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+    def test_ready_then_clean_exit(self, tmp_path: Path, sig: signal.Signals) -> None:
+        """`watcher run` prints a ready line, keeps running, exits 0 within 5 s of a signal."""
+        proc = self._start(tmp_path)
+        try:
+            self._wait_ready(proc)
+            time.sleep(0.5)
+            assert proc.poll() is None
+            sent = time.monotonic()
+            proc.send_signal(sig)
+            assert proc.wait(timeout=5) == 0
+            assert time.monotonic() - sent < 5
+            assert (tmp_path / "data").is_dir()
+        finally:
+            proc.kill()
+            proc.communicate()
+
+    def test_second_instance_refused(self, tmp_path: Path) -> None:
+        """A second daemon on the same state dir exits 1 naming the holder's PID."""
+        first = self._start(tmp_path)
+        try:
+            self._wait_ready(first)
+            second = self._start(tmp_path)
+            out, _ = second.communicate(timeout=30)
+            assert second.returncode == 1
+            assert f"pid {first.pid}" in out
+        finally:
+            first.terminate()
+            first.communicate(timeout=10)

@@ -1,0 +1,5 @@
+"""registry-watcher: the daemon."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,285 @@
+"""Command line: ``main(argv) -> int``. Exit 0 ok, 1 backend failure, 2 bad input.
+
+Keep imports here light: ``watcher --help`` must not import mlflow, sklearn or
+airflow. Commands import what they need inside their bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from watcher import __version__
+from watcher.errors import WatcherError
+
+if TYPE_CHECKING:
+    from watcher.config import Config
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Context:
+    config_path: Path | None
+    debug: bool
+    log_level: str | None
+    log_format: str | None
+    _config: Config | None = None
+
+    def config(self) -> Config:
+        """Load and validate once; configure logging from it (flags win)."""
+        if self._config is None:
+            from watcher.config import load_config
+            from watcher.logging import configure, register_secrets
+
+            overrides: dict[str, object] = {}
+            if self.log_level:
+                overrides["log.level"] = self.log_level
+            if self.log_format:
+                overrides["log.format"] = self.log_format
+            cfg = load_config(self.config_path, overrides=overrides)
+            register_secrets(cfg.secret_values())
+            configure("debug" if self.debug else cfg.log.level, cfg.log.format)
+            self._config = cfg
+        return self._config
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="watcher")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="TOML config file (default: $WATCHER_CONFIG, else ./watcher.toml if present).",
+)
+@click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level (overrides log.level).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    help="Log format; default console on a TTY, JSON lines otherwise.",
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    config_path: Path | None,
+    debug: bool,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """registry-watcher: watch training data and the MLflow Model Registry.
+
+    New data triggers the Airflow DAG `train_pipeline` exactly once per dataset
+    hash; the live accuracy of each Production model is watched, alerted on and,
+    if enabled, rolled back.
+    """
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    ctx.obj = Context(config_path, debug, log_level, log_format)
+
+
+@cli.command()
+@pass_ctx
+def run(ctx: Context) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl-C."""
+    from watcher.app import build_components
+    from watcher.daemon import Daemon
+    from watcher.lock import held
+    from watcher.logging import get_logger
+    from watcher.state import open_state
+
+    cfg = ctx.config()
+    log = get_logger("watcher")
+    with held(cfg.state.dir, "watcher run"):
+        state = open_state(cfg.state.dir)
+        try:
+            daemon = Daemon(state, build_components(cfg, state))
+            daemon.install_signal_handlers()
+            log.info(
+                "starting",
+                version=__version__,
+                data_dir=str(cfg.watch.data_dir),
+                state_dir=str(cfg.state.dir),
+                trigger=cfg.trigger.backend,
+            )
+            daemon.run()
+        finally:
+            state.close()
+
+
+@cli.command("check-config")
+@pass_ctx
+def check_config(ctx: Context) -> None:
+    """Print the effective config (secrets redacted), or every error with its field path."""
+    import tomllib  # noqa: F401  (stdlib, cheap; keeps the TOML dump honest below)
+
+    cfg = ctx.config()
+    click.echo(json.dumps(cfg.redacted(), indent=2, sort_keys=False))
+
+
+@cli.command("hash")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@click.option("--manifest", is_flag=True, help="Print the manifest (sha256sum format).")
+@pass_ctx
+def hash_cmd(ctx: Context, directory: Path, as_json: bool, manifest: bool) -> None:
+    """Print the dataset hash of DIRECTORY (reproducible with coreutils, see README)."""
+    from pipeline.lineage import DatasetPathError, compute_manifest
+    from watcher.errors import UsageError
+
+    cfg = ctx.config()
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory")
+    try:
+        result = compute_manifest(
+            directory, cfg.watch.ignore, follow_symlinks=cfg.watch.follow_symlinks
+        )
+    except DatasetPathError as exc:
+        raise UsageError(f"{directory}/{exc}") from None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "data_dir": str(directory),
+                    "data_hash": result.dataset_hash,
+                    "file_count": len(result.entries),
+                    "bytes": result.total_bytes,
+                    **(
+                        {
+                            "files": [
+                                {"path": e.path, "sha256": e.sha256, "size": e.size}
+                                for e in result.entries
+                            ]
+                        }
+                        if manifest
+                        else {}
+                    ),
+                }
+            )
+        )
+    elif manifest:
+        sys.stdout.buffer.write(result.text())
+    else:
+        click.echo(result.dataset_hash)
+
+
+@cli.command()
+@click.option("--since", help="Only events at or after this ISO time (e.g. 2026-01-31T00:00Z).")
+@click.option("--model", help="Only events of this model.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one event each.")
+@pass_ctx
+def history(ctx: Context, since: str | None, model: str | None, limit: int, as_json: bool) -> None:
+    """The audit log: triggers, runs, promotions, alerts, rollbacks."""
+    from datetime import UTC, datetime
+
+    from watcher.errors import UsageError
+    from watcher.state import open_state
+
+    cfg = ctx.config()
+    since_dt = None
+    if since:
+        try:
+            since_dt = datetime.fromisoformat(since)
+        except ValueError:
+            raise UsageError(f"--since: {since!r} is not an ISO 8601 time") from None
+        if since_dt.tzinfo is None:
+            since_dt = since_dt.replace(tzinfo=UTC)
+    state = open_state(cfg.state.dir)
+    try:
+        events = state.events(since=since_dt, model=model, limit=limit)
+    finally:
+        state.close()
+    for ev in events:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": ev.id,
+                        "at": ev.at,
+                        "kind": ev.kind,
+                        "model": ev.model,
+                        "version": ev.version,
+                        "data_hash": ev.data_hash,
+                        "message": ev.message,
+                        "payload": ev.payload,
+                    }
+                )
+            )
+        else:
+            click.echo(f"{ev.at}  {ev.kind:<22} {ev.message}")
+
+
+def _not_yet(name: str, issue: str) -> Callable[[], None]:
+    def command() -> None:
+        raise click.UsageError(f"`watcher {name}` is not implemented yet ({issue})")
+
+    return command
+
+
+for _name, _help, _issue in (
+    ("status", "Show data, trigger, model and health status at a glance.", "service issue"),
+    ("rollback", "Move Production back to the prior stable version.", "rollback issue"),
+    ("report-accuracy", "Log a live-accuracy observation for a model version.", "monitoring issue"),
+    ("service-unit", "Print a hardened systemd unit for this watcher.", "service issue"),
+    ("demo", "Run a one-minute self-contained demo in a temp dir.", "service issue"),
+):
+    cli.command(
+        _name,
+        help=_help + " (not implemented yet)",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )(_not_yet(_name, _issue))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code instead of raising SystemExit."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="watcher", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        # Bad arguments: one line plus the usage hint, exit 2.
+        click.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except WatcherError as exc:
+        if debug:
+            traceback.print_exc()
+        errors = getattr(exc, "errors", None) or [str(exc)]
+        for line in errors:
+            click.echo(f"error: {line}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        else:
+            from watcher.logging import redact_text
+
+            text = redact_text(f"{type(exc).__name__}: {exc}")
+            click.echo(f"error: {text} (use --debug for a traceback)", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

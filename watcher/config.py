@@ -1,0 +1,461 @@
+"""Configuration: one TOML file, env overrides, flags; validated into frozen models.
+
+Precedence: flag > env (``WATCHER_<SECTION>__<KEY>``) > file > default.
+Secrets are ``SecretStr`` fields; they may come only from env vars or a sibling
+``<key>_file`` (relative names resolve in ``$CREDENTIALS_DIRECTORY``, systemd's
+credentials), never from the TOML file itself, and never appear in dumps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.lineage import DEFAULT_IGNORE
+from watcher.durations import Duration
+from watcher.errors import ConfigError
+
+ENV_PREFIX = "WATCHER_"
+CONFIG_ENV = "WATCHER_CONFIG"
+DEFAULT_CONFIG_FILE = Path("watcher.toml")
+REDACTED = "********"
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not a URL (expected http:// or https://)")
+    return value
+
+
+HttpUrl = Annotated[str, BeforeValidator(lambda v: _check_url(v) if isinstance(v, str) else v)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecretsSection(Section):
+    """A section whose SecretStr fields may be filled from ``<name>_file``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name in _secret_fields(cls):
+            file_key = f"{name}_file"
+            path_value = data.get(file_key)
+            if path_value and data.get(name) is None:
+                path = Path(str(path_value))
+                cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+                if not path.is_absolute() and cred_dir:
+                    path = Path(cred_dir) / path
+                try:
+                    data[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
+                except OSError as exc:
+                    raise ValueError(
+                        f"{file_key}: cannot read {path}: {exc.strerror or exc}"
+                    ) from None
+        return data
+
+
+class WatchConfig(Section):
+    data_dir: Path = Path("data")
+    mode: Literal["auto", "events", "polling"] = "auto"
+    quiet_period: Duration = 2.0
+    max_wait: Duration = 60.0
+    reconcile_interval: Duration = 300.0
+    polling_interval: Duration = 2.0
+    ignore: StrList = Field(default_factory=lambda: list(DEFAULT_IGNORE))
+    follow_symlinks: bool = False
+    hash_workers: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("quiet_period", "max_wait", "reconcile_interval", "polling_interval")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+
+class StateConfig(Section):
+    dir: Path = Path(".watcher")
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None
+    registry_mode: Literal["alias", "stage"] = "alias"
+    request_timeout: Duration = 15.0
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+
+class AirflowConfig(SecretsSection):
+    url: HttpUrl = "http://127.0.0.1:8080"
+    username: str = "admin"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout: Duration = 10.0
+
+
+class TriggerConfig(Section):
+    backend: Literal["local", "airflow", "command"] = "local"
+    dag_id: str = Field(default="train_pipeline", min_length=1)
+    command: StrList = Field(default_factory=list)
+    retry_initial: Duration = 5.0
+    retry_max: Duration = 600.0
+    run_timeout: Duration = 3600.0
+    airflow: AirflowConfig = Field(default_factory=AirflowConfig)
+
+    @model_validator(mode="after")
+    def _command_needs_argv(self) -> TriggerConfig:
+        if self.backend == "command" and not self.command:
+            raise ValueError("trigger.command must be set when trigger.backend = 'command'")
+        return self
+
+
+class PipelineConfig(Section):
+    model_name: str = Field(default="iris-classifier", min_length=1)
+    target_column: str = "target"
+    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    promote: Literal["if_better", "always", "never"] = "if_better"
+    n_estimators: int = Field(default=100, ge=1)
+    max_depth: int | None = Field(default=None, ge=1)
+
+
+class MonitorConfig(Section):
+    models: StrList = Field(default_factory=lambda: ["*"])
+    poll_interval: Duration = 30.0
+    mlflow_down_alert_after: Duration = 300.0
+    min_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
+    window: int = Field(default=5, ge=1)
+    min_samples: int = Field(default=100, ge=1)
+    for_: Duration = Field(default=0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    feedback_dir: Path | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class RollbackConfig(Section):
+    auto: bool = False
+    after: Duration = 0.0
+    cooldown: Duration = 1800.0
+    max_per_window: int = Field(default=2, ge=1)
+    window: Duration = 86400.0
+    dry_run: bool = False
+    retrain: bool = False
+
+
+class AlertmanagerConfig(Section):
+    url: HttpUrl | None = None
+    resend_interval: Duration = 60.0
+
+
+class WebhookConfig(SecretsSection):
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _check_url(v.get_secret_value())
+        return v
+
+
+class SlackConfig(SecretsSection):
+    webhook_url: SecretStr | None = None
+    webhook_url_file: Path | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            _check_url(v.get_secret_value())
+        return v
+
+
+class EmailConfig(SecretsSection):
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sender: str = "registry-watcher@localhost"
+    to: StrList = Field(default_factory=list)
+    timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _recipients(self) -> EmailConfig:
+        if self.host and not self.to:
+            raise ValueError("alerts.email.to must list at least one recipient when host is set")
+        return self
+
+
+class AlertsConfig(Section):
+    repeat_interval: Duration = 4 * 3600.0
+    log: bool = True
+    file: Path | None = None
+    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+
+
+class HttpConfig(Section):
+    listen: str | None = None
+    allow_public: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9464")
+        return v
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class Config(Section):
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _public_bind(self) -> Config:
+        if self.http.listen and not self.http.allow_public:
+            host = self.http.listen.rpartition(":")[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ValueError(
+                    f"http.listen: {host} is not a loopback address; "
+                    "set http.allow_public = true to expose the endpoint"
+                )
+        return self
+
+    # Derived values -------------------------------------------------------
+
+    @property
+    def tracking_uri(self) -> str:
+        """Explicit config > MLFLOW_TRACKING_URI > SQLite in the state dir."""
+        if self.mlflow.tracking_uri:
+            return self.mlflow.tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{self.state.dir.resolve() / 'mlflow.db'}"
+
+    @property
+    def alerts_file(self) -> Path:
+        return self.alerts.file or self.state.dir / "alerts.jsonl"
+
+    def secret_values(self) -> list[str]:
+        """Every secret value present, for the log redaction processor."""
+        return [s.get_secret_value() for s in _iter_secrets(self) if s.get_secret_value()]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective config as plain data with secrets replaced."""
+        data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
+        _mask(data, self)
+        return data
+
+
+def _iter_secrets(model: BaseModel) -> Iterator[SecretStr]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            yield value
+        elif isinstance(value, BaseModel):
+            yield from _iter_secrets(value)
+
+
+def _mask(data: dict[str, Any], model: BaseModel) -> None:
+    for name, info in type(model).model_fields.items():
+        key = info.alias or name
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            data[key] = REDACTED
+        elif isinstance(value, BaseModel):
+            _mask(data[key], value)
+
+
+def _secret_fields(cls: type[BaseModel]) -> list[str]:
+    return [
+        name
+        for name, info in cls.model_fields.items()
+        if info.annotation is not None and "SecretStr" in str(info.annotation)
+    ]
+
+
+def _secret_paths(cls: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for name, info in cls.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            paths |= _secret_paths(ann, (*prefix, info.alias or name))
+        elif ann is not None and "SecretStr" in str(ann):
+            paths.add((*prefix, name))
+    return paths
+
+
+# Loading ------------------------------------------------------------------
+
+
+def config_path(flag: Path | None, env: Mapping[str, str]) -> Path | None:
+    if flag is not None:
+        return flag
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """``WATCHER_A__B__C=v`` → {("a","b","c"): v}. Names without ``__`` are not config."""
+    out: dict[tuple[str, ...], str] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+        if all(path):
+            out[path] = value
+    return out
+
+
+def _set(tree: dict[str, Any], path: tuple[str, ...], value: object) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Build the effective config; raises ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    file_path = config_path(path, env)
+    tree: dict[str, Any] = _read_toml(file_path) if file_path else {}
+    sources: dict[tuple[str, ...], str] = dict.fromkeys(_flatten(tree), f"in {file_path}")
+
+    errors: list[str] = []
+    for secret in _secret_paths(Config):
+        if secret in sources:
+            dotted = ".".join(secret)
+            env_name = ENV_PREFIX + "__".join(p.upper() for p in secret)
+            errors.append(
+                f"{dotted}: secrets may not be written in the config file ({file_path}); "
+                f"set {env_name} or {dotted}_file"
+            )
+    for key_path, env_value in env_overrides(env).items():
+        _set(tree, key_path, env_value)
+        sources[key_path] = f"from env {ENV_PREFIX}{'__'.join(p.upper() for p in key_path)}"
+    for dotted, flag_value in (overrides or {}).items():
+        flag_path = tuple(dotted.split("."))
+        _set(tree, flag_path, flag_value)
+        sources[flag_path] = "from the command line"
+
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        errors.extend(_format_errors(exc, sources))
+        config = None
+    if errors or config is None:
+        raise ConfigError(errors)
+    return config
+
+
+def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"])
+        msg = str(err["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        dotted = ".".join(loc) or "(top level)"
+        if msg.startswith(f"{dotted}: ") or (":" in msg and msg.split(":")[0].endswith("_file")):
+            line = f"{dotted}.{msg}" if msg.split(":")[0].endswith("_file") else msg
+        else:
+            line = f"{dotted}: {msg}"
+        source = sources.get(loc) or next(
+            (src for path, src in sources.items() if path[: len(loc)] == loc and loc), None
+        )
+        if source:
+            line += f" ({source})"
+        lines.append(line)
+    return lines

@@ -1,0 +1,154 @@
+"""The daemon loop: components do one pass in ``tick()``; ``run()`` loops until stopped.
+
+Components own their I/O (watching files, polling the registry, delivering
+alerts). The loop gives each a turn, reports health to systemd and the state
+DB, and stops them in reverse order. Signals only set the stop event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Protocol
+
+from watcher.clock import Clock, SystemClock
+from watcher.logging import get_logger
+from watcher.sdnotify import SystemdNotifier
+from watcher.state import StateStore, iso
+
+log = get_logger("watcher.daemon")
+
+HEARTBEAT_EVERY = 5.0
+MAX_IDLE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """One component's health: ok, and details for /healthz and `watcher status`."""
+
+    name: str
+    ok: bool
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def tick(self) -> float | None:
+        """Do due work; return seconds until the next call is needed (None: no opinion)."""
+        ...
+
+    def health(self) -> Health: ...
+
+    def stop(self) -> None: ...
+
+
+class Daemon:
+    def __init__(
+        self,
+        state: StateStore,
+        components: Sequence[Component],
+        *,
+        clock: Clock | None = None,
+        notifier: SystemdNotifier | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.state = state
+        self.components = list(components)
+        self.clock = clock or SystemClock()
+        self.sd = notifier or SystemdNotifier()
+        self.stop_event = stop or threading.Event()
+        self._last_heartbeat = -HEARTBEAT_EVERY
+        self._last_ping = -1e9
+
+    def tick(self) -> float:
+        """One pass over every component; returns how long the loop may sleep."""
+        wait = MAX_IDLE
+        for comp in self.components:
+            try:
+                nxt = comp.tick()
+            except Exception as exc:
+                # One broken component must not take the daemon down; health shows it.
+                log.exception("component_failed", component=comp.name, error=str(exc))
+                nxt = None
+            if nxt is not None:
+                wait = min(wait, max(0.0, nxt))
+        return wait
+
+    def health(self) -> list[Health]:
+        return [c.health() for c in self.components]
+
+    def healthy(self) -> bool:
+        return all(h.ok for h in self.health())
+
+    def _heartbeat(self) -> None:
+        now = self.clock.monotonic()
+        interval = self.sd.watchdog_interval
+        # Only a healthy loop pings: a stuck or broken daemon gets restarted by systemd.
+        if interval is not None and now - self._last_ping >= interval and self.healthy():
+            self.sd.watchdog()
+            self._last_ping = now
+        if now - self._last_heartbeat >= HEARTBEAT_EVERY:
+            self._last_heartbeat = now
+            checks = {h.name: {"ok": h.ok, **h.detail} for h in self.health()}
+            self.state.set_meta(
+                "heartbeat",
+                json.dumps(
+                    {"pid": os.getpid(), "at": iso(self.clock.now()), "checks": checks}, default=str
+                ),
+            )
+
+    def install_signal_handlers(self) -> None:
+        def _handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("stop_requested", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, _handler)
+        signal.signal(signal.SIGINT, _handler)
+        # Config reload is restart-only: say so instead of dying on the default action.
+        signal.signal(
+            signal.SIGHUP,
+            lambda *_: log.warning("sighup_ignored", hint="restart the service to reload config"),
+        )
+
+    def run(self) -> int:
+        started = time.monotonic()
+        for comp in self.components:
+            comp.start()
+        try:
+            self.tick()  # the first reconcile happens before READY=1
+            status = "watching; " + ", ".join(c.name for c in self.components)
+            self.sd.ready(status)
+            log.info(
+                "ready",
+                components=[c.name for c in self.components],
+                startup_seconds=round(time.monotonic() - started, 3),
+            )
+            self.state.record("daemon.started", f"watcher started (pid {os.getpid()})")
+            while not self.stop_event.is_set():
+                self._heartbeat()
+                wait = self.tick()
+                if self.sd.watchdog_interval is not None:
+                    wait = min(wait, self.sd.watchdog_interval)
+                self.clock.wait(self.stop_event, wait)
+        finally:
+            self.sd.stopping()
+            log.info("stopping")
+            for comp in reversed(self.components):
+                try:
+                    comp.stop()
+                except Exception as exc:
+                    log.exception("component_stop_failed", component=comp.name, error=str(exc))
+            self.state.record("daemon.stopped", f"watcher stopped (pid {os.getpid()})")
+            self.state.set_meta(
+                "heartbeat", json.dumps({"pid": None, "at": iso(self.clock.now()), "stopped": True})
+            )
+        return 0

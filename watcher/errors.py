@@ -1,0 +1,55 @@
+"""One small error hierarchy; the CLI maps it to exit codes (2 bad input, 1 backend)."""
+
+from __future__ import annotations
+
+
+class WatcherError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(WatcherError):
+    """Bad configuration or bad command-line input."""
+
+    exit_code = 2
+
+    def __init__(self, errors: list[str] | str) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("; ".join(self.errors))
+
+
+class UsageError(WatcherError):
+    """Bad input from the user (unknown model, bad value)."""
+
+    exit_code = 2
+
+
+class StateError(WatcherError):
+    """The state store is unusable (corrupt, newer schema, unwritable)."""
+
+
+class BackendError(WatcherError):
+    """A backend (MLflow, Airflow, a notifier) failed."""
+
+
+class RegistryError(BackendError):
+    pass
+
+
+class TriggerError(BackendError):
+    pass
+
+
+class NotifyError(BackendError):
+    pass
+
+
+class RollbackRefused(WatcherError):
+    """A rollback the guards refuse; bad input when asked by hand."""
+
+    exit_code = 2
+
+
+class LockHeld(WatcherError):
+    """Another instance holds the state-dir lock."""
