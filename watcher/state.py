@@ -93,6 +93,35 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rollback_model ON rollback_journal(model, started_at);
     """,
+    # 3: alert lifecycle states and the notification delivery outbox (alerts/store.py).
+    """
+    CREATE TABLE alert_states (
+        fingerprint      TEXT PRIMARY KEY,
+        source           TEXT NOT NULL,
+        status           TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
+        alert_json       TEXT NOT NULL,
+        sequence         INTEGER NOT NULL,
+        last_notified_at TEXT NOT NULL,
+        updated_at       TEXT NOT NULL
+    );
+    CREATE INDEX alert_states_by_status ON alert_states (status, source);
+    CREATE TABLE alert_deliveries (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        fingerprint       TEXT NOT NULL,
+        channel           TEXT NOT NULL,
+        kind              TEXT NOT NULL CHECK (kind IN ('firing', 'repeat', 'resolved')),
+        sequence          INTEGER NOT NULL,
+        notification_json TEXT NOT NULL,
+        created_at        TEXT NOT NULL,
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at   TEXT NOT NULL,
+        last_error        TEXT,
+        delivered_at      TEXT,
+        UNIQUE (fingerprint, channel, kind, sequence)
+    );
+    CREATE INDEX alert_deliveries_pending
+        ON alert_deliveries (delivered_at, channel, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
