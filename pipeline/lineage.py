@@ -8,8 +8,10 @@ hash is the SHA-256 of the manifest bytes. See README "Dataset hash".
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
+import re
 import stat as _stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,13 +52,20 @@ class Manifest:
         return sum(e.size for e in self.entries)
 
 
+@functools.lru_cache(maxsize=32)
+def _ignore_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """All basename patterns as one compiled regex (one match per entry, not one per pattern)."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
 def is_ignored(rel_path: str, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
     """Any component starting with '.' or a basename matching a pattern is ignored."""
-    parts = rel_path.split("/")
-    if any(p.startswith(".") for p in parts):
+    if rel_path.startswith(".") or "/." in rel_path:
         return True
-    name = parts[-1]
-    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+    name = rel_path.rpartition("/")[2]
+    return _ignore_regex(tuple(patterns)).match(name) is not None
 
 
 def check_name(rel_path: str) -> None:

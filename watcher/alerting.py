@@ -96,10 +96,14 @@ class Alerting:
         """Set the active alerts of ``source``; returns the notifications it decided."""
         return self.dispatcher.process(source, active, self.clock.now())
 
-    def event(self, alert: Alert) -> int:
-        """A one-off notification (no lifecycle): e.g. a promotion or a rollback done."""
+    def event(self, alert: Alert, sequence: int) -> int:
+        """A one-off notification (no lifecycle): e.g. a rollback done.
+
+        ``sequence`` (a history event or journal id) makes it unique in the outbox, so
+        the same labels can notify again later while a retried enqueue stays idempotent.
+        """
         return self.dispatcher.enqueue(
-            [Notification(alert, NotificationKind.FIRING, sequence=0)], self.clock.now()
+            [Notification(alert, NotificationKind.FIRING, sequence=sequence)], self.clock.now()
         )
 
     def start(self) -> None:

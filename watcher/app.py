@@ -11,7 +11,51 @@ if TYPE_CHECKING:
 
 
 def build_components(config: Config, state: StateStore) -> list[Component]:
-    """Components in start order; each feature adds itself here."""
+    """Components in start order (stopped in reverse)."""
+    from watcher.alerting import Alerting
+    from watcher.autorollback import AutoRollback
+    from watcher.clock import SystemClock
+    from watcher.datawatch import DataWatcher
+    from watcher.health import CoreChecks
+    from watcher.monitor import build_monitor
+    from watcher.registry_mlflow import MlflowRegistry
+
     config.watch.data_dir.mkdir(parents=True, exist_ok=True)
-    components: list[Component] = []
+    clock = SystemClock()
+    # Alerting first: the others raise alerts through it.
+    alerting = Alerting(config, state, clock)
+    data = DataWatcher(config, state)
+    monitor = build_monitor(config, state, alerting.dispatcher)
+    # Its own registry client: MLflow clients are used from one thread each, and the
+    # monitor's polls from the scheduler thread while rollbacks run on the main loop.
+    registry = MlflowRegistry(
+        config.tracking_uri,
+        config.mlflow.registry_mode,
+        timeout=config.mlflow.request_timeout,
+        max_retries=config.mlflow.max_retries,
+    )
+    rollback = AutoRollback(
+        config.rollback,
+        config.monitor.min_accuracy,
+        config.monitor.window,
+        monitor,
+        registry,
+        state,
+        config.state.dir,
+        clock,
+        alerting,
+        retrain=data.request_retrain,
+    )
+    components: list[Component] = [
+        alerting,
+        CoreChecks(config.watch.data_dir, state),
+        data,
+        monitor,
+        rollback,
+    ]
+    if config.http.listen:
+        # Last, so it starts after and stops before what it reports on.
+        from watcher.http import HttpEndpoint
+
+        components.append(HttpEndpoint(config.http.listen, components))
     return components

@@ -232,10 +232,6 @@ def _not_yet(name: str, issue: str) -> Callable[[], None]:
 
 
 for _name, _help, _issue in (
-    ("status", "Show data, trigger, model and health status at a glance.", "service issue"),
-    ("rollback", "Move Production back to the prior stable version.", "rollback issue"),
-    ("report-accuracy", "Log a live-accuracy observation for a model version.", "monitoring issue"),
-    ("service-unit", "Print a hardened systemd unit for this watcher.", "service issue"),
     ("demo", "Run a one-minute self-contained demo in a temp dir.", "service issue"),
 ):
     cli.command(
@@ -243,6 +239,24 @@ for _name, _help, _issue in (
         help=_help + " (not implemented yet)",
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )(_not_yet(_name, _issue))
+
+from watcher.commands.drift import drift_cmd  # noqa: E402  (click only; heavy imports inside)
+
+cli.add_command(drift_cmd)
+
+from watcher.commands.report_accuracy import report_accuracy_cmd  # noqa: E402  (click only)
+
+cli.add_command(report_accuracy_cmd)
+
+from watcher.commands.service_unit import service_unit  # noqa: E402  (click only)
+from watcher.commands.status import status_cmd  # noqa: E402  (click only; rich inside)
+
+cli.add_command(service_unit)
+cli.add_command(status_cmd)
+
+from watcher.commands.rollback import rollback_cmd  # noqa: E402  (click only; mlflow inside)
+
+cli.add_command(rollback_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

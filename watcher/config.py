@@ -257,6 +257,18 @@ class LogConfig(Section):
     format: Literal["auto", "console", "json"] = "auto"
 
 
+class DriftConfig(Section):
+    """Data drift of new data against the Production version's reference profile."""
+
+    alert: bool = True
+    drift_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    method: Literal["auto", "psi"] = "auto"
+    # auto: KS/chi-square drift at p < p_value (<= 1,000 reference rows), else normed
+    # Wasserstein/Jensen-Shannon >= threshold; psi: PSI >= threshold.
+    p_value: float = Field(default=0.05, gt=0.0, lt=1.0)
+    threshold: float = Field(default=0.1, gt=0.0)
+
+
 class Config(Section):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     state: StateConfig = Field(default_factory=StateConfig)
@@ -268,6 +280,7 @@ class Config(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="after")
     def _public_bind(self) -> Config:

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Protocol
 
 from watcher.clock import Clock, SystemClock
+from watcher.errors import StateError
 from watcher.logging import get_logger
 from watcher.sdnotify import SystemdNotifier
 from watcher.state import StateStore, iso
@@ -67,7 +68,8 @@ class Daemon:
         self.sd = notifier or SystemdNotifier()
         self.stop_event = stop or threading.Event()
         self._last_heartbeat = -HEARTBEAT_EVERY
-        self._last_ping = -1e9
+        self._next_ping = -1e9
+        self._last_status = ""
 
     def tick(self) -> float:
         """One pass over every component; returns how long the loop may sleep."""
@@ -84,7 +86,14 @@ class Daemon:
         return wait
 
     def health(self) -> list[Health]:
-        return [c.health() for c in self.components]
+        out = []
+        for c in self.components:
+            try:
+                out.append(c.health())
+            except Exception as exc:
+                # A health check that raises is a failing check, not a dead daemon.
+                out.append(Health(c.name, False, {"error": f"health raised {type(exc).__name__}"}))
+        return out
 
     def healthy(self) -> bool:
         return all(h.ok for h in self.health())
@@ -92,19 +101,36 @@ class Daemon:
     def _heartbeat(self) -> None:
         now = self.clock.monotonic()
         interval = self.sd.watchdog_interval
+        health = self.health()
+        failing = [h.name for h in health if not h.ok]
         # Only a healthy loop pings: a stuck or broken daemon gets restarted by systemd.
-        if interval is not None and now - self._last_ping >= interval and self.healthy():
-            self.sd.watchdog()
-            self._last_ping = now
+        if interval is not None and now >= self._next_ping:
+            self._next_ping = now + interval
+            if not failing:
+                self.sd.watchdog()
+        status = "unhealthy: " + ", ".join(failing) if failing else "healthy"
+        if status != self._last_status:
+            # systemctl status shows the latest STATUS= line; send it only on change.
+            self._last_status = status
+            self.sd.status(status)
+            if failing:
+                log.warning("unhealthy", failing=failing)
         if now - self._last_heartbeat >= HEARTBEAT_EVERY:
             self._last_heartbeat = now
-            checks = {h.name: {"ok": h.ok, **h.detail} for h in self.health()}
-            self.state.set_meta(
-                "heartbeat",
-                json.dumps(
-                    {"pid": os.getpid(), "at": iso(self.clock.now()), "checks": checks}, default=str
-                ),
-            )
+            checks = {h.name: {"ok": h.ok, **h.detail} for h in health}
+            doc = {"pid": os.getpid(), "at": iso(self.clock.now()), "checks": checks}
+            try:
+                self.state.set_meta("heartbeat", json.dumps(doc, default=str))
+            except StateError as exc:
+                # A briefly locked or full disk must not kill the loop; status shows staleness.
+                log.warning("heartbeat_not_saved", error=str(exc))
+
+    def _until_ping(self) -> float | None:
+        """Seconds until the next watchdog ping is due (None: no watchdog)."""
+        interval = self.sd.watchdog_interval
+        if interval is None:
+            return None
+        return max(0.0, self._next_ping - self.clock.monotonic())
 
     def install_signal_handlers(self) -> None:
         def _handler(signum: int, _frame: FrameType | None) -> None:
@@ -121,9 +147,13 @@ class Daemon:
 
     def run(self) -> int:
         started = time.monotonic()
-        for comp in self.components:
-            comp.start()
+        running: list[Component] = []
         try:
+            for comp in self.components:
+                comp.start()
+                # Only started components are stopped: a failed start must still let
+                # the earlier ones (and their non-daemon threads) shut down.
+                running.append(comp)
             self.tick()  # the first reconcile happens before READY=1
             status = "watching; " + ", ".join(c.name for c in self.components)
             self.sd.ready(status)
@@ -136,13 +166,15 @@ class Daemon:
             while not self.stop_event.is_set():
                 self._heartbeat()
                 wait = self.tick()
-                if self.sd.watchdog_interval is not None:
-                    wait = min(wait, self.sd.watchdog_interval)
+                until_ping = self._until_ping()
+                if until_ping is not None:
+                    # Wake for the ping itself, not a full interval after an unrelated wake-up.
+                    wait = min(wait, until_ping)
                 self.clock.wait(self.stop_event, wait)
         finally:
             self.sd.stopping()
             log.info("stopping")
-            for comp in reversed(self.components):
+            for comp in reversed(running):
                 try:
                     comp.stop()
                 except Exception as exc:

@@ -37,6 +37,10 @@ class RegistryError(BackendError):
     pass
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached at all (connection refused, timeout, 5xx)."""
+
+
 class TriggerError(BackendError):
     pass
 

@@ -11,6 +11,8 @@ from pathlib import Path
 from watcher.errors import LockHeld, StateError
 
 LOCK_NAME = "watcher.lock"
+# Held only while a rollback runs, by the daemon and by `watcher rollback` alike.
+ROLLBACK_LOCK_NAME = "rollback.lock"
 
 
 class StateLock:
@@ -20,8 +22,8 @@ class StateLock:
     lock file never blocks a restart.
     """
 
-    def __init__(self, state_dir: Path, purpose: str = "run") -> None:
-        self.path = state_dir / LOCK_NAME
+    def __init__(self, state_dir: Path, purpose: str = "run", name: str = LOCK_NAME) -> None:
+        self.path = state_dir / name
         self.purpose = purpose
         self._fd: int | None = None
 
@@ -36,9 +38,7 @@ class StateLock:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
             os.close(fd)
-            raise LockHeld(
-                f"{self.path}: another registry-watcher holds the state dir ({holder})"
-            ) from None
+            raise LockHeld(f"{self.path}: held by another registry-watcher ({holder})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({self.purpose})\n".encode(), 0)
         self._fd = fd

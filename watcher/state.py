@@ -87,7 +87,8 @@ MIGRATIONS: tuple[str, ...] = (
         step TEXT NOT NULL,
         reason TEXT NOT NULL,
         actor TEXT NOT NULL,
-        dry_run INTEGER NOT NULL DEFAULT 0,
+        automatic INTEGER NOT NULL DEFAULT 0,
+        undo INTEGER NOT NULL DEFAULT 0,
         started_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );

@@ -1,0 +1,94 @@
+"""Run configuration: one dataclass filled from CLI args or an Airflow run conf.
+
+Resolution order for each field: run conf / CLI value, then ``WATCHER_*`` env var
+(the defaults of a hand-triggered DAG run), then the built-in default.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from pipeline.data import DEFAULT_SEED, DEFAULT_TARGET, DEFAULT_TEST_SIZE
+from pipeline.errors import BadInputError
+from pipeline.register import check_mode, check_rule
+from pipeline.train import DEFAULT_EXPERIMENT
+
+DEFAULT_MODEL_NAME = "iris-classifier"
+DEFAULT_THRESHOLD = 0.9
+ENV_DEFAULTS = {
+    "data_dir": "WATCHER_DATA_DIR",
+    "model_name": "WATCHER_MODEL_NAME",
+    "registry_mode": "WATCHER_REGISTRY_MODE",
+    "promote": "WATCHER_PROMOTE",
+    "threshold": "WATCHER_THRESHOLD",
+    "experiment": "WATCHER_EXPERIMENT",
+    "target": "WATCHER_TARGET",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    data_dir: str
+    data_hash: str | None = None
+    target: str = DEFAULT_TARGET
+    model_name: str = DEFAULT_MODEL_NAME
+    registry_mode: str = "alias"
+    promote: str = "if_better"
+    threshold: float = DEFAULT_THRESHOLD
+    n_estimators: int = 100
+    max_depth: int | None = None
+    random_state: int = DEFAULT_SEED
+    test_size: float = DEFAULT_TEST_SIZE
+    experiment: str = DEFAULT_EXPERIMENT
+    dag_run_id: str | None = None
+    tracking_uri: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            raise BadInputError("data_dir is required (run conf, --data-dir or WATCHER_DATA_DIR)")
+        if not self.model_name:
+            raise BadInputError("model_name must not be empty")
+        check_mode(self.registry_mode)
+        check_rule(self.promote)
+        if math.isnan(self.threshold):
+            raise BadInputError("threshold must be a number")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(name: str, value: Any, kind: str) -> Any:
+    if value is None or (isinstance(value, str) and value == "" and "None" in kind):
+        return None
+    try:
+        if kind.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(f"{name}: expected {kind}, got {value!r}") from exc
+    return str(value)
+
+
+def from_conf(conf: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RunConfig:
+    """Build a RunConfig from a run conf dict; unknown keys are rejected by name."""
+    environ = os.environ if environ is None else environ
+    known = {f.name: str(f.type) for f in fields(RunConfig)}
+    unknown = sorted(set(conf) - set(known))
+    if unknown:
+        raise BadInputError(f"unknown run conf key(s) {unknown}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for name, kind in known.items():
+        if name in conf and conf[name] is not None:
+            values[name] = _coerce(name, conf[name], kind)
+        elif name in ENV_DEFAULTS and environ.get(ENV_DEFAULTS[name]):
+            values[name] = _coerce(name, environ[ENV_DEFAULTS[name]], kind)
+    if "data_dir" not in values:
+        values["data_dir"] = ""
+    return RunConfig(**values)

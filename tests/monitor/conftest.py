@@ -1,0 +1,72 @@
+"""Shared pieces for monitor tests: a state DB, a real dispatcher writing JSONL channels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts import AlertStore, Dispatcher
+from alerts.notifiers.file import FileNotifier
+from watcher.state import StateStore, open_state
+from watcher.testing import FakeClock
+
+# MLflow 3.17's SQLAlchemy store uses the ``noload`` strategy SQLAlchemy 2.1 deprecates;
+# it fires on first sqlite:// use in a process. Not ours to fix.
+SQLALCHEMY_NOLOAD = "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
+CHANNELS = ("ops", "audit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.filterwarnings(SQLALCHEMY_NOLOAD))
+
+
+@dataclass
+class Channels:
+    """Two real file channels and the dispatcher that feeds them."""
+
+    dispatcher: Dispatcher
+    dir: Path
+
+    def sent(self, channel: str, alertname: str | None = None) -> list[str]:
+        """Notification kinds delivered to ``channel`` (optionally for one alertname)."""
+        path = self.dir / f"{channel}.jsonl"
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [
+            r["kind"] for r in rows if alertname is None or r["labels"]["alertname"] == alertname
+        ]
+
+    def summaries(self, channel: str) -> list[str]:
+        path = self.dir / f"{channel}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [r["annotations"].get("summary", "") for r in rows]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateStore]:
+    store = open_state(tmp_path / "state")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def channels(state: StateStore, tmp_path: Path) -> Channels:
+    out = tmp_path / "channels"
+    out.mkdir()
+    notifiers = [FileNotifier(out / f"{name}.jsonl", name=name) for name in CHANNELS]
+    dispatcher = Dispatcher(AlertStore(state.conn), notifiers, repeat_interval=timedelta(hours=4))
+    return Channels(dispatcher, out)

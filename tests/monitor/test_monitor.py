@@ -1,0 +1,249 @@
+"""Monitor component with the in-memory registry, a fake clock and real alert channels."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.monitor.conftest import CHANNELS, Channels
+from watcher.config import MonitorConfig
+from watcher.monitor import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
+from watcher.policy import Status
+from watcher.state import StateStore
+from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
+
+MODEL = "iris-classifier"
+
+
+def make_monitor(
+    state: StateStore,
+    clock: FakeClock,
+    channels: Channels,
+    registry: FakeRegistry,
+    source: MemoryObservations,
+    **cfg: object,
+) -> Monitor:
+    settings: dict[str, object] = {
+        "models": ["iris-*"],
+        "min_accuracy": 0.9,
+        "window": 2,
+        "min_samples": 100,
+        "for": "5m",
+        "keep_firing_for": "0s",
+        "mlflow_down_alert_after": "5m",
+        **cfg,
+    }
+    mon = Monitor(
+        MonitorConfig.model_validate(settings),
+        state,
+        registry,
+        source,
+        channels.dispatcher,
+        clock=clock,
+        use_scheduler=False,
+        retry_delay=0.0,
+    )
+    mon.start()
+    return mon
+
+
+def cycle(mon: Monitor, channels: Channels, clock: FakeClock) -> None:
+    """One poll + one daemon tick + one delivery pass."""
+    mon.poll_once()
+    mon.tick()
+    channels.dispatcher.deliver_due(clock.now())
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    reg = FakeRegistry()
+    reg.create_version(MODEL)
+    reg.create_version(MODEL)
+    reg.set_production(MODEL, "1")
+    return reg
+
+
+def test_production_change_is_recorded_and_notified(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """A promotion becomes a history event and one info notification per channel."""
+    mon = make_monitor(state, clock, channels, registry, MemoryObservations())
+    cycle(mon, channels, clock)
+    registry.create_version(MODEL)
+    registry.set_production(MODEL, "3")
+    cycle(mon, channels, clock)
+    cycle(mon, channels, clock)  # nothing changed: nothing new
+    kinds = [e.kind for e in state.events(model=MODEL)]
+    assert [
+        "registry.model_watched",
+        "registry.version_created",
+        "registry.production_changed",
+    ] == kinds
+    for ch in CHANNELS:
+        assert [
+            "iris-classifier v3 registered",
+            "iris-classifier v3 is now Production (was v1)",
+        ] == channels.summaries(ch)
+
+
+def test_deleted_version_and_model_are_reported(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """Deleting a version (and the Production one) is an event; baseline survives restarts."""
+    cycle(make_monitor(state, clock, channels, registry, MemoryObservations()), channels, clock)
+    registry.delete_version(MODEL, "1")
+    # A new Monitor (a restart) diffs against what the state DB remembers.
+    mon = make_monitor(state, clock, channels, registry, MemoryObservations())
+    cycle(mon, channels, clock)
+    messages = [e.message for e in state.events(model=MODEL)][1:]
+    assert [
+        "iris-classifier v1 was deleted",
+        "iris-classifier has no Production version (was v1)",
+    ] == messages
+
+
+def test_accuracy_lifecycle_ok_pending_firing_repeat_resolved(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """Breach → pending → firing after `for`; one firing per channel, one repeat, one resolved."""
+    source = MemoryObservations()
+    mon = make_monitor(state, clock, channels, registry, source)
+    source.add(MODEL, "1", 0.97, 200, clock.now())
+    cycle(mon, channels, clock)
+    assert Status.OK == mon.decisions[MODEL].status
+
+    clock.advance(60)
+    source.add(MODEL, "1", 0.5, 400, clock.now())
+    cycle(mon, channels, clock)
+    assert Status.PENDING == mon.decisions[MODEL].status
+    clock.advance(299)
+    cycle(mon, channels, clock)
+    assert Status.PENDING == mon.decisions[MODEL].status
+    clock.advance(1)
+    cycle(mon, channels, clock)
+    assert Status.FIRING == mon.decisions[MODEL].status
+    for _ in range(5):  # keeps firing: no new notification before repeat_interval
+        clock.advance(600)
+        cycle(mon, channels, clock)
+    assert all(["firing"] == channels.sent(ch, ACCURACY_ALERT) for ch in CHANNELS)
+
+    clock.advance(4 * 3600)
+    cycle(mon, channels, clock)
+    assert all(["firing", "repeat"] == channels.sent(ch, ACCURACY_ALERT) for ch in CHANNELS)
+
+    source.add(MODEL, "1", 0.99, 1000, clock.now())
+    source.add(MODEL, "1", 0.99, 1000, clock.now())
+    cycle(mon, channels, clock)
+    cycle(mon, channels, clock)
+    assert Status.OK == mon.decisions[MODEL].status
+    for ch in CHANNELS:
+        assert ["firing", "repeat", "resolved"] == channels.sent(ch, ACCURACY_ALERT)
+    kinds = [e.kind for e in state.events(model=MODEL) if e.kind.startswith("monitor.")]
+    assert [
+        "monitor.accuracy_pending",
+        "monitor.accuracy_firing",
+        "monitor.accuracy_resolved",
+    ] == kinds
+
+
+def test_pending_fires_on_time_without_a_new_poll(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """tick() alone re-evaluates when `for` elapses, and says how long until then."""
+    source = MemoryObservations()
+    mon = make_monitor(state, clock, channels, registry, source)
+    source.add(MODEL, "1", 0.1, 500, clock.now())
+    mon.poll_once()
+    assert 300.0 == mon.tick()
+    clock.advance(300)
+    mon.tick()
+    assert Status.FIRING == mon.decisions[MODEL].status
+
+
+def test_below_min_samples_stays_inconclusive(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """Terrible accuracy on too few samples never alerts."""
+    source = MemoryObservations()
+    mon = make_monitor(state, clock, channels, registry, source)
+    for _ in range(6):
+        source.add(MODEL, "1", 0.1, 40, clock.now())
+        clock.advance(600)
+        cycle(mon, channels, clock)
+        assert Status.INCONCLUSIVE == mon.decisions[MODEL].status
+    assert [] == channels.sent("ops", ACCURACY_ALERT)
+
+
+def test_new_production_version_starts_clean(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """v1's bad observations do not count against v2 once it is Production."""
+    source = MemoryObservations()
+    mon = make_monitor(state, clock, channels, registry, source, **{"for": 0})
+    source.add(MODEL, "1", 0.1, 500, clock.now())
+    cycle(mon, channels, clock)
+    assert Status.FIRING == mon.decisions[MODEL].status
+    registry.set_production(MODEL, "2")
+    cycle(mon, channels, clock)
+    decision = mon.decisions[MODEL]
+    assert ("2", Status.INCONCLUSIVE) == (decision.state.version, decision.status)
+    assert ["firing", "resolved"] == channels.sent("ops", ACCURACY_ALERT)
+
+
+def test_policy_state_survives_restart(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """A restart keeps a firing alert firing: no spurious resolve and no second firing."""
+    source = MemoryObservations()
+    source.add(MODEL, "1", 0.1, 500, clock.now())
+    mon = make_monitor(state, clock, channels, registry, source, **{"for": 0})
+    cycle(mon, channels, clock)
+    mon.stop()
+    again = make_monitor(state, clock, channels, registry, source, **{"for": 0})
+    clock.advance(60)
+    cycle(again, channels, clock)
+    assert Status.FIRING == again.decisions[MODEL].status
+    assert ["firing"] == channels.sent("ops", ACCURACY_ALERT)
+
+
+def test_outage_logged_once_alerted_after_threshold_and_recovered(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """Unreachable MLflow: one event per outage, alert after 5 min, resolved on return."""
+    source = MemoryObservations()
+    source.add(MODEL, "1", 0.1, 500, clock.now())
+    mon = make_monitor(state, clock, channels, registry, source, **{"for": 0})
+    cycle(mon, channels, clock)
+    registry.down = True
+    for _ in range(4):
+        clock.advance(120)
+        cycle(mon, channels, clock)
+    health = mon.health()
+    assert health.ok  # the daemon keeps running; the flag is in the detail
+    assert health.detail["mlflow_reachable"] is False
+    assert ["firing"] == channels.sent("ops", MLFLOW_DOWN_ALERT)
+    # The accuracy alert is neither resolved nor re-fired while blind.
+    assert ["firing"] == channels.sent("ops", ACCURACY_ALERT)
+    registry.down = False
+    clock.advance(30)
+    cycle(mon, channels, clock)
+    assert mon.health().detail["mlflow_reachable"] is True
+    assert ["firing", "resolved"] == channels.sent("ops", MLFLOW_DOWN_ALERT)
+    kinds = [e.kind for e in state.events() if e.kind.startswith("registry.")]
+    assert ["registry.model_watched", "registry.unreachable", "registry.reachable"] == kinds
+    reachable = state.events(kinds=["registry.reachable"])[0]
+    assert 390.0 == reachable.payload["outage_seconds"]  # first failed poll → back
+
+
+def test_short_outage_does_not_alert(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """An outage shorter than mlflow_down_alert_after is logged but never alerted."""
+    mon = make_monitor(state, clock, channels, registry, MemoryObservations())
+    cycle(mon, channels, clock)
+    registry.down = True
+    clock.advance(60)
+    cycle(mon, channels, clock)
+    registry.down = False
+    clock.advance(60)
+    cycle(mon, channels, clock)
+    assert [] == channels.sent("ops", MLFLOW_DOWN_ALERT)

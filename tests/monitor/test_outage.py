@@ -1,0 +1,150 @@
+"""Killing the MLflow server mid-run: the daemon keeps running, reports, and resumes.
+
+Uses its own `mlflow server` (killing the shared session server would break other
+tests), the real APScheduler poll job, the real daemon loop and a file channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from alerts.notifiers.file import FileNotifier
+from tests.services.mlflow_server import free_port
+from watcher.alerting import Alerting
+from watcher.clock import SystemClock
+from watcher.config import Config
+from watcher.daemon import Daemon
+from watcher.monitor import MLFLOW_DOWN_ALERT, Monitor
+from watcher.registry_mlflow import MlflowRegistry
+from watcher.sdnotify import SystemdNotifier
+from watcher.state import StateStore
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+
+
+class Server:
+    """A restartable `mlflow server` on a fixed port and database."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        with (self.root / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(mlflow_bin),
+                    "server",
+                    *("--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"),
+                    *("--artifacts-destination", str(self.root / "artifacts")),
+                    *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+                ],
+                cwd=self.root,
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._healthy, 120, "mlflow server healthy")
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            tail = (self.root / "server.log").read_text(errors="replace")[-1500:]
+            pytest.fail(f"mlflow server exited: {tail}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for: {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(tmp_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_path: Path) -> None:
+    """Outage logged once, alerted after mlflow_down_alert_after, polling resumes on return."""
+    setup = MlflowRegistry(server.url)
+    setup.client.create_registered_model("outage-model")
+    setup.client.create_model_version("outage-model", source="s3://watcher-test/m")
+    setup.set_production("outage-model", "1")
+
+    config = Config.model_validate(
+        {
+            "monitor": {
+                "models": ["outage-*"],
+                "poll_interval": "1s",
+                "mlflow_down_alert_after": "2s",
+            }
+        }
+    )
+    clock = SystemClock()
+    alerts_file = tmp_path / "alerts.jsonl"
+    alerting = Alerting(config, state, clock, notifiers=[FileNotifier(alerts_file)])
+    registry = MlflowRegistry(server.url, max_retries=0, timeout=2)
+    mon = Monitor(config.monitor, state, registry, None, alerting.dispatcher, clock=clock)
+    daemon = Daemon(state, [alerting, mon], clock=clock, notifier=SystemdNotifier(env={}))
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    thread.start()
+
+    def kinds() -> list[str]:
+        return [e.kind for e in state.events() if e.kind.startswith("registry.")]
+
+    def sent() -> list[str]:
+        if not alerts_file.exists():
+            return []
+        rows = [json.loads(line) for line in alerts_file.read_text().splitlines()]
+        return [r["kind"] for r in rows if r["labels"]["alertname"] == MLFLOW_DOWN_ALERT]
+
+    try:
+        wait_for(lambda: "registry.model_watched" in kinds(), 60, "first poll")
+        server.kill()
+        wait_for(lambda: ["firing"] == sent(), 60, "MlflowUnreachable firing")
+        assert thread.is_alive()
+        assert mon.health().detail["mlflow_reachable"] is False
+        time.sleep(2)  # more failed polls: still one outage event
+        server.start()
+        wait_for(lambda: "registry.reachable" in kinds(), 60, "polling resumed")
+        wait_for(lambda: ["firing", "resolved"] == sent(), 30, "MlflowUnreachable resolved")
+        assert thread.is_alive()
+        assert 1 == kinds().count("registry.unreachable")
+        assert mon.health().detail["mlflow_reachable"] is True
+    finally:
+        daemon.stop_event.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()

@@ -1,0 +1,146 @@
+"""Table tests for the pure live-accuracy policy (watcher/policy.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from watcher.policy import Observation, PolicyConfig, PolicyState, Status, evaluate, window_stats
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def obs(*pairs: tuple[float, int]) -> list[Observation]:
+    return [Observation(T0 + timedelta(minutes=i), a, n) for i, (a, n) in enumerate(pairs)]
+
+
+CFG = PolicyConfig(min_accuracy=0.9, window=3, min_samples=100, for_=60, keep_firing_for=120)
+
+# (case, prior state, observations, seconds after T0, expected status)
+CASES = [
+    ("healthy", PolicyState("1"), obs((0.95, 200)), 0, Status.OK),
+    ("too few samples", PolicyState("1"), obs((0.5, 40), (0.5, 40)), 0, Status.INCONCLUSIVE),
+    ("no observations", PolicyState("1"), [], 0, Status.INCONCLUSIVE),
+    ("breach starts pending", PolicyState("1"), obs((0.5, 200)), 0, Status.PENDING),
+    (
+        "pending before for",
+        PolicyState("1", Status.PENDING, pending_since=T0),
+        obs((0.5, 200)),
+        59,
+        Status.PENDING,
+    ),
+    (
+        "pending reaches for",
+        PolicyState("1", Status.PENDING, pending_since=T0),
+        obs((0.5, 200)),
+        60,
+        Status.FIRING,
+    ),
+    (
+        "pending recovers",
+        PolicyState("1", Status.PENDING, pending_since=T0),
+        obs((0.95, 200)),
+        30,
+        Status.OK,
+    ),
+    (
+        "pending loses samples",
+        PolicyState("1", Status.PENDING, pending_since=T0),
+        obs((0.5, 10)),
+        90,
+        Status.INCONCLUSIVE,
+    ),
+    (
+        "firing holds without evidence",
+        PolicyState("1", Status.FIRING, T0, T0),
+        obs((0.95, 10)),
+        600,
+        Status.FIRING,
+    ),
+    (
+        "firing recovers within keep_firing_for",
+        PolicyState("1", Status.FIRING, T0, T0),
+        obs((0.95, 500)),
+        0,
+        Status.FIRING,
+    ),
+    (
+        "firing recovered long enough",
+        PolicyState("1", Status.FIRING, T0, T0, clear_since=T0),
+        obs((0.95, 500)),
+        120,
+        Status.RESOLVED,
+    ),
+    (
+        "renewed breach resets the recovery clock",
+        PolicyState("1", Status.FIRING, T0, T0, clear_since=T0),
+        obs((0.5, 500)),
+        500,
+        Status.FIRING,
+    ),
+    ("resolved then healthy", PolicyState("1", Status.RESOLVED), obs((0.95, 200)), 0, Status.OK),
+    (
+        "window drops old bad observations",
+        PolicyState("1"),
+        obs((0.1, 1000), (0.95, 100), (0.95, 100), (0.95, 100)),
+        0,
+        Status.OK,
+    ),
+    ("exactly at threshold is ok", PolicyState("1"), obs((0.9, 100)), 0, Status.OK),
+]
+
+
+@pytest.mark.parametrize(
+    ("prior", "observations", "after", "expected"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_transitions(
+    prior: PolicyState, observations: list[Observation], after: int, expected: Status
+) -> None:
+    """Each row: from a prior state, the window's evidence and the time decide the status."""
+    decision = evaluate(prior, observations, CFG, T0 + timedelta(seconds=after))
+    assert expected == decision.status
+
+
+def test_for_zero_fires_on_first_breach() -> None:
+    """With `for` = 0 a breach fires at once (Prometheus without `for:`)."""
+    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    assert Status.FIRING == evaluate(PolicyState("1"), obs((0.2, 5)), cfg, T0).status
+
+
+def test_keep_firing_zero_resolves_on_first_good_window() -> None:
+    """Without keep_firing_for the first good evaluation resolves."""
+    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    firing = PolicyState("1", Status.FIRING, T0, T0)
+    assert Status.RESOLVED == evaluate(firing, obs((0.99, 5)), cfg, T0).status
+
+
+def test_pending_reports_when_to_check_again() -> None:
+    """A pending decision tells the caller when `for` elapses, so it can re-evaluate on time."""
+    decision = evaluate(PolicyState("1"), obs((0.5, 200)), CFG, T0)
+    assert T0 + timedelta(seconds=60) == decision.next_check
+    assert T0 == decision.state.pending_since
+
+
+def test_window_is_sample_weighted() -> None:
+    """The window's accuracy weights each observation by its samples."""
+    acc, samples = window_stats(obs((1.0, 300), (0.0, 100)), 5)
+    assert (0.75, 400) == (acc, samples)
+
+
+def test_state_round_trips_through_json() -> None:
+    """Policy state survives a restart (stored as JSON in the state DB)."""
+    state = PolicyState("7", Status.FIRING, T0, T0 + timedelta(seconds=5), None)
+    assert state == PolicyState.from_json(state.to_json())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"min_accuracy": 1.5}, {"window": 0}, {"min_samples": 0}, {"for_": -1.0}],
+)
+def test_config_rejects_bad_values(kwargs: dict[str, float]) -> None:
+    """Bad policy settings fail at construction, naming the field."""
+    with pytest.raises(ValueError, match=next(iter(kwargs)).rstrip("_")):
+        PolicyConfig(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,182 @@
+"""Automatic rollback end to end against a real `mlflow server`, both registry modes.
+
+Versions come from the real pipeline (which writes the lineage tag at promotion),
+live accuracy goes in through the Python API, the monitor reads it back, and
+time is a fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from watcher.alerting import Alerting
+from watcher.autorollback import AutoRollback
+from watcher.cli import main
+from watcher.config import Config, load_config
+from watcher.feedback import FeedbackReader, report_accuracy
+from watcher.monitor import Monitor
+from watcher.ports import RegistryMode
+from watcher.registry_mlflow import MlflowRegistry
+from watcher.state import StateStore, open_state
+from watcher.testing import FakeClock
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.service,
+    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
+]
+
+
+@dataclass
+class Rig:
+    config: Config
+    url: str
+    model: str
+    data: Path
+    state: StateStore
+    clock: FakeClock
+    monitor: Monitor
+    rollback: AutoRollback
+    alerting: Alerting
+    alerts_file: Path
+
+    def train(self) -> None:
+        from pipeline.run import main as pipeline_main
+
+        argv = ["--data-dir", str(self.data), "--tracking-uri", self.url]
+        argv += ["--model-name", self.model, "--registry-mode", self.config.mlflow.registry_mode]
+        assert 0 == pipeline_main([*argv, "--promote", "always"])
+
+    def report(self, version: str, accuracy: float) -> None:
+        report_accuracy(
+            self.model,
+            accuracy,
+            500,
+            version=version,
+            tracking_uri=self.url,
+            registry_mode=self.config.mlflow.registry_mode,
+            at=self.clock.now(),
+        )
+
+    def cycle(self) -> None:
+        self.clock.advance(30)
+        result = self.monitor.poll_once()
+        assert result is not None and result.error is None, result
+        self.monitor.tick()
+        self.rollback.tick()
+        self.alerting.tick()
+        self.alerting._next = 0.0
+
+    def sent(self, alertname: str) -> int:
+        if not self.alerts_file.exists():
+            return 0
+        rows = [json.loads(x) for x in self.alerts_file.read_text().splitlines()]
+        return sum(r["labels"]["alertname"] == alertname for r in rows)
+
+
+@pytest.fixture(params=["alias", "stage"])
+def rig(request: pytest.FixtureRequest, mlflow_server: str, tmp_path: Path) -> Iterator[Rig]:
+    mode: RegistryMode = request.param
+    model = f"auto-{mode}-{uuid.uuid4().hex[:6]}"
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "examples" / "data", data)
+    cfg = load_config(
+        env={
+            "WATCHER_STATE__DIR": str(tmp_path / "state"),
+            "WATCHER_MLFLOW__TRACKING_URI": mlflow_server,
+            "WATCHER_MLFLOW__REGISTRY_MODE": mode,
+            "WATCHER_MONITOR__MODELS": model,
+            "WATCHER_MONITOR__WINDOW": "1",
+            "WATCHER_ROLLBACK__AUTO": "true",
+            "WATCHER_ROLLBACK__COOLDOWN": "0",
+            "WATCHER_ROLLBACK__MAX_PER_WINDOW": "1",
+            "WATCHER_ALERTS__LOG": "false",
+        }
+    )
+    state = open_state(cfg.state.dir)
+    clock = FakeClock()
+    alerting = Alerting(cfg, state, clock)
+    poll_registry = MlflowRegistry(mlflow_server, mode, max_retries=1, timeout=10)
+    monitor = Monitor(
+        cfg.monitor,
+        state,
+        poll_registry,
+        FeedbackReader(poll_registry),
+        alerting.dispatcher,
+        clock=clock,
+        use_scheduler=False,
+    )
+    monitor.start()
+    rollback = AutoRollback(
+        cfg.rollback,
+        cfg.monitor.min_accuracy,
+        cfg.monitor.window,
+        monitor,
+        MlflowRegistry(mlflow_server, mode, max_retries=1, timeout=10),
+        state,
+        cfg.state.dir,
+        clock,
+        alerting,
+    )
+    rollback.start()
+    yield Rig(
+        cfg, mlflow_server, model, data, state, clock, monitor, rollback, alerting, cfg.alerts_file
+    )
+    alerting.stop()
+    state.close()
+
+
+def test_breach_rolls_back_once_then_flap_guard(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """v2 breaches → Production back to v1, v2 quarantined, one notice; v3 → alert only."""
+    registry = MlflowRegistry(rig.url, rig.config.mlflow.registry_mode)
+    rig.train()
+    rig.train()
+    assert "2" == registry.production(rig.model)
+    assert "1" == registry.get_version(rig.model, "2").previous_production  # type: ignore[union-attr]
+
+    rig.report("2", 0.97)
+    rig.cycle()
+    assert "2" == registry.production(rig.model)
+    rig.report("2", 0.55)
+    rig.cycle()
+    assert "1" == registry.production(rig.model)
+    bad = registry.get_version(rig.model, "2")
+    assert bad is not None and bad.quarantined
+    assert "registry-watcher (automatic)" == bad.tags["watcher.rolled_back_by"]
+    if rig.config.mlflow.registry_mode == "stage":
+        assert "Archived" == bad.stage
+    assert 1 == rig.sent("ModelRolledBack")
+
+    # The breach goes on (v2 still reports badly): no second rollback, no second notice.
+    rig.report("2", 0.5)
+    rig.cycle()
+    rig.cycle()
+    assert "1" == registry.production(rig.model)
+    assert 1 == rig.sent("ModelRolledBack")
+
+    # By hand, the quarantined v2 is refused unless forced.
+    monkeypatch.setenv("WATCHER_MLFLOW__TRACKING_URI", rig.url)
+    monkeypatch.setenv("WATCHER_MLFLOW__REGISTRY_MODE", rig.config.mlflow.registry_mode)
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(rig.config.state.dir))
+    assert 2 == main(["rollback", "--model", rig.model, "--to", "2", "--yes"])
+    assert "quarantined" in capsys.readouterr().err
+
+    # Flap guard: v3 promoted and breaching within the window after 1 rollback → alert only.
+    rig.train()
+    assert "3" == registry.production(rig.model)
+    rig.report("3", 0.4)
+    rig.cycle()
+    assert "3" == registry.production(rig.model)
+    assert 1 == rig.sent("ModelRolledBack")
+    assert 1 == rig.sent("RollbackRefused")
+    refused = rig.state.events(kinds=["rollback.refused"])
+    assert 1 == len(refused) and "flap guard" in refused[0].message

@@ -1,0 +1,167 @@
+"""`watcher rollback` through the CLI against a real `mlflow server`, both registry modes."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from watcher.ports import TAG_PREVIOUS, RegistryMode
+from watcher.registry_mlflow import MlflowRegistry
+
+WATCHER = str(Path(sys.executable).parent / "watcher")
+pytestmark = pytest.mark.service
+
+
+def seed(uri: str, mode: RegistryMode) -> str:
+    """A model with v1 (Production first) and v2 promoted over it, lineage tag included."""
+    from mlflow import MlflowClient
+
+    name = f"rb-{mode}-{uuid.uuid4().hex[:8]}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(name))
+    for tags in ({"accuracy": "0.96"}, {"accuracy": "0.95", TAG_PREVIOUS: "1"}):
+        client.create_model_version(
+            name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            tags={**tags, "data_hash": "ab" * 32},
+        )
+    reg = MlflowRegistry(uri, mode)
+    reg.set_production(name, "1")
+    reg.set_production(name, "2")
+    return name
+
+
+@pytest.fixture(params=["alias", "stage"])
+def mode(request: pytest.FixtureRequest) -> RegistryMode:
+    value: RegistryMode = request.param
+    return value
+
+
+@pytest.fixture
+def env(mlflow_server: str, mode: RegistryMode, tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    return {
+        **base,
+        "WATCHER_MLFLOW__TRACKING_URI": mlflow_server,
+        "WATCHER_MLFLOW__REGISTRY_MODE": mode,
+        "WATCHER_STATE__DIR": str(tmp_path / "state"),
+        "WATCHER_ALERTS__LOG": "false",
+    }
+
+
+def run(
+    env: dict[str, str], *args: str, stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [WATCHER, "rollback", *args],
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_rollback_quarantine_force_and_undo(
+    mlflow_server: str, mode: RegistryMode, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Default target is the prior stable version; the bad one needs --force; --undo returns."""
+    name = seed(mlflow_server, mode)
+    reg = MlflowRegistry(mlflow_server, mode)
+
+    done = run(env, "--model", name, "--yes", "--reason", "live accuracy dropped")
+    assert 0 == done.returncode, done.stderr
+    assert "target:  v1" in done.stdout
+    assert "1" == reg.production(name)
+    bad = reg.get_version(name, "2")
+    assert bad is not None and bad.quarantined
+    assert "live accuracy dropped" == bad.tags["watcher.rollback_reason"]
+    if mode == "stage":
+        assert "Archived" == bad.stage
+    assert '"ModelRolledBack"' in (tmp_path / "state" / "alerts.jsonl").read_text()
+
+    refused = run(env, "--model", name, "--to", "2", "--yes")
+    assert 2 == refused.returncode
+    assert "quarantined" in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    undo = run(env, "--model", name, "--undo", "--yes")
+    assert 0 == undo.returncode, undo.stderr
+    assert "2" == reg.production(name)
+    assert not reg.get_version(name, "2").quarantined  # type: ignore[union-attr]
+
+
+def test_exit_codes_and_confirmation(
+    mlflow_server: str, mode: RegistryMode, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Bad input exits 2; off a TTY it needs --yes; on one it asks; --dry-run changes nothing."""
+    name = seed(mlflow_server, mode)
+    reg = MlflowRegistry(mlflow_server, mode)
+    cases = [
+        (("--model", "no-such-model", "--yes"), "no registered model"),
+        (("--model", name, "--to", "7", "--yes"), "has no version 7"),
+        (("--model", name, "--to", "0", "--yes"), "not a model version"),
+        (("--model", name, "--to", "2", "--yes"), "already Production"),
+        (("--model", name), "pass --yes"),
+    ]
+    for args, needle in cases:
+        result = run(env, *args)
+        assert 2 == result.returncode, (args, result.stderr)
+        assert needle in result.stderr, (args, result.stderr)
+    dry = run(env, "--model", name, "--dry-run")
+    assert 0 == dry.returncode, dry.stderr
+    assert "would roll back" in dry.stdout
+    assert "2" == reg.production(name)
+
+    # On a terminal it asks; answering "n" cancels (exit 2), "y" rolls back.
+    for answer, code, production in (("n", 2, "2"), ("y", 0, "1")):
+        leader, follower = pty.openpty()
+        os.write(leader, f"{answer}\n".encode())
+        result = run(env, "--model", name, stdin=follower)
+        os.close(follower)
+        os.close(leader)
+        assert code == result.returncode, result.stdout + result.stderr
+        assert "Move Production of" in result.stdout
+        assert production == reg.production(name)
+
+
+def test_backend_down_exit_1(env: dict[str, str]) -> None:
+    """MLflow unreachable is a backend failure: exit 1, one line, no traceback."""
+    env = {
+        **env,
+        "WATCHER_MLFLOW__TRACKING_URI": "http://127.0.0.1:9",
+        "WATCHER_MLFLOW__MAX_RETRIES": "0",
+    }
+    result = run(env, "--model", "m", "--yes")
+    assert 1 == result.returncode
+    assert "Traceback" not in result.stderr
+    assert 1 == len(result.stderr.strip().splitlines())
+
+
+@pytest.mark.parametrize("step", ["intent", "moved", "tagged"])
+def test_kill_9_after_each_step_then_restart(
+    mlflow_server: str, mode: RegistryMode, env: dict[str, str], tmp_path: Path, step: str
+) -> None:
+    """SIGKILL after a journal step; the next run completes it: consistent, one notification."""
+    name = seed(mlflow_server, mode)
+    reg = MlflowRegistry(mlflow_server, mode)
+    crashed = run({**env, "WATCHER_FAULT": f"rollback_after_{step}"}, "--model", name, "--yes")
+    assert -9 == crashed.returncode, crashed.stderr
+    assert reg.production(name) in ("1", "2")  # never without Production
+
+    again = run(env, "--model", name, "--yes")
+    assert 0 == again.returncode, again.stderr
+    assert "finished an interrupted rollback" in again.stdout
+    assert "1" == reg.production(name)
+    assert reg.get_version(name, "2").quarantined  # type: ignore[union-attr]
+    alerts = (tmp_path / "state" / "alerts.jsonl").read_text().splitlines()
+    assert 1 == sum('"ModelRolledBack"' in line for line in alerts)

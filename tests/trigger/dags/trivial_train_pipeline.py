@@ -1,0 +1,29 @@
+"""A stand-in ``train_pipeline`` DAG for trigger tests: two tasks that echo the run conf.
+
+It does not touch MLflow, so trigger tests depend only on Airflow. Parsed by the
+dag-processor from a copy in a temporary dags folder, never imported by tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import dag, get_current_context, task
+
+
+@dag(dag_id="train_pipeline", schedule=None, catchup=False, tags=["test"])
+def train_pipeline() -> None:
+    @task
+    def echo_conf() -> dict[str, Any]:
+        conf = dict(get_current_context()["dag_run"].conf or {})
+        print(f"conf={conf}")  # visible in the task log
+        return conf
+
+    @task
+    def done() -> str:
+        return str((get_current_context()["dag_run"].conf or {}).get("data_hash", ""))
+
+    echo_conf() >> done()
+
+
+train_pipeline()

@@ -1,0 +1,1 @@
+"""One module per CLI command that is more than a few lines (heavy imports inside)."""

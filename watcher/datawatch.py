@@ -1,0 +1,408 @@
+"""The data side of the daemon: watch → settle → hash → decide → outbox → deliver → follow.
+
+Events only say "look again"; the incremental dataset hash decides. A trigger
+is due only when the hash differs from the hash of the last *delivered*
+trigger, so touching a file, rewriting identical bytes or renaming back never
+triggers, and a change made while the daemon was down triggers once at startup.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pipeline.lineage import DatasetPathError
+from watcher.clock import Clock, SystemClock
+from watcher.daemon import Health
+from watcher.errors import TriggerError, WatcherError
+from watcher.fswatch import FsWatch
+from watcher.hashing import IncrementalHasher, ScanResult, record_snapshot
+from watcher.logging import get_logger
+from watcher.outbox import Outbox, OutboxRow, fault_point
+from watcher.trigger_airflow import TriggerUnavailable, run_id_for
+from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
+    from watcher.config import Config
+    from watcher.state import StateStore
+
+log = get_logger("watcher.datawatch")
+
+FOLLOW_INTERVAL = 10.0
+
+Verdict = Literal["trigger", "unchanged", "queued", "empty"]
+
+
+def decide(
+    current: str, file_count: int, last_delivered: str | None, pending: Sequence[str]
+) -> Verdict:
+    """Pure trigger decision from the current dataset hash and the outbox/meta facts."""
+    if file_count == 0:
+        return "empty"
+    if current == last_delivered:
+        return "unchanged"
+    if current in pending:
+        return "queued"
+    return "trigger"
+
+
+@dataclass
+class _Status:
+    last_scan_at: datetime | None = None
+    last_hash: str | None = None
+    last_files: int = 0
+    last_error: str | None = None
+    scans: int = 0
+    triggers: int = 0
+
+
+class DataWatcher:
+    """Daemon component; all work happens in :meth:`tick` on the main loop."""
+
+    name = "data"
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        *,
+        trigger: Trigger | None = None,
+        clock: Clock | None = None,
+        follow_interval: float = FOLLOW_INTERVAL,
+        observer_factory: Callable[[], BaseObserver] | None = None,
+        progress: bool = True,
+    ) -> None:
+        w, t = config.watch, config.trigger
+        self.config = config
+        self.state = state
+        self.clock: Clock = clock or SystemClock()
+        self.root = Path(w.data_dir).absolute()
+        self.hasher = IncrementalHasher(
+            self.root,
+            state,
+            patterns=w.ignore,
+            follow_symlinks=w.follow_symlinks,
+            workers=w.hash_workers,
+            progress=progress,
+        )
+        self.fs = FsWatch(
+            self.root,
+            mode=w.mode,
+            patterns=w.ignore,
+            quiet_period=w.quiet_period,
+            max_wait=w.max_wait,
+            polling_interval=w.polling_interval,
+            clock=self.clock.monotonic,
+            observer_factory=observer_factory,
+        )
+        self.outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
+        self.trigger = trigger
+        self.backend = t.backend
+        self.run_timeout = t.run_timeout
+        self.reconcile_interval = w.reconcile_interval
+        self.quiet_period = w.quiet_period
+        self.follow_interval = follow_interval
+        self.status = _Status()
+        self._scan_at: float | None = None
+        self._scan_reason = "startup"
+        self._next_reconcile = 0.0
+        self._next_follow = 0.0
+        self._first_scan = True
+        self._said_empty: str | None = None
+        self._paused_warned = False
+
+    # Component protocol --------------------------------------------------------
+
+    def start(self) -> None:
+        if self.trigger is None:
+            self.trigger = build_trigger(self.config)
+        if not self.fs.start():
+            log.warning("data_dir_missing", data_dir=str(self.root), hint="waiting for it")
+        now = self.clock.monotonic()
+        self._scan_at = now  # startup reconcile: data may have changed while we were down
+        self._next_reconcile = now + self.reconcile_interval
+        self._check_paused()
+
+    def stop(self) -> None:
+        self.fs.stop()
+        if self.trigger is not None:
+            self.trigger.close()
+
+    def health(self) -> Health:
+        pending = self.outbox.pending()
+        detail: dict[str, object] = {
+            "data_dir": str(self.root),
+            "watch_mode": self.fs.active_mode,
+            "data_hash": self.status.last_hash,
+            "files": self.status.last_files,
+            "last_scan_at": self.status.last_scan_at,
+            "pending_triggers": len(pending),
+            "last_delivered_hash": self.outbox.last_delivered_hash(),
+        }
+        if self.fs.fallback_reason:
+            detail["polling_because"] = self.fs.fallback_reason
+        if self.status.last_error:
+            detail["error"] = self.status.last_error
+        if pending and pending[0].last_error:
+            detail["delivery_error"] = pending[0].last_error
+        # An outage elsewhere (Airflow down) is not ours to fix by restarting: stay ok.
+        ok = self.fs.watching or not self.root.exists()
+        return Health(self.name, ok, detail)
+
+    def tick(self) -> float:
+        mono = self.clock.monotonic()
+        self.fs.check()  # a rebuilt watch records a change: events may have been missed
+        if mono >= self._next_reconcile:
+            self._next_reconcile = mono + self.reconcile_interval
+            self._request_scan("reconcile", mono)
+        due = self.fs.batch_due()
+        if due == 0.0:
+            batch = self.fs.take()
+            if batch is not None:
+                log.debug("change_batch", events=batch.events, sample=list(batch.sample))
+            self._request_scan("change", mono)
+        if self._scan_at is not None and mono >= self._scan_at:
+            self._scan_at = None
+            self._scan()
+        next_delivery = self._deliver()
+        if mono >= self._next_follow:
+            self._next_follow = mono + self.follow_interval
+            self._follow()
+        waits = [self._next_reconcile - mono, self._next_follow - mono, next_delivery]
+        if due is not None:
+            waits.append(due)
+        if self._scan_at is not None:
+            waits.append(self._scan_at - mono)
+        return max(0.0, min(waits))
+
+    # Scanning and deciding -----------------------------------------------------
+
+    def _request_scan(self, reason: str, at: float) -> None:
+        if self._scan_at is None or at < self._scan_at:
+            self._scan_at = at
+            self._scan_reason = reason
+
+    def _scan(self) -> ScanResult | None:
+        reason = self._scan_reason
+        if not self.root.is_dir():
+            log.warning("data_dir_missing", data_dir=str(self.root), not_triggering=True)
+            return None
+        try:
+            result = self.hasher.scan()
+        except DatasetPathError as exc:
+            self._error(f"{self.root}/{exc}")
+            return None
+        except FileNotFoundError:
+            # The dir vanished mid-walk; the watch check will notice and rescan.
+            self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
+            return None
+        except OSError as exc:
+            self._error(f"{self.root}: cannot read the data dir: {exc}")
+            return None
+        if not result.settled:
+            log.info("files_not_settled", data_dir=str(self.root), files=list(result.unsettled[:5]))
+            self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
+            return result
+        self._on_manifest(result, reason)
+        return result
+
+    def _error(self, message: str) -> None:
+        if message != self.status.last_error:
+            log.error("data_scan_failed", error=message)
+            self.state.record("data.error", message)
+        self.status.last_error = message
+
+    def _on_manifest(self, result: ScanResult, reason: str) -> None:
+        m = result.manifest
+        now = self.clock.now()
+        current = m.dataset_hash
+        st = self.status
+        st.last_error = None
+        st.scans += 1
+        st.last_scan_at = now
+        st.last_hash, st.last_files = current, len(m.entries)
+        log.info(
+            "data_scanned",
+            reason=reason,
+            data_hash=current,
+            files=len(m.entries),
+            bytes=m.total_bytes,
+            hashed_files=result.hashed_files,
+            cached_files=result.cached_files,
+            seconds=round(result.seconds, 3),
+        )
+        last = self.outbox.last_delivered_hash()
+        pending = [r.data_hash for r in self.outbox.pending()]
+        verdict = decide(current, len(m.entries), last, pending)
+        first, self._first_scan = self._first_scan, False
+        if verdict == "empty":
+            if self._said_empty != current:
+                self._said_empty = current
+                log.info("data_dir_empty_not_triggering", data_dir=str(self.root))
+                self.state.record(
+                    "data.empty", f"{self.root}: no data files (empty or all ignored); no trigger"
+                )
+            self.outbox.supersede_pending(None, now)
+            return
+        self._said_empty = None
+        new_snapshot = record_snapshot(self.state, m, now)
+        if verdict == "unchanged":
+            n = self.outbox.supersede_pending(current, now)
+            if n:
+                log.info("data_back_to_delivered_hash", data_hash=current, dropped_triggers=n)
+            return
+        if verdict == "queued":
+            self.outbox.supersede_pending(current, now)
+            return
+        conf: dict[str, Any] = {
+            "data_hash": current,
+            "data_dir": str(self.root),
+            "file_count": len(m.entries),
+            "bytes": m.total_bytes,
+            "reason": "changed_while_down" if first and last is not None else "data_changed",
+        }
+        run_id = run_id_for(current)
+        if self.outbox.enqueue(run_id, current, conf["reason"], conf, now):
+            st.triggers += 1
+            log.info("trigger_queued", run_id=run_id, new_snapshot=new_snapshot, **conf)
+            fault_point("after_outbox_write")
+        else:
+            # This hash was delivered before (A → B → A): the run exists; don't run it twice.
+            row = self.outbox.get(run_id)
+            log.info("trigger_exists", run_id=run_id, status=row.status if row else None)
+            if row is not None and row.status == "delivered":
+                self.state.set_meta("data.last_delivered_hash", current)
+
+    def request_retrain(self, reason: str) -> str | None:
+        """Queue a deliberate retrain of the current data under a distinct, recorded run id."""
+        data_hash = self.status.last_hash or self.outbox.last_delivered_hash()
+        if data_hash is None:
+            log.warning("retrain_skipped", reason=reason, why="no dataset hashed yet")
+            return None
+        (count,) = self.state.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE run_id LIKE 'retrain__%'"
+        ).fetchone()
+        run_id = run_id_for(data_hash, "retrain", attempt=int(count) + 1)
+        conf: dict[str, Any] = {
+            "data_hash": data_hash,
+            "data_dir": str(self.root),
+            "file_count": self.status.last_files,
+            "reason": "retrain",
+            "note": reason,
+        }
+        self.outbox.enqueue(run_id, data_hash, "retrain", conf, self.clock.now())
+        log.info("retrain_queued", run_id=run_id, reason=reason)
+        return run_id
+
+    # Delivery and following ----------------------------------------------------
+
+    @property
+    def _trigger(self) -> Trigger:
+        if self.trigger is None:
+            raise WatcherError("DataWatcher used before start()")
+        return self.trigger
+
+    def _deliver(self) -> float:
+        """Deliver due triggers; returns seconds until the next pending attempt."""
+        now = self.clock.now()
+        for row in self.outbox.due(now):
+            self._deliver_one(row, now)
+        pending = self.outbox.pending()
+        if not pending:
+            return self.reconcile_interval
+        soonest = min(datetime.fromisoformat(r.next_attempt_at) for r in pending)
+        return max(0.0, (soonest - self.clock.now()).total_seconds())
+
+    def _deliver_one(self, row: OutboxRow, now: datetime) -> None:
+        try:
+            result = self._trigger.submit(row.run_id, row.conf)
+        except TriggerUnavailable as exc:
+            delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=False)
+            log.warning("trigger_retry", run_id=row.run_id, error=str(exc), retry_in=round(delay))
+            return
+        except (TriggerError, WatcherError) as exc:
+            # DAG not found / credentials refused: an operator must act, but the DAG may be
+            # still deploying, so keep retrying (capped backoff) and say it loudly.
+            delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=True)
+            log.error("trigger_rejected", run_id=row.run_id, error=str(exc), retry_in=round(delay))
+            return
+        self.outbox.mark_delivered(row, created=result.created, run_state=result.state, now=now)
+        log.info("trigger_delivered", run_id=row.run_id, status=result.status)
+        self._paused_warned = False
+        self._check_paused()
+
+    def _check_paused(self) -> None:
+        """Runs of a paused DAG stay queued forever: warn loudly (Airflow only)."""
+        is_paused = getattr(self.trigger, "is_paused", None)
+        if is_paused is None or self._paused_warned:
+            return
+        try:
+            paused = bool(is_paused())
+        except (TriggerError, WatcherError) as exc:
+            log.debug("paused_check_failed", error=str(exc))
+            return
+        if paused:
+            self._paused_warned = True
+            dag_id = getattr(self.trigger, "dag_id", "?")
+            msg = f"DAG {dag_id!r} is paused: its runs stay queued until it is unpaused"
+            log.warning("dag_paused", dag_id=dag_id, hint="unpause it in the Airflow UI or API")
+            self.state.record("trigger.dag_paused", msg)
+
+    def _follow(self) -> None:
+        now = self.clock.now()
+        for row in self.outbox.following():
+            try:
+                run_state = self._trigger.run_state(row.run_id)
+            except (TriggerError, WatcherError) as exc:
+                log.debug("run_state_unavailable", run_id=row.run_id, error=str(exc))
+                continue
+            if run_state in TERMINAL_STATES:
+                self._finish(row, run_state, now)
+            elif run_state is None:
+                self.outbox.set_run_state(
+                    row, "missing", now=now, finished=True,
+                    message=f"run {row.run_id} no longer exists on the {self.backend} backend",
+                )  # fmt: skip
+            elif self._timed_out(row, now):
+                cancel = getattr(self.trigger, "cancel", None)
+                if cancel is not None:
+                    cancel(row.run_id)
+                self.outbox.set_run_state(
+                    row, "timed_out", now=now, finished=True,
+                    message=f"run {row.run_id} still {run_state} after trigger.run_timeout; "
+                    "no longer followed",
+                )  # fmt: skip
+            elif run_state != row.run_state:
+                self.outbox.set_run_state(row, run_state, now=now, finished=False)
+
+    def _timed_out(self, row: OutboxRow, now: datetime) -> bool:
+        if row.delivered_at is None:
+            return False
+        return now - datetime.fromisoformat(row.delivered_at) > timedelta(seconds=self.run_timeout)
+
+    def _finish(self, row: OutboxRow, run_state: str, now: datetime) -> None:
+        payload: dict[str, Any] = {"backend": self.backend}
+        summary = getattr(self.trigger, "summary", None)
+        exit_code = getattr(self.trigger, "exit_code", None)
+        if exit_code is not None:
+            payload["exit_code"] = exit_code(row.run_id)
+        if summary is not None:
+            with contextlib.suppress(Exception):
+                s = summary(row.run_id)
+                if s:
+                    payload["summary"] = s
+        self.outbox.set_run_state(
+            row,
+            run_state,
+            now=now,
+            finished=True,
+            message=f"run {row.run_id} {'succeeded' if run_state == 'success' else 'failed'}",
+            payload=payload,
+        )
+        log.info("run_finished", run_id=row.run_id, state=run_state)

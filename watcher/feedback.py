@@ -1,0 +1,238 @@
+"""Live accuracy in MLflow: write observations (report_accuracy), read them back (FeedbackReader).
+
+Layout: experiment ``watcher-monitoring``, one run per model version (tags
+``watcher.model`` / ``watcher.version``), metrics ``live_accuracy`` and
+``live_samples`` logged together with the observation's timestamp and a step
+that numbers the observations (so the two series pair up exactly). The run tag
+``watcher.observations`` holds the count: the poller sees in one search which
+runs changed and fetches histories only for those.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from watcher.errors import UsageError
+from watcher.policy import Observation
+from watcher.registry_mlflow import MlflowRegistry, translate_errors
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from watcher.ports import RegistryMode
+
+EXPERIMENT = "watcher-monitoring"
+METRIC_ACCURACY = "live_accuracy"
+METRIC_SAMPLES = "live_samples"
+TAG_MODEL = "watcher.model"
+TAG_VERSION = "watcher.version"
+TAG_COUNT = "watcher.observations"
+_RUNS_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    model: str
+    version: str
+    accuracy: float
+    samples: int
+    at: datetime
+    run_id: str
+    sequence: int  # 0-based number of this observation for the version
+
+
+def check_observation(accuracy: float, samples: int) -> None:
+    """Raise UsageError naming the bad field."""
+    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
+        raise UsageError(f"accuracy must be a number, got {accuracy!r}")
+    if math.isnan(accuracy) or not 0.0 <= accuracy <= 1.0:
+        raise UsageError(f"accuracy must be in [0, 1], got {accuracy}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _experiment_id(client: MlflowClient, create: bool) -> str | None:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return str(exp.experiment_id)
+    if not create:
+        return None
+    try:
+        return str(client.create_experiment(EXPERIMENT))
+    except Exception as exc:  # a concurrent reporter created it first
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        again = client.get_experiment_by_name(EXPERIMENT)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def _find_run(client: MlflowClient, experiment_id: str, model: str, version: str) -> Any | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{TAG_MODEL}` = '{_quote(model)}' AND tags.`{TAG_VERSION}` = '{_quote(version)}'"
+        ),
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _resolve_version(registry: MlflowRegistry, model: str, version: str | None) -> str:
+    if version is None:
+        prod = registry.production(model)
+        if prod is not None:
+            return prod
+        if not registry.model_exists(model):
+            raise UsageError(f"--model: no registered model named {model!r}")
+        raise UsageError(
+            f"--model {model!r} has no Production version; pass --version to report for one"
+        )
+    version = str(version).strip()
+    if not version.isdigit():
+        raise UsageError(f"--version must be a version number, got {version!r}")
+    if registry.get_version(model, version) is None:
+        if not registry.model_exists(model):
+            raise UsageError(f"--model: no registered model named {model!r}")
+        raise UsageError(f"--version: model {model!r} has no version {version}")
+    return version
+
+
+def report_accuracy(
+    model: str,
+    accuracy: float,
+    samples: int,
+    *,
+    version: str | int | None = None,
+    at: datetime | None = None,
+    tracking_uri: str | None = None,
+    registry_mode: RegistryMode = "alias",
+    registry: MlflowRegistry | None = None,
+) -> Reported:
+    """Log one live-accuracy observation; ``version`` defaults to the current Production.
+
+    Raises UsageError for bad input (range, unknown model/version) and
+    RegistryError / RegistryUnavailable when MLflow fails.
+    """
+    check_observation(accuracy, samples)
+    if at is not None and at.tzinfo is None:
+        raise UsageError(f"at must be timezone-aware, got {at.isoformat()}")
+    if registry is None:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise UsageError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
+        registry = MlflowRegistry(uri, registry_mode)
+    when = at or datetime.now(UTC)
+    ver = _resolve_version(registry, model, None if version is None else str(version))
+    client = registry.client
+    with translate_errors("report live accuracy", registry.uri):
+        from mlflow.entities import Metric, RunTag
+
+        exp_id = _experiment_id(client, create=True)
+        assert exp_id is not None  # noqa: S101  (create=True)
+        run = _find_run(client, exp_id, model, ver)
+        if run is None:
+            run = client.create_run(
+                exp_id,
+                run_name=f"{model}-v{ver}",
+                tags={TAG_MODEL: model, TAG_VERSION: ver, TAG_COUNT: "0"},
+            )
+            # update_run, not set_terminated: that one prints the run URL to stdout.
+            client.update_run(run.info.run_id, status="FINISHED")
+        seq = int(run.data.tags.get(TAG_COUNT, "0") or 0)
+        ts = _ms(when)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(METRIC_ACCURACY, float(accuracy), ts, seq),
+                Metric(METRIC_SAMPLES, float(samples), ts, seq),
+            ],
+            tags=[RunTag(TAG_COUNT, str(seq + 1))],
+        )
+    return Reported(model, ver, float(accuracy), samples, when, run.info.run_id, seq)
+
+
+def _pair(accuracy: Iterable[Any], samples: Iterable[Any]) -> list[Observation]:
+    by_step = {int(m.step): m for m in samples}
+    out: list[Observation] = []
+    for m in accuracy:
+        s = by_step.get(int(m.step))
+        if s is None:
+            continue  # half-written observation: the other metric lands on the next poll
+        at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
+        out.append(Observation(at, float(m.value), int(s.value)))
+    return sorted(out, key=lambda o: o.at)
+
+
+class FeedbackReader:
+    """Reads observations per (model, version), fetching histories only for changed runs.
+
+    Used from the poll thread only (it shares the registry's client).
+    """
+
+    def __init__(self, registry: MlflowRegistry) -> None:
+        self._registry = registry
+        self._experiment_id: str | None = None
+        self._cache: dict[tuple[str, str], tuple[str, list[Observation]]] = {}
+
+    def observations(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Observation]]:
+        wanted_set = set(wanted)
+        out: dict[tuple[str, str], list[Observation]] = {k: [] for k in wanted_set}
+        if not wanted_set:
+            return out
+        reg = self._registry
+        if self._experiment_id is None:
+            reg.calls += 1
+            with translate_errors("get_experiment_by_name", reg.uri):
+                self._experiment_id = _experiment_id(reg.client, create=False)
+            if self._experiment_id is None:
+                return out  # nobody reported yet
+        runs: list[Any] = []
+        token: str | None = None
+        while True:
+            reg.calls += 1
+            with translate_errors("search_runs", reg.uri):
+                page = reg.client.search_runs(
+                    [self._experiment_id], max_results=_RUNS_PAGE, page_token=token
+                )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        for run in runs:
+            tags = run.data.tags
+            key = (tags.get(TAG_MODEL, ""), tags.get(TAG_VERSION, ""))
+            if key not in wanted_set:
+                continue
+            count = tags.get(TAG_COUNT, "")
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == count:
+                out[key] = cached[1]
+                continue
+            reg.calls += 2
+            with translate_errors("get_metric_history", reg.uri):
+                acc = reg.client.get_metric_history(run.info.run_id, METRIC_ACCURACY)
+                smp = reg.client.get_metric_history(run.info.run_id, METRIC_SAMPLES)
+            obs = _pair(acc, smp)
+            self._cache[key] = (count, obs)
+            out[key] = obs
+        for key in list(self._cache):
+            if key not in wanted_set:
+                del self._cache[key]
+        return out

@@ -1,0 +1,163 @@
+"""The live-accuracy policy: pure, per model version, no clock reads and no I/O.
+
+States follow Prometheus: ok → pending (breach seen, waiting ``for``) → firing →
+resolved (breach cleared for ``keep_firing_for``) → ok. Too few samples in the
+window is *inconclusive* (Argo's term): it never starts an alert and never ends
+one — no evidence either way. A new Production version starts from a fresh state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    OK = "ok"
+    INCONCLUSIVE = "inconclusive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Live accuracy of one model version over ``samples`` labelled predictions."""
+
+    at: datetime
+    accuracy: float
+    samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    min_accuracy: float = 0.9
+    window: int = 5  # last N observations
+    min_samples: int = 100  # summed over the window
+    for_: float = 0.0  # seconds the breach must hold before firing
+    keep_firing_for: float = 0.0  # seconds of recovery before resolving
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_accuracy <= 1.0:
+            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.min_samples < 1:
+            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if self.for_ < 0 or self.keep_firing_for < 0:
+            raise ValueError("for and keep_firing_for must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What must survive between evaluations (and restarts) for one model version."""
+
+    version: str
+    status: Status = Status.OK
+    pending_since: datetime | None = None
+    firing_since: datetime | None = None
+    clear_since: datetime | None = None  # first good evaluation while firing
+
+    def to_json(self) -> dict[str, Any]:
+        def ts(v: datetime | None) -> str | None:
+            return None if v is None else v.isoformat()
+
+        return {
+            "version": self.version,
+            "status": self.status.value,
+            "pending_since": ts(self.pending_since),
+            "firing_since": ts(self.firing_since),
+            "clear_since": ts(self.clear_since),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PolicyState:
+        def ts(key: str) -> datetime | None:
+            v = data.get(key)
+            return None if v is None else datetime.fromisoformat(str(v))
+
+        return cls(
+            version=str(data["version"]),
+            status=Status(data["status"]),
+            pending_since=ts("pending_since"),
+            firing_since=ts("firing_since"),
+            clear_since=ts("clear_since"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    state: PolicyState
+    accuracy: float | None  # sample-weighted over the window
+    samples: int
+    breach: bool | None  # None when inconclusive
+    reason: str
+    next_check: datetime | None = None  # when time alone may change the status
+
+    @property
+    def status(self) -> Status:
+        return self.state.status
+
+    @property
+    def firing(self) -> bool:
+        return self.state.status is Status.FIRING
+
+
+def window_stats(observations: Sequence[Observation], window: int) -> tuple[float | None, int]:
+    """Sample-weighted accuracy and total samples of the newest ``window`` observations."""
+    recent = sorted(observations, key=lambda o: o.at)[-window:]
+    samples = sum(o.samples for o in recent)
+    if samples <= 0:
+        return None, 0
+    return sum(o.accuracy * o.samples for o in recent) / samples, samples
+
+
+def evaluate(
+    state: PolicyState,
+    observations: Sequence[Observation],
+    config: PolicyConfig,
+    now: datetime,
+) -> Decision:
+    """One evaluation of ``state.version`` given its observations so far."""
+    accuracy, samples = window_stats(observations, config.window)
+    prev = state.status
+
+    if accuracy is None or samples < config.min_samples:
+        reason = (
+            f"{samples} samples in the last {config.window} observations < {config.min_samples}"
+        )
+        if prev is Status.FIRING:
+            # No evidence of recovery: a firing alert stays firing.
+            return Decision(replace(state, clear_since=None), accuracy, samples, None, reason)
+        new = PolicyState(state.version, Status.INCONCLUSIVE)
+        return Decision(new, accuracy, samples, None, reason)
+
+    breach = accuracy < config.min_accuracy
+    cmp = "<" if breach else ">="
+    reason = f"accuracy {accuracy:.4f} {cmp} {config.min_accuracy:.4f} over {samples} samples"
+
+    if breach:
+        if prev is Status.FIRING:
+            return Decision(replace(state, clear_since=None), accuracy, samples, True, reason)
+        since = state.pending_since if prev is Status.PENDING else now
+        assert since is not None  # noqa: S101  (pending always has pending_since)
+        held = (now - since).total_seconds()
+        if held >= config.for_:
+            new = PolicyState(state.version, Status.FIRING, pending_since=since, firing_since=now)
+            return Decision(new, accuracy, samples, True, reason)
+        pending = PolicyState(state.version, Status.PENDING, pending_since=since)
+        due = since + timedelta(seconds=config.for_)
+        return Decision(pending, accuracy, samples, True, reason, next_check=due)
+
+    if prev is Status.FIRING:
+        clear = state.clear_since or now
+        if (now - clear).total_seconds() >= config.keep_firing_for:
+            new = PolicyState(state.version, Status.RESOLVED)
+            return Decision(new, accuracy, samples, False, reason)
+        kept = replace(state, clear_since=clear)
+        due = clear + timedelta(seconds=config.keep_firing_for)
+        return Decision(kept, accuracy, samples, False, reason, next_check=due)
+    return Decision(PolicyState(state.version, Status.OK), accuracy, samples, False, reason)

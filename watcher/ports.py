@@ -1,0 +1,107 @@
+"""Ports: the registry as the daemon sees it, and the plain values crossing it.
+
+The MLflow adapter (watcher/registry_mlflow.py) and the in-memory fake
+(watcher/testing.py) implement :class:`Registry` and pass the same contract
+tests. Versions are always ``str`` (MLflow returns ints in-process, strings
+over REST).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+RegistryMode = Literal["alias", "stage"]
+
+PRODUCTION_ALIAS = "production"
+PRODUCTION_STAGE = "Production"
+ARCHIVED_STAGE = "Archived"
+
+# Lineage and quarantine tags on model versions (written by pipeline/ and rollback).
+# Same spelling as pipeline.register.TAG_PREVIOUS; duplicated so ports stay import-free.
+TAG_PREVIOUS = "watcher.previous_production"
+TAG_QUARANTINED = "watcher.quarantined"
+TAG_ROLLBACK_REASON = "watcher.rollback_reason"
+TAG_ROLLED_BACK_AT = "watcher.rolled_back_at"
+TAG_ROLLED_BACK_BY = "watcher.rolled_back_by"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionInfo:
+    """One registered model version, normalised."""
+
+    name: str
+    version: str
+    stage: str = "None"  # MLflow stage: None / Staging / Production / Archived
+    tags: Mapping[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    status: str = "READY"
+
+    @property
+    def quarantined(self) -> bool:
+        return self.tags.get(TAG_QUARANTINED, "").lower() == "true"
+
+    @property
+    def previous_production(self) -> str | None:
+        return self.tags.get(TAG_PREVIOUS) or None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSnapshot:
+    """What one poll saw of one registered model."""
+
+    name: str
+    production: str | None
+    versions: Mapping[str, VersionInfo]
+
+
+class Registry(Protocol):
+    """The model registry. Methods raise watcher.errors.RegistryError (RegistryUnavailable
+    when the backend cannot be reached); a missing model/version is None/False, not an error."""
+
+    mode: RegistryMode
+
+    def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+        """Every registered model whose name matches one of ``patterns`` (names or globs)."""
+        ...
+
+    def model_exists(self, name: str) -> bool: ...
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """All versions of ``name``, oldest first; [] when the model does not exist."""
+        ...
+
+    def get_version(self, name: str, version: str) -> VersionInfo | None: ...
+
+    def production(self, name: str) -> str | None: ...
+
+    def set_production(self, name: str, version: str) -> None:
+        """Move Production to ``version`` atomically (alias move, or stage transition that
+        archives the previous Production version in stage mode)."""
+        ...
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+    def delete_tag(self, name: str, version: str, key: str) -> None: ...
+
+    def archive(self, name: str, version: str) -> None:
+        """Stage mode: move to Archived. Alias mode: nothing to do (no stages)."""
+        ...
+
+
+def matches(name: str, patterns: Sequence[str]) -> bool:
+    """Exact name or shell glob (``iris-*``); case-sensitive like MLflow names."""
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def quarantine_tags(reason: str, at: datetime, by: str) -> dict[str, str]:
+    """The tags that mark a version as rolled back from (rollback never returns to it)."""
+    return {
+        TAG_QUARANTINED: "true",
+        TAG_ROLLBACK_REASON: reason,
+        TAG_ROLLED_BACK_AT: at.isoformat(),
+        TAG_ROLLED_BACK_BY: by,
+    }

@@ -1,0 +1,271 @@
+"""The MLflow Model Registry adapter (alias and stage modes).
+
+One ``MlflowClient``, created lazily on first use with a small retry budget
+(MLflow's default is 7 retries over ~2 minutes, POSTs included): the daemon
+retries per poll cycle itself. MLflow exceptions are translated here, at the
+edge: unreachable → RegistryUnavailable, anything else → RegistryError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from watcher.errors import RegistryError, RegistryUnavailable
+from watcher.ports import (
+    ARCHIVED_STAGE,
+    PRODUCTION_ALIAS,
+    PRODUCTION_STAGE,
+    ModelSnapshot,
+    RegistryMode,
+    VersionInfo,
+    matches,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# A missing alias is INVALID_PARAMETER_VALUE (HTTP 400), not RESOURCE_DOES_NOT_EXIST.
+_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+_MODELS_PAGE = 1000  # MLflow's maximum for search_registered_models
+_VERSIONS_PAGE = 10000
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Connection refused, DNS, timeouts and gateway 5xx: the server is not there right now."""
+    for err in _chain(exc):
+        if isinstance(err, ConnectionError | TimeoutError):
+            return True
+        kind = type(err).__name__
+        if kind in {"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError"}:
+            return True
+        text = str(err)
+        # MLflow's REST layer wraps requests' errors in MlflowException with these phrases.
+        if "failed with exception" in text or "Max retries exceeded" in text:
+            return True
+        if any(f"failed with error code {c}" in text for c in ("502", "503", "504")):
+            return True
+        if "unable to open database file" in text:
+            return True
+    return False
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return getattr(exc, "error_code", None) in _NOT_FOUND
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translate_errors(what: str, uri: str = "") -> Iterator[None]:
+    """Map any backend exception raised inside to RegistryError / RegistryUnavailable."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:
+        where = f" at {uri}" if uri else ""
+        if is_unavailable(exc):
+            raise RegistryUnavailable(
+                f"MLflow unreachable{where} ({what}): {_first_line(exc)}"
+            ) from exc
+        raise RegistryError(f"MLflow {what} failed{where}: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _stage_api() -> Iterator[None]:
+    # Stage mode is a supported product feature; MLflow's deprecation notice is noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*Model registry stages will be removed", category=FutureWarning
+        )
+        yield
+
+
+def _version_info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        stage=str(mv.current_stage or "None"),
+        tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
+        run_id=mv.run_id or None,
+        status=str(mv.status or "READY"),
+    )
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+class MlflowRegistry:
+    """Registry port over ``MlflowClient``. Use one instance per thread."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        mode: RegistryMode = "alias",
+        *,
+        timeout: float = 15.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.uri = tracking_uri
+        self.mode: RegistryMode = mode
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client: MlflowClient | None = None
+        self._lock = threading.Lock()
+        self.calls = 0  # MLflow client calls made (benchmarks, tests)
+
+    # Plumbing -------------------------------------------------------------
+
+    @property
+    def client(self) -> MlflowClient:
+        """The lazily created client (also used by watcher.feedback for tracking calls)."""
+        with self._lock:
+            if self._client is None:
+                # Read by MLflow's REST layer per request; set before the first one.
+                os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self._max_retries)
+                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(self._timeout)))
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+                os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            return self._client
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[MlflowClient]:
+        self.calls += 1
+        with translate_errors(what, self.uri):
+            yield self.client
+
+    # Reading --------------------------------------------------------------
+
+    def _registered_models(self) -> list[Any]:
+        out: list[Any] = []
+        token: str | None = None
+        while True:
+            with self._call("search_registered_models") as c:
+                page = c.search_registered_models(max_results=_MODELS_PAGE, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def _search_versions(self, name: str) -> list[VersionInfo]:
+        out: list[VersionInfo] = []
+        token: str | None = None
+        while True:
+            with self._call("search_model_versions") as c:
+                page = c.search_model_versions(
+                    f"name = '{_quote(name)}'", max_results=_VERSIONS_PAGE, page_token=token
+                )
+            out.extend(_version_info(mv) for mv in page)
+            token = page.token
+            if not token:
+                return sorted(out, key=lambda v: int(v.version))
+
+    def _production_from(
+        self, aliases: Mapping[str, Any], versions: Sequence[VersionInfo]
+    ) -> str | None:
+        if self.mode == "alias":
+            value = aliases.get(PRODUCTION_ALIAS)
+            return None if value is None else str(value)
+        prod = [v for v in versions if v.stage == PRODUCTION_STAGE]
+        # Several Production versions only after a manual mistake: newest wins, as in pipeline/.
+        return max(prod, key=lambda v: int(v.version)).version if prod else None
+
+    def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+        """1 listing call per 1000 models + 1 versions call per watched model."""
+        out: list[ModelSnapshot] = []
+        for rm in self._registered_models():
+            if not matches(rm.name, patterns):
+                continue
+            versions = self._search_versions(rm.name)
+            production = self._production_from(rm.aliases or {}, versions)
+            out.append(ModelSnapshot(rm.name, production, {v.version: v for v in versions}))
+        return sorted(out, key=lambda s: s.name)
+
+    def model_exists(self, name: str) -> bool:
+        try:
+            with self._call("get_registered_model") as c:
+                c.get_registered_model(name)
+        except RegistryError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                return False
+            raise
+        return True
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        return self._search_versions(name)
+
+    def get_version(self, name: str, version: str) -> VersionInfo | None:
+        try:
+            with self._call("get_model_version") as c:
+                mv = c.get_model_version(name, str(version))
+        except RegistryError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                return None
+            raise
+        return _version_info(mv)
+
+    def production(self, name: str) -> str | None:
+        if self.mode == "alias":
+            try:
+                with self._call("get_model_version_by_alias") as c:
+                    mv = c.get_model_version_by_alias(name, PRODUCTION_ALIAS)
+            except RegistryError as exc:
+                if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                    return None
+                raise
+            return str(mv.version)
+        return self._production_from({}, self._search_versions(name))
+
+    # Writing (used by rollback) -------------------------------------------
+
+    def set_production(self, name: str, version: str) -> None:
+        if self.mode == "alias":
+            with self._call("set_registered_model_alias") as c:
+                c.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
+            return
+        # One transaction in MLflow: the new version is Production and the old one archived,
+        # so the registry is never without a Production version.
+        with self._call("transition_model_version_stage") as c, _stage_api():
+            c.transition_model_version_stage(
+                name, str(version), PRODUCTION_STAGE, archive_existing_versions=True
+            )
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            with self._call("set_model_version_tag") as c:
+                c.set_model_version_tag(name, str(version), key, value)
+
+    def delete_tag(self, name: str, version: str, key: str) -> None:
+        try:
+            with self._call("delete_model_version_tag") as c:
+                c.delete_model_version_tag(name, str(version), key)
+        except RegistryError as exc:
+            if exc.__cause__ is None or not is_not_found(exc.__cause__):
+                raise
+
+    def archive(self, name: str, version: str) -> None:
+        if self.mode == "alias":
+            return
+        with self._call("transition_model_version_stage") as c, _stage_api():
+            c.transition_model_version_stage(name, str(version), ARCHIVED_STAGE)

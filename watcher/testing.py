@@ -1,0 +1,158 @@
+"""Fakes shipped with the code, for tests and demos: a clock you drive, an in-memory registry.
+
+FakeRegistry passes the same contract tests as the MLflow adapter
+(tests/monitor/test_registry_contract.py), so it cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from watcher.errors import RegistryError, RegistryUnavailable
+from watcher.policy import Observation
+from watcher.ports import (
+    ARCHIVED_STAGE,
+    PRODUCTION_STAGE,
+    ModelSnapshot,
+    RegistryMode,
+    VersionInfo,
+    matches,
+)
+
+
+class FakeClock:
+    """A thread-safe clock that moves only when told (``wait`` advances it too)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._mono = 1000.0
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._mono
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            self._mono += seconds
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        if stop.is_set():
+            return True
+        self.advance(max(0.0, seconds))
+        return stop.is_set()
+
+
+class FakeRegistry:
+    """In-memory Registry port; ``down = True`` makes every call raise RegistryUnavailable."""
+
+    def __init__(self, mode: RegistryMode = "alias") -> None:
+        self.mode: RegistryMode = mode
+        self.down = False
+        self.calls = 0
+        self._models: dict[str, dict[str, VersionInfo]] = {}
+        self._production: dict[str, str] = {}
+
+    def _enter(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise RegistryUnavailable("MLflow unreachable (fake registry is down)")
+
+    # Test setup -----------------------------------------------------------
+
+    def create_version(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+        versions = self._models.setdefault(name, {})
+        version = str(max((int(v) for v in versions), default=0) + 1)
+        versions[version] = VersionInfo(name, version, tags=dict(tags or {}))
+        return version
+
+    def delete_version(self, name: str, version: str) -> None:
+        self._models[name].pop(version)
+        if self._production.get(name) == version:
+            del self._production[name]
+
+    # The port ---------------------------------------------------------------
+
+    def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+        self._enter()
+        return [
+            ModelSnapshot(name, self._production.get(name), dict(versions))
+            for name, versions in sorted(self._models.items())
+            if matches(name, patterns)
+        ]
+
+    def model_exists(self, name: str) -> bool:
+        self._enter()
+        return name in self._models
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        self._enter()
+        return sorted(self._models.get(name, {}).values(), key=lambda v: int(v.version))
+
+    def get_version(self, name: str, version: str) -> VersionInfo | None:
+        self._enter()
+        return self._models.get(name, {}).get(str(version))
+
+    def production(self, name: str) -> str | None:
+        self._enter()
+        return self._production.get(name)
+
+    def _require(self, name: str, version: str) -> VersionInfo:
+        info = self._models.get(name, {}).get(str(version))
+        if info is None:
+            raise RegistryError(f"MLflow: model {name!r} has no version {version}")
+        return info
+
+    def set_production(self, name: str, version: str) -> None:
+        self._enter()
+        info = self._require(name, version)
+        old = self._production.get(name)
+        self._production[name] = info.version
+        if self.mode == "stage":
+            versions = self._models[name]
+            if old is not None and old != info.version:
+                versions[old] = replace(versions[old], stage=ARCHIVED_STAGE)
+            versions[info.version] = replace(info, stage=PRODUCTION_STAGE)
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        self._enter()
+        info = self._require(name, version)
+        self._models[name][info.version] = replace(info, tags={**info.tags, **tags})
+
+    def delete_tag(self, name: str, version: str, key: str) -> None:
+        self._enter()
+        info = self._require(name, version)
+        self._models[name][info.version] = replace(
+            info, tags={k: v for k, v in info.tags.items() if k != key}
+        )
+
+    def archive(self, name: str, version: str) -> None:
+        self._enter()
+        info = self._require(name, version)
+        if self.mode == "stage":
+            self._models[name][info.version] = replace(info, stage=ARCHIVED_STAGE)
+            if self._production.get(name) == info.version:
+                del self._production[name]
+
+
+class MemoryObservations:
+    """An observation source backed by a dict (what FeedbackReader reads from MLflow)."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], list[Observation]] = {}
+
+    def add(self, model: str, version: str, accuracy: float, samples: int, at: datetime) -> None:
+        self.data.setdefault((model, version), []).append(Observation(at, accuracy, samples))
+
+    def observations(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Observation]]:
+        return {k: list(self.data.get(k, [])) for k in wanted}
