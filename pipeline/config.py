@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pipeline.data import DEFAULT_SEED, DEFAULT_TARGET, DEFAULT_TEST_SIZE
 from pipeline.errors import BadInputError
+from pipeline.lineage import TRIGGER_KEYS
 from pipeline.register import check_mode, check_rule
 from pipeline.train import DEFAULT_EXPERIMENT
 
@@ -46,6 +47,7 @@ class RunConfig:
     experiment: str = DEFAULT_EXPERIMENT
     dag_run_id: str | None = None
     tracking_uri: str | None = None
+    trigger: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -79,11 +81,18 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
 def from_conf(conf: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RunConfig:
     """Build a RunConfig from a run conf dict; unknown keys are rejected by name."""
     environ = os.environ if environ is None else environ
-    known = {f.name: str(f.type) for f in fields(RunConfig)}
-    unknown = sorted(set(conf) - set(known))
+    known = {f.name: str(f.type) for f in fields(RunConfig) if f.name != "trigger"}
+    unknown = sorted(set(conf) - set(known) - TRIGGER_KEYS - {"trigger"})
     if unknown:
-        raise BadInputError(f"unknown run conf key(s) {unknown}; known: {sorted(known)}")
-    values: dict[str, Any] = {}
+        raise BadInputError(
+            f"unknown run conf key(s) {unknown}; known: {sorted([*known, *TRIGGER_KEYS])}"
+        )
+    trigger = conf.get("trigger") or {}
+    if not isinstance(trigger, Mapping):
+        raise BadInputError(f"trigger: expected an object, got {trigger!r}")
+    values: dict[str, Any] = {
+        "trigger": {**trigger, **{k: conf[k] for k in TRIGGER_KEYS if conf.get(k) is not None}}
+    }
     for name, kind in known.items():
         if name in conf and conf[name] is not None:
             values[name] = _coerce(name, conf[name], kind)

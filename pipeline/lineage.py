@@ -19,6 +19,10 @@ from pathlib import Path
 
 DEFAULT_IGNORE: tuple[str, ...] = ("*.tmp", "*.part", "*.swp", "*~")
 CHUNK = 1 << 20
+# The watcher → pipeline trigger contract: what the watcher adds to a run conf about
+# *why* it triggered. Recorded on the training run (tags; drift as metrics), never
+# training parameters.
+TRIGGER_KEYS = frozenset({"file_count", "bytes", "reason", "note", "drift"})
 
 
 class DatasetPathError(ValueError):

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment")
     p.add_argument("--dag-run-id", help="recorded as the run's dag_run_id tag")
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI")
+    p.add_argument("--conf", help="a run conf as a JSON object (as the DAG receives it); flags win")
     return p
 
 
@@ -47,7 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     tracking.small_retry_budget()
-    conf = {k: v for k, v in vars(args).items() if v is not None}
+    flags = {k: v for k, v in vars(args).items() if v is not None and k != "conf"}
+    try:
+        extra = json.loads(args.conf) if args.conf else {}
+        if not isinstance(extra, dict):
+            raise BadInputError("--conf: expected a JSON object")
+    except json.JSONDecodeError as exc:
+        sys.stderr.write(f"error: --conf: not JSON: {exc}\n")
+        return EXIT_BAD_INPUT
+    except BadInputError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_BAD_INPUT
+    conf = {**extra, **flags}
     try:
         state = steps.preprocess(from_conf(conf))
         state = steps.train(state)

@@ -58,6 +58,7 @@ def train(state: State) -> State:
         dag_run_id=cfg.dag_run_id,
         tracking_uri=cfg.tracking_uri,
         data_dir=cfg.data_dir,
+        trigger=cfg.trigger,
     )
     return {
         **state,

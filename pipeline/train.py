@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline import tracking
 from pipeline.data import DEFAULT_SEED, DEFAULT_TEST_SIZE, Dataset, Split, split_dataset
 from pipeline.errors import BadInputError
-from pipeline.profile import log_profile, profile_from_dataset
+from pipeline.profile import log_drift, log_profile, profile_from_dataset
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +86,7 @@ def train(
     dag_run_id: str | None = None,
     tracking_uri: str | None = None,
     data_dir: str | None = None,
+    trigger: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Fit, evaluate on the test split and log params, metrics, tags, manifest and model."""
     import mlflow
@@ -112,6 +114,9 @@ def train(
         tags["mlflow.source.git.commit"] = commit
     if data_dir:
         tags["data_dir"] = data_dir
+    trigger = dict(trigger or {})
+    drift = trigger.pop("drift", None)
+    tags.update({f"watcher.trigger.{k}": str(v) for k, v in trigger.items()})
 
     exp = mlflow.set_experiment(experiment)
     with mlflow.start_run(experiment_id=exp.experiment_id) as run:
@@ -129,6 +134,8 @@ def train(
         )
         mlflow.log_text(manifest_json(dataset), MANIFEST_JSON_ARTIFACT)
         log_profile(profile_from_dataset(dataset))  # reference for drift (issue 8)
+        if isinstance(drift, Mapping):
+            log_drift(drift)  # the watcher's drift scores for the data it triggered on
         signature = infer_signature(split.x_train, model.predict(split.x_train.head(5)))
         with warnings.catch_warnings():
             # MLflow 3.17 compares DataFrame columns to a range() when writing the

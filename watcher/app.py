@@ -16,6 +16,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     from watcher.autorollback import AutoRollback
     from watcher.clock import SystemClock
     from watcher.datawatch import DataWatcher
+    from watcher.drift_watch import DriftWatch
     from watcher.health import CoreChecks
     from watcher.monitor import build_monitor
     from watcher.registry_mlflow import MlflowRegistry
@@ -24,7 +25,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     clock = SystemClock()
     # Alerting first: the others raise alerts through it.
     alerting = Alerting(config, state, clock)
-    data = DataWatcher(config, state)
+    data = DataWatcher(config, state, drift=DriftWatch(config, state, clock, alerting))
     monitor = build_monitor(config, state, alerting.dispatcher)
     # Its own registry client: MLflow clients are used from one thread each, and the
     # monitor's polls from the scheduler thread while rollbacks run on the main loop.

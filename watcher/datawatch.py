@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from watcher.config import Config
+    from watcher.drift_watch import DriftWatch
     from watcher.state import StateStore
 
 log = get_logger("watcher.datawatch")
@@ -77,6 +78,7 @@ class DataWatcher:
         follow_interval: float = FOLLOW_INTERVAL,
         observer_factory: Callable[[], BaseObserver] | None = None,
         progress: bool = True,
+        drift: DriftWatch | None = None,
     ) -> None:
         w, t = config.watch, config.trigger
         self.config = config
@@ -103,6 +105,7 @@ class DataWatcher:
         )
         self.outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
         self.trigger = trigger
+        self.drift = drift
         self.backend = t.backend
         self.run_timeout = t.run_timeout
         self.reconcile_interval = w.reconcile_interval
@@ -268,6 +271,8 @@ class DataWatcher:
             "reason": "changed_while_down" if first and last is not None else "data_changed",
         }
         run_id = run_id_for(current)
+        if self.drift is not None and self.outbox.get(run_id) is None:
+            conf |= self.drift.check(self.root, current)
         if self.outbox.enqueue(run_id, current, conf["reason"], conf, now):
             st.triggers += 1
             log.info("trigger_queued", run_id=run_id, new_snapshot=new_snapshot, **conf)
@@ -406,3 +411,5 @@ class DataWatcher:
             payload=payload,
         )
         log.info("run_finished", run_id=row.run_id, state=run_state)
+        if self.drift is not None and run_state == "success":
+            self.drift.after_run(row.run_id, row.conf)

@@ -113,6 +113,22 @@ def _quote(name: str) -> str:
     return name.replace("\\", "\\\\").replace("'", "\\'")
 
 
+def mlflow_client(uri: str, timeout: float, max_retries: int) -> MlflowClient:
+    """An MlflowClient with a daemon's budget: few retries, short timeouts.
+
+    MLflow's defaults (7 retries, 120 s, POST retried) would stall the loop for
+    minutes in an outage; we retry per cycle ourselves instead.
+    """
+    # Read by MLflow's REST layer per request; set before the first one.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 class MlflowRegistry:
     """Registry port over ``MlflowClient``. Use one instance per thread."""
 
@@ -139,14 +155,7 @@ class MlflowRegistry:
         """The lazily created client (also used by watcher.feedback for tracking calls)."""
         with self._lock:
             if self._client is None:
-                # Read by MLflow's REST layer per request; set before the first one.
-                os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self._max_retries)
-                os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(self._timeout)))
-                os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-                os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
-                from mlflow import MlflowClient
-
-                self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+                self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
             return self._client
 
     @contextlib.contextmanager

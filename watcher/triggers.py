@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pipeline.lineage import TRIGGER_KEYS
 from watcher.errors import TriggerError
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
 
@@ -235,6 +236,7 @@ class LocalTrigger(_ChildTrigger):
             "--data-hash", str(conf["data_hash"]),
             *self.fixed,
             "--dag-run-id", run_id,
+            "--conf", json.dumps({k: conf[k] for k in TRIGGER_KEYS if k in conf}),
         ]  # fmt: skip
 
 

@@ -90,10 +90,12 @@ def test_local_trigger_passes_the_pipeline_flags(tmp_path: Path) -> None:
     trig = LocalTrigger(
         tmp_path / "runs", model_name="m x", registry_mode="alias", promote="never", threshold=0.8
     )
-    argv = trig.argv("data__y", {"data_dir": "/data dir", "data_hash": H1})
+    argv = trig.argv("data__y", {"data_dir": "/data dir", "data_hash": H1, "file_count": 3})
     assert [sys.executable, "-m", "pipeline.run", "--data-dir", "/data dir"] == argv[:5]
     assert ["--model-name", "m x", "--registry-mode", "alias"] == argv[7:11]
-    assert ["--dag-run-id", "data__y"] == argv[-2:]
+    assert ["--dag-run-id", "data__y"] == argv[-4:-2]
+    # Why it triggered travels as a run conf, recorded on the training run.
+    assert ["--conf", '{"file_count": 3}'] == argv[-2:]
     # A data dir that does not exist: the pipeline exits 2 (bad input) → run failed.
     trig = LocalTrigger(
         tmp_path / "runs", model_name="m", registry_mode="alias", promote="never", threshold=0.8,
