@@ -25,16 +25,16 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     clock = SystemClock()
     # Alerting first: the others raise alerts through it.
     alerting = Alerting(config, state, clock)
-    data = DataWatcher(config, state, drift=DriftWatch(config, state, clock, alerting))
-    monitor = build_monitor(config, state, alerting.dispatcher)
-    # Its own registry client: MLflow clients are used from one thread each, and the
-    # monitor's polls from the scheduler thread while rollbacks run on the main loop.
+    # The main loop's registry client (drift, rollback); the monitor polls from the
+    # scheduler thread with its own, as MLflow clients are used from one thread each.
     registry = MlflowRegistry(
         config.tracking_uri,
         config.mlflow.registry_mode,
         timeout=config.mlflow.request_timeout,
         max_retries=config.mlflow.max_retries,
     )
+    data = DataWatcher(config, state, drift=DriftWatch(config, state, registry, clock, alerting))
+    monitor = build_monitor(config, state, alerting.dispatcher)
     rollback = AutoRollback(
         config.rollback,
         config.monitor.min_accuracy,

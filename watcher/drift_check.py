@@ -15,11 +15,10 @@ from watcher.drift import DriftOptions, DriftReport, Kind, dataset_drift
 from watcher.errors import RegistryError, UsageError
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from pipeline.data import Dataset
     from pipeline.profile import Profile
     from watcher.config import Config, DriftConfig
+    from watcher.registry_mlflow import MlflowRegistry
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,44 +116,18 @@ def drift_of(
         raise UsageError(f"{reference_label or 'reference'}: {exc}") from None
 
 
-def production_version(client: MlflowClient, model: str, registry_mode: str) -> str | None:
-    """The Production version (alias ``production`` or stage ``Production``), None if unset.
-
-    Raises UsageError for an unknown model and RegistryError when MLflow fails.
-    """
-    from pipeline.tracking import is_not_found
-
-    try:
-        client.get_registered_model(model)
-    except Exception as exc:
-        if is_not_found(exc):
-            raise UsageError(f"model {model!r} not found in the registry") from None
-        raise RegistryError(f"model {model!r}: {_first_line(exc)}") from exc
-    try:
-        if registry_mode == "stage":
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # stage APIs are deprecated
-                latest = client.get_latest_versions(model, stages=["Production"])
-            return str(latest[0].version) if latest else None
-        return str(client.get_model_version_by_alias(model, "production").version)
-    except Exception as exc:
-        if is_not_found(exc):
-            return None
-        raise RegistryError(f"model {model!r}: {_first_line(exc)}") from exc
-
-
-def production_reference(client: MlflowClient, model: str, registry_mode: str) -> Reference:
-    """The Production version of ``model`` and its reference profile, if any."""
+def production_reference(registry: MlflowRegistry, model: str) -> Reference:
+    """The Production version of ``model`` (through the registry adapter) and its profile."""
     from pipeline.errors import BackendError, BadInputError, PipelineError
     from pipeline.profile import load_profile
 
-    version = production_version(client, model, registry_mode)
+    if not registry.model_exists(model):
+        raise UsageError(f"model {model!r} not found in the registry")
+    version = registry.production(model)
     if version is None:
         return Reference(model, None, None)
     try:
-        profile = load_profile(client, model, version)
+        profile = load_profile(registry.client, model, version)
     except BadInputError as exc:
         raise UsageError(str(exc)) from None
     except BackendError as exc:
@@ -162,8 +135,3 @@ def production_reference(client: MlflowClient, model: str, registry_mode: str) -
     except PipelineError as exc:  # a corrupt profile: say which, don't crash
         raise RegistryError(f"{model} v{version}: {exc}") from exc
     return Reference(model, version, profile)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,12 +16,11 @@ from watcher.logging import get_logger
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from mlflow import MlflowClient
-
     from watcher.alerting import Alerting
     from watcher.clock import Clock
     from watcher.config import Config
     from watcher.drift_check import Reference
+    from watcher.registry_mlflow import MlflowRegistry
     from watcher.state import StateStore
 
 log = get_logger("watcher.drift")
@@ -30,33 +29,29 @@ TRAIN_EXPERIMENT = "train_pipeline"  # pipeline.train.DEFAULT_EXPERIMENT
 
 class DriftWatch:
     def __init__(
-        self, config: Config, state: StateStore, clock: Clock, alerting: Alerting | None
+        self,
+        config: Config,
+        state: StateStore,
+        registry: MlflowRegistry,
+        clock: Clock,
+        alerting: Alerting | None,
     ) -> None:
         self.config = config
         self.state = state
         self.clock = clock
         self.alerting = alerting
         self.model = config.pipeline.model_name
-        self._client: MlflowClient | None = None
+        self.registry = registry
         self._ref: Reference | None = None
         self._noted: str | None = None
 
-    def _mlflow(self) -> MlflowClient:
-        if self._client is None:
-            from watcher.registry_mlflow import mlflow_client
-
-            m = self.config.mlflow
-            self._client = mlflow_client(self.config.tracking_uri, m.request_timeout, m.max_retries)
-        return self._client
-
     def _reference(self) -> Reference:
-        from watcher.drift_check import production_reference, production_version
+        from watcher.drift_check import production_reference
 
-        client = self._mlflow()
-        version = production_version(client, self.model, self.config.mlflow.registry_mode)
+        version = self.registry.production(self.model)
         if self._ref is None or self._ref.version != version:
             # The profile is downloaded once per Production version.
-            self._ref = production_reference(client, self.model, self.config.mlflow.registry_mode)
+            self._ref = production_reference(self.registry, self.model)
         return self._ref
 
     def check(self, data_dir: Path, data_hash: str) -> dict[str, Any]:
@@ -127,7 +122,7 @@ class DriftWatch:
 
     def _training_accuracy(self, version: str) -> float | None:
         try:
-            mv = self._mlflow().get_model_version(self.model, version)
+            mv = self.registry.client.get_model_version(self.model, version)
             return float(mv.tags.get("accuracy", "nan")) if mv.tags.get("accuracy") else None
         except Exception:  # the rule then decides nothing; drift itself was recorded
             return None
@@ -167,7 +162,7 @@ class DriftWatch:
     def _run_accuracy(self, run_id: str) -> float | None:
         """Test accuracy of the training run tagged with this trigger's run id."""
         try:
-            client = self._mlflow()
+            client = self.registry.client
             exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
             if exp is None:
                 return None

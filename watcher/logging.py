@@ -24,7 +24,7 @@ _QUIET = {
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
     "watchdog": logging.WARNING,
-    "urllib3": logging.WARNING,
+    "urllib3": logging.ERROR,  # retry warnings: outages are reported by our own code
     "alembic": logging.WARNING,
     "mlflow": logging.WARNING,
 }

@@ -20,6 +20,7 @@ from watcher.alerting import Alerting
 from watcher.config import Config, load_config
 from watcher.datawatch import DataWatcher
 from watcher.drift_watch import DriftWatch
+from watcher.registry_mlflow import MlflowRegistry
 from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock
 
@@ -68,7 +69,12 @@ def test_shifted_data_alerts_and_scores_reach_the_training_run(
     state: StateStore = open_state(cfg.state.dir)
     clock = FakeClock()
     alerting = Alerting(cfg, state, clock)
-    dw = DataWatcher(cfg, state, drift=DriftWatch(cfg, state, clock, alerting), progress=False)
+    dw = DataWatcher(
+        cfg,
+        state,
+        drift=DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), clock, alerting),
+        progress=False,
+    )
     dw.follow_interval = 0.2
     try:
         shifted = iris_table()
@@ -121,7 +127,9 @@ def test_no_reference_is_a_note(tmp_path: Path, mlflow_sqlite_uri: str) -> None:
     cfg = config(tmp_path, mlflow_sqlite_uri, "never-trained")
     state = open_state(cfg.state.dir)
     try:
-        fields = DriftWatch(cfg, state, FakeClock(), None).check(tmp_path, "0" * 64)
+        fields = DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), FakeClock(), None).check(
+            tmp_path, "0" * 64
+        )
         assert {} == fields
         notes = state.events(kinds=["data.drift_skipped"])
         assert 1 == len(notes) and "no reference" in notes[0].message

@@ -186,15 +186,15 @@ class TestAgainstProduction:
 
     def test_daemon_api_and_conf_fields(self, world: World) -> None:
         """The daemon's calls: production_reference → drift_for_dataset → conf_fields."""
-        import mlflow
 
         from watcher.config import load_config
         from watcher.drift import conf_fields
         from watcher.drift_check import drift_for_dataset, production_reference
 
         cfg = load_config(world.config, env={})
-        client = mlflow.MlflowClient(tracking_uri=world.uri, registry_uri=world.uri)
-        ref = production_reference(client, MODEL, "alias")
+        from watcher.registry_mlflow import MlflowRegistry
+
+        ref = production_reference(MlflowRegistry(world.uri, "alias"), MODEL)
         assert ("1", None) == (ref.version, ref.note)
         assert ref.profile is not None
         report = drift_for_dataset(world.shifted, ref.profile, cfg, reference_label=ref.label)
@@ -273,7 +273,8 @@ class TestErrors:
         monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         code, _, err = _run(world, capsys, str(world.shifted))
         assert 1 == code
-        assert err.startswith(f"error: model '{MODEL}'")
+        assert err.startswith("error: MLflow unreachable at http://127.0.0.1:9")
+        assert 1 == len(err.strip().splitlines())
         assert "Traceback" not in err
 
 

@@ -49,15 +49,16 @@ def drift_cmd(
         profile = profile_of_dir(reference_dir, cfg)
         label = str(reference_dir)
     else:
-        import mlflow
+        from watcher.registry_mlflow import MlflowRegistry
 
-        from pipeline.tracking import small_retry_budget
-
-        small_retry_budget()
         name = model or cfg.pipeline.model_name
-        uri = cfg.tracking_uri
-        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        ref = production_reference(client, name, cfg.mlflow.registry_mode)
+        registry = MlflowRegistry(
+            cfg.tracking_uri,
+            cfg.mlflow.registry_mode,
+            timeout=cfg.mlflow.request_timeout,
+            max_retries=cfg.mlflow.max_retries,
+        )
+        ref = production_reference(registry, name)
         if ref.profile is None:
             note = ref.note or "no reference"
             if as_json:
