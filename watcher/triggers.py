@@ -214,6 +214,9 @@ class LocalTrigger(_ChildTrigger):
         registry_mode: str,
         promote: str,
         threshold: float,
+        target: str = "target",
+        n_estimators: int = 100,
+        max_depth: int | None = None,
         tracking_uri: str | None = None,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
@@ -225,7 +228,11 @@ class LocalTrigger(_ChildTrigger):
             "--registry-mode", registry_mode,
             "--promote", promote,
             "--threshold", repr(threshold),
+            "--target", target,
+            "--n-estimators", str(n_estimators),
         ]  # fmt: skip
+        if max_depth is not None:
+            self.fixed += ["--max-depth", str(max_depth)]
         if tracking_uri:
             self.env["MLFLOW_TRACKING_URI"] = tracking_uri
 
@@ -282,6 +289,9 @@ def build_trigger(config: Config) -> Trigger:
         registry_mode=config.mlflow.registry_mode,
         promote=pipe.promote,
         threshold=pipe.threshold,
+        target=pipe.target_column,
+        n_estimators=pipe.n_estimators,
+        max_depth=pipe.max_depth,
         tracking_uri=config.tracking_uri,
     )
 
