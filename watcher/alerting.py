@@ -21,6 +21,7 @@ from alerts.notifiers.slack import SlackNotifier
 from alerts.notifiers.webhook import WebhookNotifier
 from watcher.daemon import Health
 from watcher.logging import get_logger
+from watcher.metrics import METRICS
 
 if TYPE_CHECKING:
     from alerts import Notifier
@@ -117,6 +118,8 @@ class Alerting:
         report = self.dispatcher.deliver_due(self.clock.now())
         self._pending = report.pending
         if report.failed:
+            for channel in report.errors:
+                METRICS.notifier_failures.labels(channel=channel).inc()
             log.warning("alert_delivery_failed", channels=sorted(report.errors))
         return DELIVER_EVERY
 

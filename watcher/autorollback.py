@@ -18,6 +18,7 @@ from watcher.daemon import Health
 from watcher.errors import LockHeld, RegistryError
 from watcher.lock import ROLLBACK_LOCK_NAME, StateLock
 from watcher.logging import get_logger
+from watcher.metrics import METRICS
 from watcher.policy import window_stats
 from watcher.rollback import Plan, Rollbacker
 from watcher.rollback_policy import AutoGuards, decide_auto, prior_stable
@@ -158,12 +159,14 @@ class AutoRollback:
                 dry_run=self.config.dry_run,
                 automatic=True,
             )
+        METRICS.rollbacks.labels(model=model, result="dry_run" if outcome.dry_run else "done").inc()
         if not outcome.dry_run:
             self.rollbacks += 1
             if self.config.retrain and self.retrain is not None:
                 self.retrain(f"retrain after rollback of {model} to v{target.version}")
 
     def _refuse(self, model: str, version: str, reason: str) -> None:
+        METRICS.rollbacks.labels(model=model, result="refused").inc()
         message = f"{model}: automatic rollback of v{version} refused: {reason}"
         log.warning("rollback_refused", model=model, version=version, reason=reason)
         event_id = self.state.record(

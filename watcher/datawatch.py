@@ -22,6 +22,7 @@ from watcher.errors import TriggerError, WatcherError
 from watcher.fswatch import FsWatch
 from watcher.hashing import IncrementalHasher, ScanResult, record_snapshot
 from watcher.logging import get_logger
+from watcher.metrics import METRICS
 from watcher.outbox import Outbox, OutboxRow, fault_point
 from watcher.trigger_airflow import TriggerUnavailable, run_id_for
 from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger
@@ -212,6 +213,12 @@ class DataWatcher:
             log.info("files_not_settled", data_dir=str(self.root), files=list(result.unsettled[:5]))
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
             return result
+        METRICS.record_hash(
+            result.seconds,
+            result.hashed_bytes,
+            result.manifest.total_bytes,
+            result.hashed_files + result.cached_files,
+        )
         self._on_manifest(result, reason)
         return result
 
@@ -329,15 +336,18 @@ class DataWatcher:
             result = self._trigger.submit(row.run_id, row.conf)
         except TriggerUnavailable as exc:
             delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=False)
+            METRICS.record_trigger("retry")
             log.warning("trigger_retry", run_id=row.run_id, error=str(exc), retry_in=round(delay))
             return
         except (TriggerError, WatcherError) as exc:
             # DAG not found / credentials refused: an operator must act, but the DAG may be
             # still deploying, so keep retrying (capped backoff) and say it loudly.
             delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=True)
+            METRICS.record_trigger("failed")
             log.error("trigger_rejected", run_id=row.run_id, error=str(exc), retry_in=round(delay))
             return
         self.outbox.mark_delivered(row, created=result.created, run_state=result.state, now=now)
+        METRICS.record_trigger("delivered" if result.created else "duplicate", now.timestamp())
         log.info("trigger_delivered", run_id=row.run_id, status=result.status)
         self._paused_warned = False
         self._check_paused()

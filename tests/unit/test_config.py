@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from watcher.config import REDACTED, load_config
+from watcher.config import REDACTED, Config, load_config
 from watcher.errors import ConfigError
 
 
@@ -153,3 +155,22 @@ class TestSecrets:
         path = write(tmp_path, f"[trigger.airflow]\npassword_file = '{tmp_path}/nope'\n")
         with pytest.raises(ConfigError, match=r"trigger.airflow.password_file: cannot read"):
             load_config(path, env={})
+
+
+def _keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for name, info in cls.model_fields.items():
+        key = prefix + (info.alias or name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _keys(ann, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def test_readme_documents_every_key() -> None:
+    """The README's configuration table lists every key (so it cannot drift from the code)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.MULTILINE))
+    assert [] == [k for k in _keys(Config) if k not in documented]
