@@ -15,16 +15,6 @@ import pytest
 from pipeline.profile import PROFILE_ARTIFACT, load_profile
 from watcher.cli import main
 
-# MLflow 3.17's SQLAlchemy store uses the ``noload`` strategy SQLAlchemy 2.1 deprecates
-# (first sqlite:// use in a process); importing mlflow.pyfunc warns about its own type
-# hints. Neither is ours to fix.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
-]
-
 MODEL = "iris-drift"
 LEGACY = "iris-legacy"  # Production version trained before profiles existed
 EMPTY = "iris-empty"  # registered, never promoted

@@ -15,17 +15,7 @@ from alerts.notifiers.file import FileNotifier
 from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock
 
-# MLflow 3.17's SQLAlchemy store uses the ``noload`` strategy SQLAlchemy 2.1 deprecates;
-# it fires on first sqlite:// use in a process. Not ours to fix.
-SQLALCHEMY_NOLOAD = "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
 CHANNELS = ("ops", "audit")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.filterwarnings(SQLALCHEMY_NOLOAD))
 
 
 @dataclass

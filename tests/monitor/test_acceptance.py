@@ -25,13 +25,7 @@ from watcher.state import StateStore
 from watcher.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
-# Importing mlflow.pyfunc (done by log_model in the pipeline) warns about its own types.
-MLFLOW_ANY_TYPE_HINT = "ignore:.*Any type hint is inferred as AnyType:UserWarning"
-
-pytestmark = [
-    pytest.mark.service,
-    pytest.mark.filterwarnings(MLFLOW_ANY_TYPE_HINT),
-]
+pytestmark = pytest.mark.service
 
 
 def train(url: str, data: Path, model: str) -> None:

@@ -12,20 +12,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DATA = REPO / "examples" / "data"
 
-# MLflow 3.17's SQLAlchemy store uses the ``noload`` strategy that SQLAlchemy 2.1
-# deprecates; it fires once per process on first sqlite:// use. Not ours to fix.
-SQLALCHEMY_NOLOAD = "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-# Importing mlflow.pyfunc (done by log_model) warns about its own pydantic types.
-MLFLOW_ANY_TYPE_HINT = "ignore:.*Any type hint is inferred as AnyType:UserWarning"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.filterwarnings(SQLALCHEMY_NOLOAD))
-            item.add_marker(pytest.mark.filterwarnings(MLFLOW_ANY_TYPE_HINT))
-
 
 @pytest.fixture
 def iris_dir(tmp_path: Path) -> Path:

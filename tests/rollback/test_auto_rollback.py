@@ -28,10 +28,7 @@ from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = [
-    pytest.mark.service,
-    pytest.mark.filterwarnings("ignore:.*Any type hint is inferred as AnyType:UserWarning"),
-]
+pytestmark = pytest.mark.service
 
 
 @dataclass
