@@ -89,6 +89,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # A sqlite store puts artifacts in ./mlruns: keep them out of the repository.
+    cwd = pytest.MonkeyPatch()
+    cwd.chdir(root)
     try:
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         v1 = _train_and_register(MODEL, reference)
@@ -104,6 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         client.create_registered_model(EMPTY)
         yield World(root, uri, config, reference, shifted, resample)
     finally:
+        cwd.undo()
         mlflow.set_tracking_uri(previous)
         mlflow.set_registry_uri(previous)
 
