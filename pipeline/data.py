@@ -237,6 +237,44 @@ def load_dataset(
     return Dataset(features, labels, feature_names, target, tuple(sources), manifest)
 
 
+def load_labelled_file(
+    rel: str,
+    data: bytes,
+    *,
+    target: str = DEFAULT_TARGET,
+    features: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.Series[Any]]:
+    """Validate one labelled file (e.g. live feedback) already read into ``data``.
+
+    ``features`` are the columns a model expects (all non-target columns when None);
+    other columns are ignored. Same checks and messages as :func:`load_dataset`.
+    """
+    import pandas as pd
+
+    kind = _is_data_file(rel)
+    if kind is None:
+        raise DataValidationError("not a CSV or Parquet file", file=rel)
+    frame = _parse(rel, kind, data)
+    if target not in frame.columns:
+        raise DataValidationError("target column missing from header", file=rel, column=target)
+    wanted = (
+        [c for c in frame.columns if c != target]
+        if features is None
+        else [str(f) for f in features]
+    )
+    if not wanted:
+        raise DataValidationError("no feature columns besides the target", file=rel)
+    missing = [c for c in wanted if c not in set(frame.columns)]
+    if missing:
+        raise DataValidationError(
+            f"feature column missing from header (expected {wanted})", file=rel, column=missing[0]
+        )
+    features_frame = pd.DataFrame({c: _numeric_column(frame[c], rel, kind, c) for c in wanted})
+    labels = _normalise_labels(_labels(frame[target], rel, kind, target))
+    labels.name = target
+    return features_frame, labels
+
+
 def check_hash(dataset: Dataset, expected: str | None, data_dir: Path | str) -> None:
     """Fail unless the loaded data hashes to ``expected`` (no-op when not given)."""
     if expected is None or expected == "":

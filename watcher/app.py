@@ -54,6 +54,10 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         monitor,
         rollback,
     ]
+    if config.monitor.feedback_dir is not None:
+        from watcher.evaluator import Evaluator
+
+        components.append(Evaluator(config, state, clock=clock))
     if config.http.listen:
         # Last, so it starts after and stops before what it reports on.
         from watcher.http import HttpEndpoint

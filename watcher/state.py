@@ -123,6 +123,24 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX alert_deliveries_pending
         ON alert_deliveries (delivered_at, channel, id);
     """,
+    # 4: built-in evaluator (watcher/evaluator.py): feedback content already scored, per
+    # content hash (a copy or rename is not scored twice) and per path (CSV appends).
+    """
+    CREATE TABLE feedback_scored (
+        sha256    TEXT PRIMARY KEY,
+        path      TEXT NOT NULL,
+        rows      INTEGER NOT NULL,
+        model     TEXT NOT NULL,
+        version   TEXT NOT NULL,
+        scored_at TEXT NOT NULL
+    );
+    CREATE TABLE feedback_files (
+        path   TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        size   INTEGER NOT NULL,
+        rows   INTEGER NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -107,6 +107,7 @@ def dag_runs(
         MLFLOW_TRACKING_URI=mlflow_server,
         WATCHER_DAG_RETRIES="0",
         WATCHER_DAG_RETRY_DELAY_SECONDS="1",
+        WATCHER_ALERTS__FILE=str(root / "alerts.jsonl"),  # on_failure's channel
     )
     migrate = subprocess.run(
         [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
@@ -176,7 +177,7 @@ def test_dag_bad_data_fails_preprocess_and_registers_nothing(
     mlflow_server: str, dag_runs: tuple[dict[str, Any], str, Path]
 ) -> None:
     """Bad data fails preprocess (no retry), alerts via on_failure, registers no version."""
-    results, log, _ = dag_runs
+    results, log, data = dag_runs
     bad = results["bad"]
     assert "failed" == bad["state"]
     assert {"preprocess": "failed", "train": "upstream_failed"}.items() <= bad["tasks"].items()
@@ -185,3 +186,6 @@ def test_dag_bad_data_fails_preprocess_and_registers_nothing(
     assert "train_pipeline task failed" in log
     assert "task_id=preprocess" in log
     assert "column 'petal_length'" in log
+    (alert,) = [json.loads(x) for x in (data.parent / "alerts.jsonl").read_text().splitlines()]
+    assert {"alertname": "DagRunFailed", "task_id": "preprocess"}.items() <= alert["labels"].items()
+    assert "column 'petal_length'" in alert["annotations"]["description"]
