@@ -224,39 +224,24 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
             click.echo(f"{ev.at}  {ev.kind:<22} {ev.message}")
 
 
-def _not_yet(name: str, issue: str) -> Callable[[], None]:
-    def command() -> None:
-        raise click.UsageError(f"`watcher {name}` is not implemented yet ({issue})")
+# Commands with their own modules: each imports only click at module level, so
+# `watcher --help` stays fast; mlflow, sklearn and rich load inside the command.
+from watcher.commands.demo import demo_cmd  # noqa: E402
+from watcher.commands.drift import drift_cmd  # noqa: E402
+from watcher.commands.report_accuracy import report_accuracy_cmd  # noqa: E402
+from watcher.commands.rollback import rollback_cmd  # noqa: E402
+from watcher.commands.service_unit import service_unit  # noqa: E402
+from watcher.commands.status import status_cmd  # noqa: E402
 
-    return command
-
-
-for _name, _help, _issue in (
-    ("demo", "Run a one-minute self-contained demo in a temp dir.", "service issue"),
+for _command in (
+    status_cmd,
+    rollback_cmd,
+    report_accuracy_cmd,
+    drift_cmd,
+    service_unit,
+    demo_cmd,
 ):
-    cli.command(
-        _name,
-        help=_help + " (not implemented yet)",
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )(_not_yet(_name, _issue))
-
-from watcher.commands.drift import drift_cmd  # noqa: E402  (click only; heavy imports inside)
-
-cli.add_command(drift_cmd)
-
-from watcher.commands.report_accuracy import report_accuracy_cmd  # noqa: E402  (click only)
-
-cli.add_command(report_accuracy_cmd)
-
-from watcher.commands.service_unit import service_unit  # noqa: E402  (click only)
-from watcher.commands.status import status_cmd  # noqa: E402  (click only; rich inside)
-
-cli.add_command(service_unit)
-cli.add_command(status_cmd)
-
-from watcher.commands.rollback import rollback_cmd  # noqa: E402  (click only; mlflow inside)
-
-cli.add_command(rollback_cmd)
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

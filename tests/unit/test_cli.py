@@ -39,12 +39,13 @@ class TestExitCodes:
         assert "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
 
-    def test_not_implemented_commands_do_not_pretend(
-        self, capsys: pytest.CaptureFixture[str]
-    ) -> None:
-        """Commands owned by later work exit 2 with 'not implemented yet'."""
-        assert main(["demo"]) == 2
-        assert "not implemented yet" in capsys.readouterr().err
+    def test_every_command_is_implemented(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """No placeholder is left: `demo` is listed and its bad arguments exit 2 (not a stub)."""
+        assert main(["--help"]) == 0
+        out = capsys.readouterr().out
+        assert "demo" in out and "not implemented" not in out
+        assert main(["demo", "--registry-mode", "bogus"]) == 2
+        assert "bogus" in capsys.readouterr().err
 
     def test_check_config_ok(self, capsys: pytest.CaptureFixture[str]) -> None:
         """check-config prints the effective config and exits 0."""
