@@ -10,6 +10,9 @@ UV := $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && ec
 APT_PACKAGES := prometheus-alertmanager prometheus systemd
 export MLFLOW_CONFIGURE_LOGGING := false
 export UV_LINK_MODE := copy
+# Precompile at install: tests and the local backend start many Python processes, and
+# with PYTHONDONTWRITEBYTECODE set each one would otherwise recompile mlflow on import.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: help run test lint typecheck pytest sync system-deps bench clean
 
@@ -56,6 +59,10 @@ test: sync system-deps lint typecheck pytest
 
 bench: sync
 	$(UV) run --locked python benchmarks/cli_startup.py
+	$(UV) run --locked python benchmarks/hashing.py
+	$(UV) run --locked python benchmarks/poll.py
+	$(UV) run --locked python benchmarks/rollback.py
+	$(UV) run --locked python benchmarks/soak.py --minutes 5
 
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache
