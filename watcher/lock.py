@@ -62,3 +62,19 @@ class StateLock:
 def held(state_dir: Path, purpose: str) -> Iterator[StateLock]:
     with StateLock(state_dir, purpose) as lock:
         yield lock
+
+
+def pid_alive(pid: int) -> bool:
+    """False only when we know the PID is gone (another user's process still counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead (and is reaped).
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+    return True

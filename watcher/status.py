@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from watcher.daemon import HEARTBEAT_EVERY
 from watcher.errors import StateError
+from watcher.lock import pid_alive
 from watcher.state import DB_NAME, iso
 
 SCHEMA_VERSION = 1
@@ -310,7 +310,7 @@ def _daemon(heartbeat: str | None, now: datetime) -> dict[str, Any]:
     pid = beat.get("pid")
     checks = beat.get("checks") if isinstance(beat.get("checks"), dict) else {}
     running = (
-        isinstance(pid, int) and not beat.get("stopped") and age <= STALE_AFTER and _alive(pid)
+        isinstance(pid, int) and not beat.get("stopped") and age <= STALE_AFTER and pid_alive(pid)
     )
     out.update(
         heartbeat_at=beat["at"],
@@ -322,14 +322,3 @@ def _daemon(heartbeat: str | None, now: datetime) -> dict[str, Any]:
     if running:
         out["healthy"] = all(bool(c.get("ok")) for c in checks.values() if isinstance(c, dict))
     return out
-
-
-def _alive(pid: int) -> bool:
-    """False only when we know the PID is gone (another user's process still counts)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

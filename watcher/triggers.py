@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.lineage import TRIGGER_KEYS
 from watcher.errors import TriggerError
+from watcher.lock import pid_alive
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class _ChildTrigger:
         except ValueError:
             info = {}
         pid = info.get("pid")
-        if isinstance(pid, int) and _alive(pid):
+        if isinstance(pid, int) and pid_alive(pid):
             return "running"  # started by a previous daemon process, still going
         return "failed"
 
@@ -184,21 +185,6 @@ class _ChildTrigger:
         """Children keep running (their outcome lands in the exit file); reap the dead."""
         for proc in self._procs.values():
             proc.poll()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of ours counts as dead.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return False
-    return True
 
 
 class LocalTrigger(_ChildTrigger):
