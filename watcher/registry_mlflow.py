@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipeline.tracking import is_not_found
 from watcher.errors import RegistryError, RegistryUnavailable
 from watcher.ports import (
     ARCHIVED_STAGE,
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 # A missing alias is INVALID_PARAMETER_VALUE (HTTP 400), not RESOURCE_DOES_NOT_EXIST.
-_NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
 _MODELS_PAGE = 1000  # MLflow's maximum for search_registered_models
 _VERSIONS_PAGE = 10000
 
@@ -61,10 +61,6 @@ def is_unavailable(exc: BaseException) -> bool:
         if "unable to open database file" in text:
             return True
     return False
-
-
-def is_not_found(exc: BaseException) -> bool:
-    return getattr(exc, "error_code", None) in _NOT_FOUND
 
 
 def _first_line(exc: BaseException) -> str:
