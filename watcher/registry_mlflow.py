@@ -30,7 +30,6 @@ from watcher.ports import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-# A missing alias is INVALID_PARAMETER_VALUE (HTTP 400), not RESOURCE_DOES_NOT_EXIST.
 _MODELS_PAGE = 1000  # MLflow's maximum for search_registered_models
 _VERSIONS_PAGE = 10000
 
