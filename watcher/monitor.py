@@ -162,6 +162,7 @@ class Monitor:
         self._observations: dict[tuple[str, str], list[Observation]] = {}
         self._policy: dict[str, PolicyState] = {}
         self.decisions: dict[str, Decision] = {}
+        self._live_saved: dict[str, tuple[float | None, int]] = {}
         self._due: datetime | None = None
         self._down_since: datetime | None = None
         self._down_error: str | None = None
@@ -404,11 +405,18 @@ class Monitor:
                     tx.execute("DELETE FROM registry_models WHERE model = ?", (name,))
                     continue
                 tx.execute(
-                    "INSERT INTO registry_models (model, production_version, versions, observed_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET"
+                    "INSERT INTO registry_models (model, production_version, versions, observed_at,"
+                    " training_accuracy) VALUES (?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET"
                     " production_version = excluded.production_version,"
-                    " versions = excluded.versions, observed_at = excluded.observed_at",
-                    (name, known.production, json.dumps(known.stages, sort_keys=True), iso(now)),
+                    " versions = excluded.versions, observed_at = excluded.observed_at,"
+                    " training_accuracy = excluded.training_accuracy",
+                    (
+                        name,
+                        known.production,
+                        json.dumps(known.stages, sort_keys=True),
+                        iso(now),
+                        _training_accuracy(snaps, name, known.production),
+                    ),
                 )
         for name, known in changed.items():
             if known is None:
@@ -463,6 +471,7 @@ class Monitor:
                 due.append(decision.next_check)
             if decision.firing:
                 active.append(self._accuracy_alert(model, decision))
+            self._save_live(model, decision)
             if self.metrics is not None:
                 shown = "ok" if decision.status is Status.RESOLVED else decision.status.value
                 self.metrics.set_alert_state(model, shown)
@@ -478,6 +487,18 @@ class Monitor:
         self._due = min(due) if due else None
         if self.alerts is not None:
             self.alerts.process(ACCURACY_SOURCE, active, now)
+
+    def _save_live(self, model: str, decision: Decision) -> None:
+        """Keep the latest windowed live accuracy where `watcher status` reads it."""
+        live = (decision.accuracy, decision.samples)
+        if self._live_saved.get(model) == live:
+            return
+        self._live_saved[model] = live
+        with self.state.transaction() as tx:
+            tx.execute(
+                "UPDATE registry_models SET live_accuracy = ?, live_samples = ? WHERE model = ?",
+                (decision.accuracy, decision.samples, model),
+            )
 
     def _transition(self, model: str, old: PolicyState, decision: Decision, now: datetime) -> None:
         new = decision.status
@@ -561,6 +582,20 @@ _INFO_ALERTS = {
     "registry.version_deleted": "ModelVersionDeleted",
     "registry.model_deleted": "ModelDeleted",
 }
+
+
+def _training_accuracy(
+    snaps: Sequence[ModelSnapshot], name: str, version: str | None
+) -> float | None:
+    """The `accuracy` tag the pipeline wrote on the Production version, if any."""
+    for snap in snaps:
+        if snap.name == name and version is not None and version in snap.versions:
+            raw = snap.versions[version].tags.get("accuracy")
+            try:
+                return float(raw) if raw is not None else None
+            except ValueError:
+                return None
+    return None
 
 
 def _version_events(name: str, old: _Known, new: _Known) -> list[tuple[str, str, str, str | None]]:

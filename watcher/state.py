@@ -141,6 +141,12 @@ MIGRATIONS: tuple[str, ...] = (
         rows   INTEGER NOT NULL
     );
     """,
+    # 5: what `watcher status` shows per model without asking MLflow (monitor.py writes).
+    """
+    ALTER TABLE registry_models ADD COLUMN training_accuracy REAL;
+    ALTER TABLE registry_models ADD COLUMN live_accuracy REAL;
+    ALTER TABLE registry_models ADD COLUMN live_samples INTEGER;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

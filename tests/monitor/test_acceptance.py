@@ -105,6 +105,14 @@ def test_live_accuracy_alert_lifecycle(
     assert 0 == report_cli(model, 0.97, 200, clock.now())
     assert "accept-iris v1: accuracy 0.97 over 200 samples" in capsys.readouterr().out
     assert Status.OK == cycle(mon, channels, clock)
+    # What `watcher status` shows comes from the state DB: training and live accuracy.
+    row = state.conn.execute(
+        "SELECT training_accuracy, live_accuracy, live_samples FROM registry_models"
+        " WHERE model = ?",
+        (model,),
+    ).fetchone()
+    assert row[0] is not None and 0.9 <= row[0] <= 1.0
+    assert (0.97, 200) == (row[1], row[2])
 
     clock.advance(60)
     assert 0 == report_cli(model, 0.6, 300, clock.now())  # window: 0.748 over 500

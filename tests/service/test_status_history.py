@@ -53,7 +53,8 @@ def _scenario(state: StateStore, now: datetime) -> None:
             ),
         )
         tx.execute(
-            "INSERT INTO registry_models VALUES (?, '1', '{\"1\": \"Production\"}', ?)",
+            "INSERT INTO registry_models (model, production_version, versions, observed_at)"
+            " VALUES (?, '1', '{\"1\": \"Production\"}', ?)",
             (MODEL, iso(t[9])),
         )
         tx.execute(
