@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AIRFLOW", "WATCHER_DAG_", "MLFLOW_TRACKING_URI"))
+        # Nothing another test left in os.environ may steer these runs.
+        if not k.startswith(("AIRFLOW", "WATCHER_", "MLFLOW_TRACKING_URI", "MLFLOW_HTTP_"))
     }
     env.update(
         AIRFLOW_HOME=str(home),
@@ -86,7 +88,9 @@ def test_dagbag_integrity_defaults_and_overrides(tmp_path: Path) -> None:
     assert {(0, 1.0)} == {(t["retries"], t["retry_delay"]) for t in short_facts["tasks"].values()}
 
 
-MODES = {"alias": "iris-classifier", "stage": "iris-classifier-stage"}
+# Unique per session: the MLflow server is shared with other test modules.
+_RUN = uuid.uuid4().hex[:6]
+MODES = {"alias": f"iris-classifier-{_RUN}", "stage": f"iris-classifier-stage-{_RUN}"}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +131,7 @@ def dag_runs(
         conf = {"data_dir": str(data), "data_hash": data_hash, "model_name": name}
         confs += [{**conf, "registry_mode": mode}] * 2
     bad = sample_data.corrupt("nan", root / "bad")
-    confs.append({"data_dir": str(bad), "model_name": "iris-classifier"})
+    confs.append({"data_dir": str(bad), "model_name": MODES["alias"]})
     (root / "confs.json").write_text(json.dumps(confs))
     results, log = finish(start_runner(env, "test", str(root / "confs.json"), cwd=root))
     (root / "runner.log").write_text(log)  # for post-mortems
@@ -181,7 +185,7 @@ def test_dag_bad_data_fails_preprocess_and_registers_nothing(
     bad = results["bad"]
     assert "failed" == bad["state"]
     assert {"preprocess": "failed", "train": "upstream_failed"}.items() <= bad["tasks"].items()
-    versions = tracking.client(mlflow_server).search_model_versions("name = 'iris-classifier'")
+    versions = tracking.client(mlflow_server).search_model_versions(f"name = '{MODES['alias']}'")
     assert {"1", "2"} == {str(v.version) for v in versions}
     assert "train_pipeline task failed" in log
     assert "task_id=preprocess" in log
