@@ -28,6 +28,7 @@ DEFAULT_TEST_SIZE = 0.25
 DEFAULT_SEED = 42
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
+MAX_COLUMNS = 10_000  # wider CSV headers are refused before parsing (see _parse)
 # Spellings of "missing" that a CSV writer may produce; all are rejected as NaN.
 NA_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "-nan"})
 
@@ -97,6 +98,14 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
     if not data.strip():
         raise DataValidationError("empty file", file=rel)
     if kind == "csv":
+        end = data.find(b"\n")
+        columns = data.count(b",", 0, len(data) if end < 0 else end) + 1
+        if columns > MAX_COLUMNS:
+            # A huge single line (binary junk, a broken export) would otherwise make pandas
+            # build and de-duplicate millions of column names: minutes of CPU, then OOM.
+            raise DataValidationError(
+                f"header has {columns} columns (at most {MAX_COLUMNS} supported)", file=rel
+            )
         try:
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
@@ -110,7 +119,7 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
             raise DataValidationError(f"cannot read Parquet: {exc}", file=rel) from exc
     if frame.shape[0] == 0:
         raise DataValidationError("empty file (header but no data rows)", file=rel)
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    dupes = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
     if dupes:
         raise DataValidationError("duplicate column in header", file=rel, column=str(dupes[0]))
     frame.columns = [str(c).strip() for c in frame.columns]

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 log = get_logger("watcher.datawatch")
 
 FOLLOW_INTERVAL = 10.0
+SCAN_RETRY = 5.0  # seconds before a scan that raised (state DB error) is tried again
 
 Verdict = Literal["trigger", "unchanged", "queued", "empty"]
 
@@ -173,7 +174,13 @@ class DataWatcher:
             self._request_scan("change", mono)
         if self._scan_at is not None and mono >= self._scan_at:
             self._scan_at = None
-            self._scan()
+            try:
+                self._scan()
+            except Exception:
+                # E.g. disk full while saving the hash cache: keep the change pending and
+                # retry, or it would wait for the next reconcile (5 min). The loop logs it.
+                self._request_scan(self._scan_reason, mono + max(self.quiet_period, SCAN_RETRY))
+                raise
         next_delivery = self._deliver()
         if mono >= self._next_follow:
             self._next_follow = mono + self.follow_interval

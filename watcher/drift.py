@@ -27,8 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
+
+# scipy is imported inside the test functions: `from scipy import stats` costs 2-5 s of
+# CPU, and this module is imported by every `watcher run` at startup (reliability suite).
 
 Kind = Literal["num", "cat"]
 Method = Literal["auto", "psi"]
@@ -164,6 +165,8 @@ def ks(reference: FloatArray, current: FloatArray) -> tuple[float, float]:
     with warnings.catch_warnings():
         # "Exact calculation unsuccessful, switching to asymp": the fallback is the answer.
         warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy import stats
+
         result = stats.ks_2samp(reference, current)
     return float(result.statistic), float(result.pvalue)
 
@@ -178,12 +181,16 @@ def chi_square(reference: npt.ArrayLike, current: npt.ArrayLike) -> tuple[float,
     ref_counts, cur_counts = _category_counts(reference, current)
     if len(ref_counts) < 2:
         return 0.0, 1.0
+    from scipy import stats
+
     result = stats.chi2_contingency(np.vstack([ref_counts, cur_counts]), correction=False)
     return float(result.statistic), float(result.pvalue)
 
 
 def normed_wasserstein(reference: FloatArray, current: FloatArray) -> float:
     """Wasserstein-1 distance in units of the reference standard deviation."""
+    from scipy import stats
+
     norm = max(float(np.std(reference)), MIN_STD)
     return float(stats.wasserstein_distance(reference, current)) / norm
 
@@ -193,6 +200,8 @@ def js_distance(reference: npt.ArrayLike, current: npt.ArrayLike, kind: Kind) ->
 
     Numeric columns are binned on Sturges' edges of the pooled sample.
     """
+    from scipy.spatial.distance import jensenshannon
+
     ref_p, cur_p = _frequencies(reference, current, kind)
     return float(jensenshannon(ref_p, cur_p))
 

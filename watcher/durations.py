@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
 from pydantic import BeforeValidator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+MAX_SECONDS = 100 * 365 * 86400.0
 _RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
@@ -24,8 +26,13 @@ def parse_duration(value: object) -> float:
         seconds = float(m.group(1)) * _UNITS[m.group(2) or "s"]
     else:
         raise ValueError("expected a duration such as 30, '30s', '5m', '4h'")
+    if not math.isfinite(seconds):
+        # TOML has nan and inf; nan slips past every comparison and inf overflows timedelta.
+        raise ValueError("must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > MAX_SECONDS:
+        raise ValueError("must be at most 100 years")  # beyond it, timedelta overflows
     return seconds
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from watcher.daemon import Health
 from watcher.errors import StateError
+from watcher.logging import get_logger
 from watcher.metrics import METRICS, Metrics
 from watcher.state import StateStore
 
 CHECK_EVERY = 5.0
+log = get_logger("watcher.health")
 
 
 def outbox_depth(state: StateStore) -> int:
@@ -34,6 +36,8 @@ class CoreChecks:
         self.state = state
         self.metrics = metrics or METRICS
         self._health = Health(self.name, False, {"reason": "not checked yet"})
+        self._db_id = _file_id(state.path)
+        self._db_lost_logged = False
 
     def start(self) -> None:
         self.tick()
@@ -52,6 +56,15 @@ class CoreChecks:
         else:
             detail["outbox_depth"] = depth
             self.metrics.outbox_depth.set(depth)
+        # SQLite keeps writing to an unlinked file without complaint: everything from then on
+        # would be lost at the next start. Fail the check (→ /healthz 503, no systemd watchdog
+        # ping → restart with a fresh DB) and say why; recreating it under us would be worse.
+        if self._db_id is not None and _file_id(self.state.path) != self._db_id:
+            lost = f"state database {self.state.path} was deleted or replaced while running"
+            problems.append(lost + "; restart the watcher")
+            if not self._db_lost_logged:
+                self._db_lost_logged = True
+                log.error("state_db_missing", path=str(self.state.path), hint="restart the watcher")
         if problems:
             detail["problems"] = problems
         self._health = Health(self.name, not problems, detail)
@@ -62,3 +75,11 @@ class CoreChecks:
 
     def stop(self) -> None:
         return None
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -328,17 +328,20 @@ class Monitor:
         active: list[Alert] = []
         if self._down_since is not None:
             down_for = (now - self._down_since).total_seconds()
-            if down_for >= self.config.mlflow_down_alert_after:
-                active.append(
-                    make_alert(
-                        MLFLOW_DOWN_ALERT,
-                        starts_at=self._down_since,
-                        severity="critical",
-                        summary=f"MLflow unreachable for {down_for:.0f}s",
-                        description=str(self._down_error or ""),
-                        component="monitor",
-                    )
+            if down_for < self.config.mlflow_down_alert_after:
+                # Undecided, not recovered: after a restart mid-outage the alert persisted as
+                # firing must not be resolved (and re-fired a moment later) by this early poll.
+                return
+            active.append(
+                make_alert(
+                    MLFLOW_DOWN_ALERT,
+                    starts_at=self._down_since,
+                    severity="critical",
+                    summary=f"MLflow unreachable for {down_for:.0f}s",
+                    description=str(self._down_error or ""),
+                    component="monitor",
                 )
+            )
         self.alerts.process(MLFLOW_SOURCE, active, now)
 
     # Registry changes ---------------------------------------------------------

@@ -28,7 +28,8 @@ def airflow_env(home: Path, **extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         # Nothing another test left in os.environ may steer these runs.
-        if not k.startswith(("AIRFLOW", "WATCHER_", "MLFLOW_TRACKING_URI", "MLFLOW_HTTP_"))
+        if not k.startswith(("AIRFLOW", "WATCHER_", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"))
+        and not k.startswith("MLFLOW_HTTP_")
     }
     env.update(
         AIRFLOW_HOME=str(home),

@@ -51,10 +51,14 @@ def report_accuracy_cmd(
     its next poll. Exit 2 for bad input (range, unknown model or version),
     1 when MLflow fails.
     """
+    from watcher.errors import UsageError
     from watcher.feedback import check_observation, report_accuracy
     from watcher.registry_mlflow import MlflowRegistry
 
     check_observation(accuracy, samples)  # before the slow MLflow import
+    if version is not None and not (version.isdigit() and int(version) > 0):
+        # MLflow versions start at 1; say so now rather than after an MLflow round trip.
+        raise UsageError(f"--version: {version!r} is not a model version (a positive integer)")
     at = parse_time(at_text) if at_text else None
     cfg = ctx.obj.config()
     registry = MlflowRegistry(

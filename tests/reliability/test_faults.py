@@ -1,0 +1,353 @@
+"""Backends failing under the daemon: MLflow killed mid-rollback, trigger outages, webhook down.
+
+Feature suites prove each piece alone (tests/monitor/test_outage.py: MLflow killed during
+a poll; tests/watch/test_airflow_e2e.py: one change during an Airflow outage;
+tests/alerts/test_dispatcher.py: 500 x3 then 200). Here the daemon's own components
+meet the faults together, and every check is "nothing lost, nothing twice, in order".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts import make_alert
+from alerts.notifiers.webhook import verify_signature
+from tests.services.mlflow_server import _healthy, free_port
+from tests.watch.conftest import drive, make_config, runs, settle
+from watcher.alerting import Alerting
+from watcher.datawatch import DataWatcher
+from watcher.errors import RegistryError
+from watcher.ports import TAG_PREVIOUS
+from watcher.registry_mlflow import MlflowRegistry
+from watcher.rollback import Plan, Rollbacker
+from watcher.state import StateStore, open_state
+from watcher.testing import FakeClock
+from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
+from watcher.triggers import Trigger, build_trigger
+
+# -- MLflow server killed and restarted in the middle of a rollback ---------------------
+
+
+def _start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """Our own `mlflow server` (same command as tests/services/mlflow_server.py), so killing
+    it cannot disturb the session server other tests use."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (root / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while not _healthy(url):
+        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
+        assert time.monotonic() < deadline, "mlflow server did not become healthy"
+        time.sleep(0.3)
+    return proc
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+class _KillAfterMove(MlflowRegistry):
+    """The real adapter, plus a fault: the server dies right after Production moved."""
+
+    def __init__(self, url: str, on_move: Any) -> None:
+        super().__init__(url, "alias", timeout=3, max_retries=0)
+        self.on_move = on_move
+
+    def set_production(self, name: str, version: str) -> None:
+        super().set_production(name, version)
+        self.on_move()
+
+
+@pytest.fixture
+def own_mlflow(tmp_path: Path) -> Iterator[tuple[Path, int, list[subprocess.Popen[bytes]]]]:
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    procs: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    procs.append(_start_mlflow(root, port))
+    try:
+        yield root, port, procs
+    finally:
+        for p in procs:
+            _kill_group(p)
+
+
+@pytest.mark.service
+@pytest.mark.slow
+def test_mlflow_killed_mid_rollback_then_restart_completes_it(
+    own_mlflow: tuple[Path, int, list[subprocess.Popen[bytes]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server is SIGKILLed between "Production moved" and the quarantine tags: the
+    rollback fails with a registry error, the journal keeps it, and a fresh Rollbacker (a
+    restarted daemon) finishes it once the server is back: one notification, Production
+    present at every observation, the bad version quarantined."""
+    from mlflow import MlflowClient
+
+    root, port, procs = own_mlflow
+    url = f"http://127.0.0.1:{port}"
+    # mlflow_client() writes these into os.environ; let monkeypatch restore them.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    client.create_registered_model("m")
+    client.create_model_version("m", source="s3://unused-bucket/m/1", tags={"accuracy": "0.96"})
+    client.create_model_version(
+        "m", source="s3://unused-bucket/m/2", tags={"accuracy": "0.95", TAG_PREVIOUS: "1"}
+    )
+    client.set_registered_model_alias("m", "production", "2")
+
+    state_dir = tmp_path / "state"
+    cfg = make_config(tmp_path, **{"alerts.log": "false"})
+    assert cfg.alerts_file == state_dir / "alerts.jsonl"
+    state = open_state(state_dir)
+    clock = FakeClock()
+    alerting = Alerting(cfg, state, clock)
+    registry = _KillAfterMove(url, lambda: _kill_group(procs[0]))
+    plan = Plan("m", "2", "1", "live accuracy 0.61 < 0.90", "watcher")
+    with pytest.raises(RegistryError, match="unreachable"):
+        Rollbacker(registry, state, clock, alerting).execute(plan, automatic=True)
+    assert 1 == len(Rollbacker(registry, state, clock).pending())
+    state.close()
+
+    procs.append(_start_mlflow(root, port))
+    fresh = MlflowRegistry(url, "alias", timeout=5, max_retries=1)
+    assert "1" == fresh.production("m"), "the move survived the crash"
+    state = open_state(state_dir)
+    try:
+        alerting = Alerting(cfg, state, clock)
+        outcomes = Rollbacker(fresh, state, clock, alerting).recover()
+        alerting.tick()
+        assert [True] == [o.recovered for o in outcomes]
+        assert [] == Rollbacker(fresh, state, clock).pending()
+        kinds = [e.kind for e in state.events()]
+    finally:
+        state.close()
+    assert "1" == fresh.production("m")
+    bad = fresh.get_version("m", "2")
+    assert bad is not None and bad.quarantined
+    assert ["rollback.started", "rollback.done"] == kinds
+    notes = [json.loads(x) for x in cfg.alerts_file.read_text().splitlines()]
+    assert ["ModelRolledBack"] == [n["labels"]["alertname"] for n in notes]
+
+
+# -- Trigger backend down while the data changes twice ------------------------------------
+
+
+class _Outage:
+    """Wraps the real command backend; while ``down`` every submit is a retryable outage."""
+
+    def __init__(self, inner: Trigger) -> None:
+        self.inner = inner
+        self.down = False
+        self.refused = 0
+
+    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
+        if self.down:
+            self.refused += 1
+            raise TriggerUnavailable("connection refused (injected outage)")
+        return self.inner.submit(run_id, conf)
+
+    def run_state(self, run_id: str) -> str | None:
+        return self.inner.run_state(run_id)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """Backend down while the data changes A → B → C: retried with backoff, nothing runs;
+    when it returns, exactly the current data (C) runs once — B was superseded before
+    delivery and says so in the history; a later change D runs after C. Never a repeat."""
+    from pipeline.lineage import compute_manifest
+
+    cfg = make_config(tmp_path)
+    data = cfg.watch.data_dir
+    data.mkdir()
+    state = open_state(cfg.state.dir)
+    trigger = _Outage(build_trigger(cfg))
+    dw = DataWatcher(cfg, state, trigger=trigger, progress=False)
+    try:
+        dw.start()
+        (data / "a.csv").write_text("x,y\n1,1\n")
+        drive(dw, lambda: len(runs(tmp_path)) == 1)
+        trigger.down = True
+        hashes = []
+        for row in ("2,2", "3,3"):
+            (data / "a.csv").write_text(f"x,y\n{row}\n")
+            hashes.append(compute_manifest(data).dataset_hash)
+            drive(dw, lambda h=hashes[-1]: dw.status.last_hash == h)  # type: ignore[misc]
+        drive(dw, lambda: trigger.refused >= 3, timeout=30)
+        assert 1 == len(runs(tmp_path))
+        trigger.down = False
+        drive(dw, lambda: len(runs(tmp_path)) == 2, timeout=30)
+        (data / "a.csv").write_text("x,y\n4,4\n")
+        last = compute_manifest(data).dataset_hash
+        drive(dw, lambda: len(runs(tmp_path)) == 3, timeout=30)
+        settle(dw, 1.0)
+        ran = runs(tmp_path)
+        assert [hashes[1], last] == ran[1:]
+        assert len(set(ran)) == len(ran)
+        superseded = state.conn.execute(
+            "SELECT data_hash FROM outbox WHERE status = 'superseded'"
+        ).fetchall()
+        assert [(hashes[0],)] == superseded
+        kinds = [e.kind for e in state.events()]
+        assert kinds.count("trigger.retrying") >= 1  # first failure and error changes only
+    finally:
+        dw.stop()
+        state.close()
+
+
+# -- Webhook receiver down: 500s, then connection refused, then back ----------------------
+
+
+class _Receiver:
+    """A local webhook receiver that answers 500 ``fail`` times, then 200; records bodies."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.fail = 0
+        self.bodies: list[dict[str, Any]] = []
+        self.signed_ok: list[bool] = []
+        self.port = free_port()
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.fail > 0:
+                    outer.fail -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                outer.signed_ok.append(
+                    verify_signature(
+                        outer.secret,
+                        self.headers["X-Watcher-Timestamp"],
+                        body,
+                        self.headers["X-Watcher-Signature"],
+                    )
+                )
+                outer.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def delivered(self) -> list[tuple[str, str]]:
+        """(alertname, status) per alert received, in order."""
+        return [(a["labels"]["alertname"], a["status"]) for b in self.bodies for a in b["alerts"]]
+
+
+def test_webhook_down_through_the_alerting_component(tmp_path: Path) -> None:
+    """Three alerts (one fires and resolves, two one-off events) while the receiver answers
+    500, then refuses connections, then comes back: each reaches it exactly once, in order,
+    signed; the file channel is not held up meanwhile; health flags the failing channel."""
+    secret = "s3cret-hmac"
+    receiver = _Receiver(secret)
+    cfg = make_config(
+        tmp_path,
+        **{
+            "alerts.log": "false",
+            "alerts.webhook.url": f"http://127.0.0.1:{receiver.port}/hook/tok",
+            "alerts.webhook.secret": secret,
+        },
+    )
+    state: StateStore = open_state(cfg.state.dir)
+    clock = FakeClock()
+    alerting = Alerting(cfg, state, clock)
+
+    def pump(rounds: int) -> None:
+        for _ in range(rounds):
+            clock.advance(3600)  # past any backoff (cap 1 h)
+            alerting.tick()
+
+    try:
+        alerting.start()
+        low = make_alert("ModelAccuracyLow", starts_at=clock.now(), model="m", version="2")
+        alerting.evaluate("test", [low])
+        receiver.fail = 10**6
+        receiver.start()
+        pump(2)  # 500, 500
+        alerting.event(make_alert("ModelRolledBack", starts_at=clock.now(), model="m"), 1)
+        receiver.stop()
+        pump(2)  # connection refused
+        assert not alerting.health().ok
+        assert ["webhook"] == alerting.health().detail["notifier_failing"]
+        alerting.evaluate("test", [])  # resolved, queued behind the firing one
+        alerting.event(make_alert("DataDrift", starts_at=clock.now(), model="m"), 2)
+        pump(1)
+        # The file channel never waited for the webhook.
+        assert 4 == len(cfg.alerts_file.read_text().splitlines())
+        assert [] == receiver.bodies
+        receiver.fail = 2
+        receiver.start()
+        pump(6)
+        assert [
+            ("ModelAccuracyLow", "firing"),
+            ("ModelRolledBack", "firing"),
+            ("ModelAccuracyLow", "resolved"),
+            ("DataDrift", "firing"),
+        ] == receiver.delivered()
+        assert all(receiver.signed_ok)
+        assert alerting.health().ok
+        pump(3)
+        assert 4 == len(receiver.delivered()), "nothing is sent twice"
+    finally:
+        receiver.stop()
+        alerting.stop()
+        state.close()
