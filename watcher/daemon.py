@@ -31,11 +31,17 @@ MAX_IDLE = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """One component's health: ok, and details for /healthz and `watcher status`."""
+    """One component's health, for /healthz and `watcher status`.
+
+    ``ok`` is liveness: only it gates systemd's watchdog (a restart can fix a dead
+    thread). ``ready`` is readiness: a backend we need is unreachable (MLflow
+    down); /healthz reports it, but restarting us would not bring MLflow back.
+    """
 
     name: str
     ok: bool
     detail: dict[str, object] = field(default_factory=dict)
+    ready: bool = True
 
 
 class Component(Protocol):

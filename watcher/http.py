@@ -42,8 +42,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 def health_body(checks: Sequence[Health]) -> tuple[bool, dict[str, Any]]:
     """The /healthz document: overall status, the failing checks, and every check."""
-    all_checks = {h.name: {"ok": h.ok, **h.detail} for h in checks}
-    failing = {name: c for name, c in all_checks.items() if not c["ok"]}
+    all_checks = {h.name: {"ok": h.ok, "ready": h.ready, **h.detail} for h in checks}
+    failing = {name: c for name, c in all_checks.items() if not (c["ok"] and c["ready"])}
     ok = not failing
     return ok, {"status": "ok" if ok else "failing", "failing": failing, "checks": all_checks}
 

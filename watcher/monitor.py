@@ -575,7 +575,7 @@ class Monitor:
         alive = not self.use_scheduler or (
             self._scheduler is not None and bool(self._scheduler.running)
         )
-        return Health(self.name, alive, detail)
+        return Health(self.name, alive, detail, ready=self._down_since is None)
 
 
 _INFO_ALERTS = {

@@ -13,8 +13,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +27,7 @@ from watcher.alerting import Alerting
 from watcher.clock import SystemClock
 from watcher.config import Config
 from watcher.daemon import Daemon
+from watcher.http import HttpEndpoint
 from watcher.monitor import MLFLOW_DOWN_ALERT, Monitor
 from watcher.registry_mlflow import MlflowRegistry
 from watcher.sdnotify import SystemdNotifier
@@ -97,6 +101,15 @@ def server(tmp_path: Path) -> Iterator[Server]:
         srv.kill()
 
 
+def healthz(http: HttpEndpoint) -> tuple[int, dict[str, Any]]:
+    host, port = http.address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_path: Path) -> None:
     """Outage logged once, alerted after mlflow_down_alert_after, polling resumes on return."""
     setup = MlflowRegistry(server.url)
@@ -118,7 +131,9 @@ def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_pa
     alerting = Alerting(config, state, clock, notifiers=[FileNotifier(alerts_file)])
     registry = MlflowRegistry(server.url, max_retries=0, timeout=2)
     mon = Monitor(config.monitor, state, registry, None, alerting.dispatcher, clock=clock)
-    daemon = Daemon(state, [alerting, mon], clock=clock, notifier=SystemdNotifier(env={}))
+    http = HttpEndpoint("127.0.0.1:0", [])
+    daemon = Daemon(state, [alerting, mon, http], clock=clock, notifier=SystemdNotifier(env={}))
+    http.components = daemon.components
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
 
@@ -137,6 +152,10 @@ def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_pa
         wait_for(lambda: ["firing"] == sent(), 60, "MlflowUnreachable firing")
         assert thread.is_alive()
         assert mon.health().detail["mlflow_reachable"] is False
+        # /healthz says so (503, failing: monitor), while liveness (the watchdog) stays ok.
+        wait_for(lambda: 503 == healthz(http)[0], 10, "/healthz 503")
+        assert "monitor" in healthz(http)[1]["failing"]
+        assert mon.health().ok
         time.sleep(2)  # more failed polls: still one outage event
         server.start()
         wait_for(lambda: "registry.reachable" in kinds(), 60, "polling resumed")
@@ -144,6 +163,7 @@ def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_pa
         assert thread.is_alive()
         assert 1 == kinds().count("registry.unreachable")
         assert mon.health().detail["mlflow_reachable"] is True
+        wait_for(lambda: 200 == healthz(http)[0], 10, "/healthz 200 again")
     finally:
         daemon.stop_event.set()
         thread.join(timeout=60)

@@ -99,7 +99,7 @@ def test_healthz_states_in_process(endpoint: tuple[HttpEndpoint, _Toggle, Metric
     ep.tick()
     resp = httpx.get(f"{url}/healthz", timeout=5)
     assert 503 == resp.status_code
-    assert {"toggle": {"ok": False, "reason": "flipped"}} == resp.json()["failing"]
+    assert {"toggle": {"ok": False, "ready": True, "reason": "flipped"}} == resp.json()["failing"]
     assert b"watcher_up 0.0" in metrics.render()
     toggle.ok = None  # type: ignore[assignment]
     ep.tick()
