@@ -30,7 +30,7 @@ from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
-    from watcher.config import Config
+    from watcher.config import Config, WatchConfig
     from watcher.drift_watch import DriftWatch
     from watcher.state import StateStore
 
@@ -65,6 +65,37 @@ class _Status:
     triggers: int = 0
 
 
+def watch_tree(
+    root: Path,
+    state: StateStore,
+    w: WatchConfig,
+    clock: Clock,
+    observer_factory: Callable[[], BaseObserver] | None = None,
+    *,
+    progress: bool,
+) -> tuple[IncrementalHasher, FsWatch]:
+    """The hasher and the watcher of one directory, both per the ``[watch]`` settings."""
+    hasher = IncrementalHasher(
+        root,
+        state,
+        patterns=w.ignore,
+        follow_symlinks=w.follow_symlinks,
+        workers=w.hash_workers,
+        progress=progress,
+    )
+    fs = FsWatch(
+        root,
+        mode=w.mode,
+        patterns=w.ignore,
+        quiet_period=w.quiet_period,
+        max_wait=w.max_wait,
+        polling_interval=w.polling_interval,
+        clock=clock.monotonic,
+        observer_factory=observer_factory,
+    )
+    return hasher, fs
+
+
 class DataWatcher:
     """Daemon component; all work happens in :meth:`tick` on the main loop."""
 
@@ -87,23 +118,8 @@ class DataWatcher:
         self.state = state
         self.clock: Clock = clock or SystemClock()
         self.root = Path(w.data_dir).absolute()
-        self.hasher = IncrementalHasher(
-            self.root,
-            state,
-            patterns=w.ignore,
-            follow_symlinks=w.follow_symlinks,
-            workers=w.hash_workers,
-            progress=progress,
-        )
-        self.fs = FsWatch(
-            self.root,
-            mode=w.mode,
-            patterns=w.ignore,
-            quiet_period=w.quiet_period,
-            max_wait=w.max_wait,
-            polling_interval=w.polling_interval,
-            clock=self.clock.monotonic,
-            observer_factory=observer_factory,
+        self.hasher, self.fs = watch_tree(
+            self.root, state, w, self.clock, observer_factory, progress=progress
         )
         self.outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
         self.trigger = trigger

@@ -29,10 +29,9 @@ from pipeline.errors import DataValidationError
 from pipeline.lineage import DatasetPathError, FileEntry
 from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
+from watcher.datawatch import watch_tree
 from watcher.errors import WatcherError
 from watcher.feedback import report_accuracy
-from watcher.fswatch import FsWatch
-from watcher.hashing import IncrementalHasher
 from watcher.logging import get_logger
 from watcher.registry_mlflow import MlflowRegistry, translate_errors
 from watcher.state import iso
@@ -226,23 +225,8 @@ class Evaluator:
             max_retries=config.mlflow.max_retries,
         )
         self.loader = loader
-        self.hasher = IncrementalHasher(
-            self.root,
-            state,
-            patterns=w.ignore,
-            follow_symlinks=w.follow_symlinks,
-            workers=w.hash_workers,
-            progress=False,
-        )
-        self.fs = FsWatch(
-            self.root,
-            mode=w.mode,
-            patterns=w.ignore,
-            quiet_period=w.quiet_period,
-            max_wait=w.max_wait,
-            polling_interval=w.polling_interval,
-            clock=self.clock.monotonic,
-            observer_factory=observer_factory,
+        self.hasher, self.fs = watch_tree(
+            self.root, state, w, self.clock, observer_factory, progress=False
         )
         self.quiet_period = w.quiet_period
         self.reconcile_interval = w.reconcile_interval

@@ -7,10 +7,6 @@ tests), the real APScheduler poll job, the real daemon loop and a file channel.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -22,7 +18,7 @@ from typing import Any
 import pytest
 
 from alerts.notifiers.file import FileNotifier
-from tests.services.mlflow_server import free_port
+from tests.services.mlflow_server import MlflowServer
 from watcher.alerting import Alerting
 from watcher.clock import SystemClock
 from watcher.config import Config
@@ -36,53 +32,6 @@ from watcher.state import StateStore
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
 
-class Server:
-    """A restartable `mlflow server` on a fixed port and database."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        mlflow_bin = Path(sys.executable).with_name("mlflow")
-        with (self.root / "server.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(mlflow_bin),
-                    "server",
-                    *("--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"),
-                    *("--artifacts-destination", str(self.root / "artifacts")),
-                    *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
-                ],
-                cwd=self.root,
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        wait_for(self._healthy, 120, "mlflow server healthy")
-
-    def _healthy(self) -> bool:
-        import urllib.request
-
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            tail = (self.root / "server.log").read_text(errors="replace")[-1500:]
-            pytest.fail(f"mlflow server exited: {tail}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -92,8 +41,8 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[MlflowServer]:
+    srv = MlflowServer(tmp_path)
     srv.start()
     try:
         yield srv
@@ -110,7 +59,9 @@ def healthz(http: HttpEndpoint) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
-def test_daemon_survives_mlflow_outage(server: Server, state: StateStore, tmp_path: Path) -> None:
+def test_daemon_survives_mlflow_outage(
+    server: MlflowServer, state: StateStore, tmp_path: Path
+) -> None:
     """Outage logged once, alerted after mlflow_down_alert_after, polling resumes on return."""
     setup = MlflowRegistry(server.url)
     setup.client.create_registered_model("outage-model")

@@ -9,12 +9,7 @@ meet the faults together, and every check is "nothing lost, nothing twice, in or
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +19,7 @@ import pytest
 
 from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
-from tests.services.mlflow_server import _healthy, free_port
+from tests.services.mlflow_server import MlflowServer, free_port
 from tests.watch.conftest import drive, make_config, runs, settle
 from watcher.alerting import Alerting
 from watcher.datawatch import DataWatcher
@@ -40,47 +35,6 @@ from watcher.triggers import Trigger, build_trigger
 # -- MLflow server killed and restarted in the middle of a rollback ---------------------
 
 
-def _start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
-    """Our own `mlflow server` (same command as tests/services/mlflow_server.py), so killing
-    it cannot disturb the session server other tests use."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (root / "server.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "server",
-                "--backend-store-uri",
-                f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(root / "artifacts"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ],
-            cwd=root,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while not _healthy(url):
-        assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "mlflow server did not become healthy"
-        time.sleep(0.3)
-    return proc
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 class _KillAfterMove(MlflowRegistry):
     """The real adapter, plus a fault: the server dies right after Production moved."""
 
@@ -94,23 +48,22 @@ class _KillAfterMove(MlflowRegistry):
 
 
 @pytest.fixture
-def own_mlflow(tmp_path: Path) -> Iterator[tuple[Path, int, list[subprocess.Popen[bytes]]]]:
+def own_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
+    """Our own server: killing it cannot disturb the session server other tests use."""
     root = tmp_path / "mlflow"
     root.mkdir()
-    procs: list[subprocess.Popen[bytes]] = []
-    port = free_port()
-    procs.append(_start_mlflow(root, port))
+    server = MlflowServer(root)
+    server.start()
     try:
-        yield root, port, procs
+        yield server
     finally:
-        for p in procs:
-            _kill_group(p)
+        server.kill()
 
 
 @pytest.mark.service
 @pytest.mark.slow
 def test_mlflow_killed_mid_rollback_then_restart_completes_it(
-    own_mlflow: tuple[Path, int, list[subprocess.Popen[bytes]]],
+    own_mlflow: MlflowServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -120,8 +73,7 @@ def test_mlflow_killed_mid_rollback_then_restart_completes_it(
     present at every observation, the bad version quarantined."""
     from mlflow import MlflowClient
 
-    root, port, procs = own_mlflow
-    url = f"http://127.0.0.1:{port}"
+    url = own_mlflow.url
     # mlflow_client() writes these into os.environ; let monkeypatch restore them.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
@@ -139,14 +91,14 @@ def test_mlflow_killed_mid_rollback_then_restart_completes_it(
     state = open_state(state_dir)
     clock = FakeClock()
     alerting = Alerting(cfg, state, clock)
-    registry = _KillAfterMove(url, lambda: _kill_group(procs[0]))
+    registry = _KillAfterMove(url, own_mlflow.kill)
     plan = Plan("m", "2", "1", "live accuracy 0.61 < 0.90", "watcher")
     with pytest.raises(RegistryError, match="unreachable"):
         Rollbacker(registry, state, clock, alerting).execute(plan, automatic=True)
     assert 1 == len(Rollbacker(registry, state, clock).pending())
     state.close()
 
-    procs.append(_start_mlflow(root, port))
+    own_mlflow.start()
     fresh = MlflowRegistry(url, "alias", timeout=5, max_retries=1)
     assert "1" == fresh.production("m"), "the move survived the crash"
     state = open_state(state_dir)

@@ -37,62 +37,71 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
+class MlflowServer:
+    """A real, restartable ``mlflow server`` on a fixed port and database in ``root``.
+
+    Tests that kill it use their own instance, never the session one.
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> str:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with (self.root / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("mlflow")),
+                    "server",
+                    *("--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}"),
+                    *("--artifacts-destination", str(self.root / "artifacts")),
+                    *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+                ],
+                cwd=self.root,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: teardown kills the workers too
+            )
+        deadline = time.monotonic() + timeout
+        while not _healthy(self.url):
+            if self.proc.poll() is not None:
+                tail = (self.root / "server.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not healthy after {timeout}s")
+            time.sleep(0.3)
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: an outage, not a shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Tracking URL (``http://127.0.0.1:PORT``) of a real ``mlflow server`` for the session."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not _healthy(url):
-            if proc.poll() is not None:
-                tail = (root / "server.log").read_text(errors="replace")[-2000:]
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {STARTUP_TIMEOUT_S}s")
-            time.sleep(0.5)
-        yield url
+        yield server.start()
     finally:
-        _stop_group(proc)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture
