@@ -9,6 +9,7 @@ from typing import Self
 import httpx
 
 from alerts.errors import NotifyError
+from alerts.notifiers.base import Channel
 from alerts.redaction import redact
 
 
@@ -43,7 +44,7 @@ def make_client(timeout: float, transport: httpx.BaseTransport | None = None) ->
     )
 
 
-class HttpClientOwner:
+class HttpClientOwner(Channel):
     """Mixin for notifiers holding an httpx client: ``close()`` and context manager."""
 
     _client: httpx.Client

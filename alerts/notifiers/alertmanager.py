@@ -53,18 +53,9 @@ class AlertmanagerNotifier(HttpClientOwner):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"alertmanager channel {name!r}: url must start with http(s)://")
         self._endpoint = url.rstrip("/") + "/api/v2/alerts"
-        self._name = name
-        self._send_resolved = send_resolved
+        super().__init__(name, send_resolved)
         self._resend_interval = resend_interval
         self._client = make_client(timeout, transport)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
 
     @property
     def resend_interval(self) -> timedelta:

@@ -31,3 +31,19 @@ class ResendingNotifier(Notifier, Protocol):
 
     @property
     def resend_interval(self) -> timedelta: ...
+
+
+class Channel:
+    """What every notifier shares: its channel name and whether it sends resolved notices."""
+
+    def __init__(self, name: str, send_resolved: bool) -> None:
+        self._name = name
+        self._send_resolved = send_resolved
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def send_resolved(self) -> bool:
+        return self._send_resolved

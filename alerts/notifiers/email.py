@@ -10,7 +10,7 @@ from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING, Final, Literal
 
 from alerts.errors import NotifyError
-from alerts.notifiers.base import DEFAULT_TIMEOUT_S
+from alerts.notifiers.base import DEFAULT_TIMEOUT_S, Channel
 from alerts.redaction import Secret, redact
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def email_body(notifications: Sequence[Notification]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-class EmailNotifier:
+class EmailNotifier(Channel):
     def __init__(
         self,
         *,
@@ -86,18 +86,9 @@ class EmailNotifier:
         self._security: Security = security
         self._username = username
         self._password = Secret(password) if password is not None else None
-        self._name = name
-        self._send_resolved = send_resolved
+        super().__init__(name, send_resolved)
         self._timeout = timeout
         self._ssl_context = ssl_context
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
 
     def build_message(self, notifications: Sequence[Notification]) -> EmailMessage:
         message = EmailMessage()

@@ -9,26 +9,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alerts.errors import NotifyError
+from alerts.notifiers.base import Channel
 
 if TYPE_CHECKING:
     from alerts.model import Notification
 
 
-class FileNotifier:
+class FileNotifier(Channel):
     def __init__(
         self, path: str | os.PathLike[str], *, name: str = "file", send_resolved: bool = True
     ) -> None:
         self._path = Path(path)
-        self._name = name
-        self._send_resolved = send_resolved
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
+        super().__init__(name, send_resolved)
 
     @property
     def path(self) -> Path:

@@ -8,23 +8,15 @@ from typing import Any
 import structlog
 
 from alerts.model import Notification, NotificationKind
+from alerts.notifiers.base import Channel
 
 
-class LogNotifier:
+class LogNotifier(Channel):
     def __init__(
         self, *, name: str = "log", send_resolved: bool = True, logger: Any | None = None
     ) -> None:
-        self._name = name
-        self._send_resolved = send_resolved
+        super().__init__(name, send_resolved)
         self._log: Any = logger if logger is not None else structlog.get_logger("alerts")
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
 
     def send(self, notifications: Sequence[Notification]) -> None:
         for note in notifications:

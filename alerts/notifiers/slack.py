@@ -87,17 +87,8 @@ class SlackNotifier(HttpClientOwner):
         if not webhook_url.startswith(("http://", "https://")):
             raise ValueError(f"slack channel {name!r}: webhook url must start with http(s)://")
         self._url = SecretURL(webhook_url)
-        self._name = name
-        self._send_resolved = send_resolved
+        super().__init__(name, send_resolved)
         self._client = make_client(timeout, transport)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
 
     def send(self, notifications: Sequence[Notification]) -> None:
         if not notifications:

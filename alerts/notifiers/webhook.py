@@ -121,19 +121,10 @@ class WebhookNotifier(HttpClientOwner):
             raise ValueError(f"webhook channel {name!r}: url must start with http(s)://")
         self._url = SecretURL(url)
         self._secret = Secret(hmac_secret) if hmac_secret else None
-        self._name = name
-        self._send_resolved = send_resolved
+        super().__init__(name, send_resolved)
         self._external_url = external_url
         self._clock = clock
         self._client = make_client(timeout, transport)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def send_resolved(self) -> bool:
-        return self._send_resolved
 
     def send(self, notifications: Sequence[Notification]) -> None:
         if not notifications:
