@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchmarks.mlflow_server import start_server, stop_server
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -42,41 +39,6 @@ def _count_http() -> None:
     requests.Session.request = counted  # type: ignore[method-assign]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-            *("--artifacts-destination", str(root / "artifacts")),
-            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):  # noqa: S310  (http://)
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("mlflow server did not become healthy in 180 s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, default=100)
@@ -87,7 +49,7 @@ def main() -> None:
     from watcher.registry_mlflow import MlflowRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = _start_server(Path(tmp))
+        proc, url = start_server(Path(tmp))
         try:
             setup = MlflowRegistry(url)
             t0 = time.perf_counter()
@@ -116,8 +78,7 @@ def main() -> None:
                     assert len(snaps) == n and all(obs[k] for k in wanted), "bad poll"
                     print(f"{n:>6} {label:>5} {REQUESTS - before:>10} {wall:>7.2f}")
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            stop_server(proc)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,7 @@ import argparse
 import operator
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,65 +33,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.mlflow_server import start_server, stop_server
+
 if TYPE_CHECKING:
     from watcher.autorollback import AutoRollback
     from watcher.monitor import Monitor, PollResult
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 BAD_ACCURACY = 0.5
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The command of tests/services/mlflow_server.py: 2 processes, its own group."""
-    import urllib.request
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-            *("--artifacts-destination", str(root / "artifacts")),
-            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
-        ],
-        cwd=root,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"mlflow server exited with {proc.returncode}; see {root}/server.log")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):  # noqa: S310  (http://)
-                return proc, url
-        except OSError:
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise SystemExit("mlflow server did not become healthy in 180 s")
-
-
-def _stop_server(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    except ProcessLookupError:
-        pass
 
 
 def _register(url: str, mode: str, names: list[str]) -> None:
@@ -229,7 +174,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         root = Path(tmp)
         started = time.monotonic()
-        proc, url = _start_server(root)
+        proc, url = start_server(root)
         print(f"mlflow server up in {time.monotonic() - started:.1f} s at {url}")
         target = args.poll + 1.0
         try:
@@ -237,7 +182,7 @@ def main() -> None:
                 bench_mode(url, mode, args.poll, args.trials, root) for mode in ("alias", "stage")
             ]
         finally:
-            _stop_server(proc)
+            stop_server(proc)
     print(
         f"poll interval {args.poll:g} s, {args.trials} rollbacks per mode; seconds min/median/max"
     )
