@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Mapping
+from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -301,5 +302,95 @@ def test_webhook_down_through_the_alerting_component(tmp_path: Path) -> None:
         assert 4 == len(receiver.delivered()), "nothing is sent twice"
     finally:
         receiver.stop()
+        alerting.stop()
+        state.close()
+
+
+# -- SMTP receiver down: temporary 451s, then connection refused, then back ---------------
+
+
+class _Mailbox:
+    """aiosmtpd handler: answers ``451`` (try again later) ``defer`` times, then accepts."""
+
+    def __init__(self) -> None:
+        self.defer = 0
+        self.subjects: list[str] = []
+        self.bodies: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if self.defer > 0:
+            self.defer -= 1
+            return "451 4.3.0 mailbox busy, try again later"
+        msg = message_from_bytes(envelope.content)
+        self.subjects.append(str(msg["Subject"]))
+        self.bodies.append(str(msg.get_payload(decode=True), "utf-8"))
+        return "250 OK"
+
+
+@pytest.mark.service
+def test_smtp_down_through_the_alerting_component(tmp_path: Path) -> None:
+    """A real SMTP server that first defers (451), then is gone, then returns: every alert
+    mail arrives exactly once, in order; health names the failing channel meanwhile."""
+    from aiosmtpd.controller import Controller
+
+    port = free_port()
+    mailbox = _Mailbox()
+    cfg = make_config(
+        tmp_path,
+        **{
+            "alerts.log": "false",
+            "alerts.email.host": "127.0.0.1",
+            "alerts.email.port": str(port),
+            "alerts.email.security": "none",
+            "alerts.email.to": "oncall@example.com",
+            "alerts.email.timeout": "3",
+        },
+    )
+    state = open_state(cfg.state.dir)
+    clock = FakeClock()
+    alerting = Alerting(cfg, state, clock)
+    smtp: Controller | None = None
+
+    def up() -> Controller:
+        c = Controller(mailbox, hostname="127.0.0.1", port=port)
+        c.start()
+        return c
+
+    def pump(rounds: int) -> None:
+        for _ in range(rounds):
+            clock.advance(3600)  # past any backoff (cap 1 h)
+            alerting.tick()
+
+    try:
+        alerting.start()
+        mailbox.defer = 10**6
+        smtp = up()
+        low = make_alert("ModelAccuracyLow", starts_at=clock.now(), model="m", version="2")
+        alerting.evaluate("test", [low])
+        pump(2)  # 451, 451
+        assert [] == mailbox.subjects
+        smtp.stop()
+        smtp = None
+        alerting.event(make_alert("ModelRolledBack", starts_at=clock.now(), model="m"), 1)
+        alerting.evaluate("test", [])  # resolved, queued behind the firing one
+        pump(2)  # connection refused
+        assert ["email"] == alerting.health().detail["notifier_failing"]
+        mailbox.defer = 1
+        smtp = up()
+        pump(6)
+        # Retries batch what queued up meanwhile: one mail for both firing alerts, then the
+        # resolution — each alert once, in the order raised.
+        assert [
+            "[FIRING] ModelAccuracyLow m v2 (+1 more)",
+            "[RESOLVED] ModelAccuracyLow m v2",
+        ] == mailbox.subjects
+        assert "ModelRolledBack" in mailbox.bodies[0]
+        assert "ModelRolledBack" not in mailbox.bodies[1]
+        assert alerting.health().ok
+        pump(3)
+        assert 2 == len(mailbox.subjects), "nothing is sent twice"
+    finally:
+        if smtp is not None:
+            smtp.stop()
         alerting.stop()
         state.close()
