@@ -323,7 +323,9 @@ class _Mailbox:
             return "451 4.3.0 mailbox busy, try again later"
         msg = message_from_bytes(envelope.content)
         self.subjects.append(str(msg["Subject"]))
-        self.bodies.append(str(msg.get_payload(decode=True), "utf-8"))
+        body = msg.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        self.bodies.append(body.decode())
         return "250 OK"
 
 
