@@ -22,7 +22,7 @@ CHUNK = 1 << 20
 # The watcher → pipeline trigger contract: what the watcher adds to a run conf about
 # *why* it triggered. Recorded on the training run (tags; drift as metrics), never
 # training parameters.
-TRIGGER_KEYS = frozenset({"file_count", "bytes", "reason", "note", "drift"})
+TRIGGER_KEYS = frozenset({"file_count", "bytes", "reason", "note", "drift", "source_dir"})
 
 
 class DatasetPathError(ValueError):

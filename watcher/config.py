@@ -99,6 +99,8 @@ class WatchConfig(Section):
     ignore: StrList = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     follow_symlinks: bool = False
     hash_workers: int = Field(default=4, ge=1, le=64)
+    snapshot_dir: Path | None = None
+    snapshot_keep: int = Field(default=10, ge=1, le=100_000)
 
     @field_validator("quiet_period", "max_wait", "reconcile_interval", "polling_interval")
     @classmethod
@@ -290,6 +292,18 @@ class Config(Section):
                 raise ValueError(
                     f"http.listen: {host} is not a loopback address; "
                     "set http.allow_public = true to expose the endpoint"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _snapshots_outside_data(self) -> Config:
+        snap = self.watch.snapshot_dir
+        if snap is not None:
+            data = self.watch.data_dir.absolute()
+            if snap.absolute() == data or data in snap.absolute().parents:
+                raise ValueError(
+                    f"watch.snapshot_dir: {snap} is inside watch.data_dir {data}; "
+                    "snapshots there would look like new data"
                 )
         return self
 

@@ -4,6 +4,9 @@ Events only say "look again"; the incremental dataset hash decides. A trigger
 is due only when the hash differs from the hash of the last *delivered*
 trigger, so touching a file, rewriting identical bytes or renaming back never
 triggers, and a change made while the daemon was down triggers once at startup.
+With ``watch.snapshot_dir`` each triggered dataset is frozen first (watcher/snapshots.py)
+and every distinct hash runs once, in order; without it, a newer hash supersedes an
+undelivered trigger, whose bytes are gone.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from watcher.hashing import IncrementalHasher, ScanResult, record_snapshot
 from watcher.logging import get_logger
 from watcher.metrics import METRICS
 from watcher.outbox import Outbox, OutboxRow, fault_point
+from watcher.snapshots import SnapshotStale, SnapshotStore
 from watcher.trigger_airflow import TriggerUnavailable, run_id_for
 from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger
 
@@ -38,6 +42,7 @@ log = get_logger("watcher.datawatch")
 
 FOLLOW_INTERVAL = 10.0
 SCAN_RETRY = 5.0  # seconds before a scan that raised (state DB error) is tried again
+SERIAL_RECHECK = 1.0  # seconds between checks whether a serial backend's run has ended
 
 Verdict = Literal["trigger", "unchanged", "queued", "empty"]
 
@@ -124,6 +129,9 @@ class DataWatcher:
         self.outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
         self.trigger = trigger
         self.drift = drift
+        self.snapshots = (
+            SnapshotStore(w.snapshot_dir, w.snapshot_keep) if w.snapshot_dir is not None else None
+        )
         self.backend = t.backend
         self.run_timeout = t.run_timeout
         self.reconcile_interval = w.reconcile_interval
@@ -166,6 +174,8 @@ class DataWatcher:
             "pending_triggers": len(pending),
             "last_delivered_hash": self.outbox.last_delivered_hash(),
         }
+        if self.snapshots is not None:
+            detail["snapshot_dir"] = str(self.snapshots.root)
         if self.fs.fallback_reason:
             detail["polling_because"] = self.fs.fallback_reason
         if self.status.last_error:
@@ -285,25 +295,32 @@ class DataWatcher:
             return
         self._said_empty = None
         new_snapshot = record_snapshot(self.state, m, now)
-        if verdict == "unchanged":
-            n = self.outbox.supersede_pending(current, now)
+        if verdict in ("unchanged", "queued"):
+            n = self._drop_after(current, now)
             if n:
-                log.info("data_back_to_delivered_hash", data_hash=current, dropped_triggers=n)
+                log.info("data_back_to_earlier_hash", data_hash=current, dropped_triggers=n)
             return
-        if verdict == "queued":
-            self.outbox.supersede_pending(current, now)
-            return
+        run_id = run_id_for(current)
+        existing = self.outbox.get(run_id)
+        data_dir: Path | None = None
+        if self.snapshots is not None and (existing is None or existing.status == "superseded"):
+            data_dir = self._freeze(result, reason)
+            if data_dir is None:
+                return  # held: _freeze said why and asked for a rescan
         conf: dict[str, Any] = {
             "data_hash": current,
-            "data_dir": str(self.root),
+            "data_dir": str(data_dir or self.root),
             "file_count": len(m.entries),
             "bytes": m.total_bytes,
             "reason": "changed_while_down" if first and last is not None else "data_changed",
         }
-        run_id = run_id_for(current)
-        if self.drift is not None and self.outbox.get(run_id) is None:
+        if data_dir is not None:
+            conf["source_dir"] = str(self.root)
+        if self.drift is not None and existing is None:
             conf |= self.drift.check(self.root, current)
-        if self.outbox.enqueue(run_id, current, conf["reason"], conf, now):
+        if self.outbox.enqueue(
+            run_id, current, conf["reason"], conf, now, supersede=self.snapshots is None
+        ):
             st.triggers += 1
             log.info("trigger_queued", run_id=run_id, new_snapshot=new_snapshot, **conf)
             fault_point("after_outbox_write")
@@ -313,6 +330,45 @@ class DataWatcher:
             log.info("trigger_exists", run_id=run_id, status=row.status if row else None)
             if row is not None and row.status == "delivered":
                 self.state.set_meta("data.last_delivered_hash", current)
+
+    def _drop_after(self, current: str, now: datetime) -> int:
+        """The data is at a hash already delivered or queued: drop what no longer applies."""
+        if self.snapshots is None:
+            return self.outbox.supersede_pending(current, now)
+        return self.outbox.supersede_after(current, now)
+
+    def _freeze(self, result: ScanResult, reason: str) -> Path | None:
+        """Snapshot the dataset; None when snapshots are off or the trigger must wait."""
+        if self.snapshots is None:
+            return None
+        try:
+            path = self.snapshots.freeze(self.root, result.manifest)
+        except SnapshotStale as exc:
+            log.info("data_changed_while_freezing", detail=str(exc))
+            self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
+            return None
+        except OSError as exc:
+            self._error(f"snapshot into {self.snapshots.root} failed, trigger held: {exc}")
+            self._request_scan(reason, self.clock.monotonic() + SCAN_RETRY)
+            return None
+        self._prune_snapshots()
+        return path
+
+    def _prune_snapshots(self) -> None:
+        if self.snapshots is None:
+            return
+        needed = {
+            Path(r.conf["data_dir"]).name
+            for r in [*self.outbox.pending(), *self.outbox.following()]
+            if "source_dir" in r.conf
+        }
+        try:
+            removed = self.snapshots.prune(needed)
+        except OSError as exc:
+            log.warning("snapshot_prune_failed", error=str(exc))
+            return
+        if removed:
+            log.info("snapshots_pruned", removed=removed)
 
     def request_retrain(self, reason: str) -> str | None:
         """Queue a deliberate retrain of the current data under a distinct, recorded run id."""
@@ -331,6 +387,11 @@ class DataWatcher:
             "reason": "retrain",
             "note": reason,
         }
+        if self.snapshots is not None and self.snapshots.path_for(data_hash).is_dir():
+            conf |= {
+                "data_dir": str(self.snapshots.path_for(data_hash)),
+                "source_dir": conf["data_dir"],
+            }
         self.outbox.enqueue(run_id, data_hash, "retrain", conf, self.clock.now())
         log.info("retrain_queued", run_id=run_id, reason=reason)
         return run_id
@@ -344,36 +405,50 @@ class DataWatcher:
         return self.trigger
 
     def _deliver(self) -> float:
-        """Deliver due triggers; returns seconds until the next pending attempt."""
+        """Deliver due triggers strictly in queue order (a later one never overtakes one
+        still backing off); returns seconds until the next pending attempt."""
         now = self.clock.now()
-        for row in self.outbox.due(now):
-            self._deliver_one(row, now)
+        for row in self.outbox.pending():
+            if datetime.fromisoformat(row.next_attempt_at) > now or self._busy():
+                break
+            if not self._deliver_one(row, now):
+                break
         pending = self.outbox.pending()
         if not pending:
             return self.reconcile_interval
+        if self._busy():
+            return SERIAL_RECHECK
         soonest = min(datetime.fromisoformat(r.next_attempt_at) for r in pending)
         return max(0.0, (soonest - self.clock.now()).total_seconds())
 
-    def _deliver_one(self, row: OutboxRow, now: datetime) -> None:
+    def _busy(self) -> bool:
+        """A serial backend (local, command) still has a run going: the next one waits."""
+        if not self._trigger.serial or not self.outbox.following():
+            return False
+        self._follow()  # cheap for child processes; may just have finished
+        return bool(self.outbox.following())
+
+    def _deliver_one(self, row: OutboxRow, now: datetime) -> bool:
         try:
             result = self._trigger.submit(row.run_id, row.conf)
         except TriggerUnavailable as exc:
             delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=False)
             METRICS.record_trigger("retry")
             log.warning("trigger_retry", run_id=row.run_id, error=str(exc), retry_in=round(delay))
-            return
+            return False
         except (TriggerError, WatcherError) as exc:
             # DAG not found / credentials refused: an operator must act, but the DAG may be
             # still deploying, so keep retrying (capped backoff) and say it loudly.
             delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=True)
             METRICS.record_trigger("failed")
             log.error("trigger_rejected", run_id=row.run_id, error=str(exc), retry_in=round(delay))
-            return
+            return False
         self.outbox.mark_delivered(row, created=result.created, run_state=result.state, now=now)
         METRICS.record_trigger("delivered" if result.created else "duplicate", now.timestamp())
         log.info("trigger_delivered", run_id=row.run_id, status=result.status)
         self._paused_warned = False
         self._check_paused()
+        return True
 
     def _check_paused(self) -> None:
         """Runs of a paused DAG stay queued forever: warn loudly (Airflow only)."""
@@ -444,5 +519,6 @@ class DataWatcher:
             payload=payload,
         )
         log.info("run_finished", run_id=row.run_id, state=run_state)
+        self._prune_snapshots()
         if self.drift is not None and run_state == "success":
             self.drift.after_run(row.run_id, row.conf)

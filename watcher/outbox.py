@@ -1,9 +1,11 @@
 """The durable trigger outbox: a trigger is committed before it is delivered.
 
 Rows move pending → delivered (or → superseded when newer data replaced an
-undelivered trigger). Delivery is retried with exponential backoff and jitter
-until the backend acknowledges it; a 409 (run exists) is an acknowledgement,
-which with deterministic run ids makes delivery idempotent. Delivered runs are
+undelivered trigger, or, with snapshots, when the data went back to an earlier
+hash), strictly in the order they were queued. Delivery is retried with
+exponential backoff and jitter until the backend acknowledges it; a 409 (run
+exists) is an acknowledgement, which with deterministic run ids makes delivery
+idempotent. Delivered runs are
 then followed until they finish, and their outcome goes to the history.
 
 Test-only fault hook: ``WATCHER_FAULT=after_outbox_write`` makes the process
@@ -99,9 +101,6 @@ class Outbox:
     def pending(self) -> list[OutboxRow]:
         return self._select("status = 'pending'")
 
-    def due(self, now: datetime) -> list[OutboxRow]:
-        return self._select("status = 'pending' AND next_attempt_at <= ?", (iso(now),))
-
     def following(self) -> list[OutboxRow]:
         return self._select("status = 'delivered' AND finished_at IS NULL")
 
@@ -111,20 +110,30 @@ class Outbox:
     # Writes ---------------------------------------------------------------------
 
     def enqueue(
-        self, run_id: str, data_hash: str, reason: str, conf: dict[str, Any], now: datetime
+        self,
+        run_id: str,
+        data_hash: str,
+        reason: str,
+        conf: dict[str, Any],
+        now: datetime,
+        *,
+        supersede: bool = True,
     ) -> bool:
-        """Commit a pending trigger (superseding older pending ones); False if it already exists.
+        """Commit a pending trigger; False if it already exists. ``supersede``: older pending
+        ones are dropped (their data is gone; without a snapshot they cannot run).
 
         A superseded row for the same run id (data went A → B → A while undelivered)
         is made pending again rather than duplicated.
         """
         at = iso(now)
         with self.state.transaction() as tx:
-            superseded = tx.execute(
-                "UPDATE outbox SET status = 'superseded', last_error = ? "
-                "WHERE status = 'pending' AND run_id != ?",
-                (f"superseded by {run_id}", run_id),
-            ).rowcount
+            superseded = 0
+            if supersede:
+                superseded = tx.execute(
+                    "UPDATE outbox SET status = 'superseded', last_error = ? "
+                    "WHERE status = 'pending' AND run_id != ?",
+                    (f"superseded by {run_id}", run_id),
+                ).rowcount
             existing = tx.execute(
                 "SELECT status FROM outbox WHERE run_id = ?", (run_id,)
             ).fetchone()
@@ -159,6 +168,22 @@ class Outbox:
                 "UPDATE outbox SET status = 'superseded', last_error = ? "
                 "WHERE status = 'pending' AND data_hash IS NOT ?",
                 (f"data changed again before delivery ({iso(now)})", keep_hash),
+            ).rowcount
+        return int(n)
+
+    def supersede_after(self, data_hash: str, now: datetime) -> int:
+        """The data went back to ``data_hash``: drop the undelivered triggers queued after
+        its latest row (all of them if it has none), so the last run trains current data."""
+        with self.state.transaction() as tx:
+            n = tx.execute(
+                "UPDATE outbox SET status = 'superseded', last_error = ? "
+                "WHERE status = 'pending' AND data_hash IS NOT ? "
+                "AND id > COALESCE((SELECT MAX(id) FROM outbox WHERE data_hash = ?), 0)",
+                (
+                    f"data went back to {data_hash} before delivery ({iso(now)})",
+                    data_hash,
+                    data_hash,
+                ),
             ).rowcount
         return int(n)
 

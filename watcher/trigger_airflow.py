@@ -96,6 +96,8 @@ def _detail(resp: httpx.Response) -> str:
 class AirflowTrigger:
     """Submits and follows runs of one DAG on an Airflow 3 api-server."""
 
+    serial = False  # Airflow queues runs; the DAG's max_active_runs orders them
+
     def __init__(
         self,
         base_url: str,

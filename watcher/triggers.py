@@ -61,6 +61,10 @@ TERMINAL_STATES = frozenset({"success", "failed"})
 class Trigger(Protocol):
     """The port the data watcher delivers through (AirflowTrigger satisfies it)."""
 
+    # True: the backend starts whatever it is given at once, so the watcher hands it one
+    # run at a time, in order (what ``max_active_runs=1`` does for the Airflow DAG).
+    serial: bool
+
     def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
         """Start run ``run_id``; an existing run counts as delivered (``created=False``).
 
@@ -79,6 +83,7 @@ class _ChildTrigger:
     """Shared by local and command: spawn under the supervisor, follow by exit file."""
 
     kind = "child"
+    serial = True
 
     def __init__(self, runs_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.runs_dir = runs_dir

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,8 +20,9 @@ import pytest
 
 from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
+from tests.services.airflow_server import DAG_ID, AirflowServer
 from tests.services.mlflow_server import MlflowServer, free_port
-from tests.watch.conftest import drive, make_config, runs, settle
+from tests.watch.conftest import OutageTrigger, drive, make_config, runs, settle
 from watcher.alerting import Alerting
 from watcher.datawatch import DataWatcher
 from watcher.errors import RegistryError
@@ -30,8 +31,7 @@ from watcher.registry_mlflow import MlflowRegistry
 from watcher.rollback import Plan, Rollbacker
 from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock
-from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
-from watcher.triggers import Trigger, build_trigger
+from watcher.triggers import build_trigger
 
 # -- MLflow server killed and restarted in the middle of a rollback ---------------------
 
@@ -123,27 +123,6 @@ def test_mlflow_killed_mid_rollback_then_restart_completes_it(
 # -- Trigger backend down while the data changes twice ------------------------------------
 
 
-class _Outage:
-    """Wraps the real command backend; while ``down`` every submit is a retryable outage."""
-
-    def __init__(self, inner: Trigger) -> None:
-        self.inner = inner
-        self.down = False
-        self.refused = 0
-
-    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
-        if self.down:
-            self.refused += 1
-            raise TriggerUnavailable("connection refused (injected outage)")
-        return self.inner.submit(run_id, conf)
-
-    def run_state(self, run_id: str) -> str | None:
-        return self.inner.run_state(run_id)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
     tmp_path: Path,
 ) -> None:
@@ -156,7 +135,7 @@ def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
     data = cfg.watch.data_dir
     data.mkdir()
     state = open_state(cfg.state.dir)
-    trigger = _Outage(build_trigger(cfg))
+    trigger = OutageTrigger(build_trigger(cfg))
     dw = DataWatcher(cfg, state, trigger=trigger, progress=False)
     try:
         dw.start()
@@ -185,6 +164,79 @@ def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
         assert [(hashes[0],)] == superseded
         kinds = [e.kind for e in state.events()]
         assert kinds.count("trigger.retrying") >= 1  # first failure and error changes only
+    finally:
+        dw.stop()
+        state.close()
+
+
+# -- The real Airflow api-server down while the data changes twice -----------------------
+
+
+@pytest.mark.service
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # an api-server restart and two real DAG runs on a 2-core box
+def test_airflow_down_while_data_changes_twice_runs_each_hash_once_in_order(
+    tmp_path: Path, airflow_server: AirflowServer
+) -> None:
+    """With snapshots: the api-server is down for several retry intervals while the data
+    goes to A, then B. When it is back, Airflow gets exactly data__A then data__B, each
+    run once, one after the other, each on a frozen copy that hashes to its data_hash."""
+    from pipeline.lineage import compute_manifest
+
+    tag = tmp_path.name  # distinct bytes from every other test on the shared server
+    cfg = make_config(
+        tmp_path,
+        **{
+            "trigger.backend": "airflow",
+            "trigger.airflow.url": airflow_server.base_url,
+            "trigger.airflow.username": airflow_server.username,
+            "trigger.airflow.password": airflow_server.password,
+            "trigger.airflow.timeout": "5",
+            "watch.snapshot_dir": str(tmp_path / "snaps"),
+        },
+    )
+    data = cfg.watch.data_dir
+    data.mkdir()
+    state = open_state(cfg.state.dir)
+    dw = DataWatcher(cfg, state, follow_interval=1.0, progress=False)
+    hashes: list[str] = []
+    try:
+        dw.start()
+        airflow_server.stop_api_server()
+        try:
+            for row in ("1,1", "2,2"):
+                (data / "a.csv").write_text(f"x,y,tag\n{row},{tag}\n")
+                hashes.append(compute_manifest(data).dataset_hash)
+                drive(dw, lambda h=hashes[-1]: dw.outbox.get(f"data__{h}") is not None)  # type: ignore[misc]
+            # Several retry intervals; B waits behind A (delivery keeps queue order).
+            drive(dw, lambda: getattr(dw.outbox.get(f"data__{hashes[0]}"), "attempts", 0) >= 4)
+            row_b = dw.outbox.get(f"data__{hashes[1]}")
+            assert row_b is not None and 0 == row_b.attempts
+            assert hashes == [r.data_hash for r in dw.outbox.pending()]
+        finally:
+            airflow_server.start_api_server()
+        run_ids = [f"data__{h}" for h in hashes]
+        drive(
+            dw,
+            lambda: all(getattr(dw.outbox.get(i), "finished_at", None) for i in run_ids),
+            timeout=300,
+        )
+        with airflow_server.client() as client:
+            resp = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+            resp.raise_for_status()
+            ours = [r for r in resp.json()["dag_runs"] if r["dag_run_id"] in run_ids]
+        assert sorted(run_ids) == sorted(r["dag_run_id"] for r in ours), "each exactly once"
+        by_id = {r["dag_run_id"]: r for r in ours}
+        first, second = (by_id[i] for i in run_ids)
+        assert "success" == first["state"] == second["state"]
+        assert first["run_after"] < second["run_after"], "submitted in order"
+        assert first["end_date"] <= second["start_date"], "ran one after the other"
+        for run_id, h in zip(run_ids, hashes, strict=True):
+            conf = by_id[run_id]["conf"]
+            assert h == conf["data_hash"] == compute_manifest(conf["data_dir"]).dataset_hash
+        kinds = [e.kind for e in state.events()]
+        assert 2 == kinds.count("trigger.delivered") == kinds.count("run.succeeded")
+        assert "superseded" not in {r[0] for r in state.conn.execute("SELECT status FROM outbox")}
     finally:
         dw.stop()
         state.close()

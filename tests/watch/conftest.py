@@ -1,17 +1,21 @@
-"""Helpers for the data-watching tests: a config on tmp dirs and a run-counting command."""
+"""Helpers for the data-watching tests: a config on tmp dirs, a run-counting command and a
+trigger backend that can be switched off."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from watcher.config import Config, load_config
 from watcher.datawatch import DataWatcher
 from watcher.state import StateStore, open_state
+from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
+from watcher.triggers import Trigger
 
 # The `command` backend target: appends the data hash it was given to a file.
 RECORD_RUN = (
@@ -68,3 +72,25 @@ def state(tmp_path: Path) -> Iterator[StateStore]:
     store = open_state(tmp_path / "state")
     yield store
     store.close()
+
+
+class OutageTrigger:
+    """Wraps the real command backend; while ``down`` every submit is a retryable outage."""
+
+    def __init__(self, inner: Trigger) -> None:
+        self.inner = inner
+        self.serial = inner.serial
+        self.down = False
+        self.refused = 0
+
+    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
+        if self.down:
+            self.refused += 1
+            raise TriggerUnavailable("connection refused (injected outage)")
+        return self.inner.submit(run_id, conf)
+
+    def run_state(self, run_id: str) -> str | None:
+        return self.inner.run_state(run_id)
+
+    def close(self) -> None:
+        self.inner.close()

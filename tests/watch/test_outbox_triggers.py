@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.outbox import Outbox, backoff
-from watcher.state import StateStore
+from watcher.state import StateStore, iso
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
 from watcher.triggers import CommandTrigger, LocalTrigger, wait_terminal
 
@@ -38,11 +38,33 @@ def test_pending_survives_reopen_and_newer_data_supersedes(
     assert [H1] == [r.data_hash for r in box.pending()]
 
 
+def test_without_superseding_every_hash_waits_in_order_until_the_data_goes_back(
+    state: StateStore,
+) -> None:
+    """Snapshot mode: A, B and C all stay queued in order; data back at A drops B and C;
+    back at a hash with no row (or the last delivered one) drops every later trigger."""
+    h3 = "c" * 64
+    box = Outbox(state)
+    for h in (H1, H2, h3):
+        assert box.enqueue(f"data__{h}", h, "data_changed", {"data_hash": h}, T0, supersede=False)
+    assert [H1, H2, h3] == [r.data_hash for r in box.pending()]
+    assert 0 == box.supersede_after(h3, T0)
+    assert 2 == box.supersede_after(H1, T0)
+    assert [H1] == [r.data_hash for r in box.pending()]
+    assert 1 == box.supersede_after("d" * 64, T0)
+    assert [] == box.pending()
+    (reason,) = state.conn.execute(
+        "SELECT last_error FROM outbox WHERE data_hash = ?", (H2,)
+    ).fetchone()
+    assert reason.startswith(f"data went back to {H1}")
+
+
 def test_retry_then_delivery_records_history(state: StateStore) -> None:
     """An unavailable backend is retried after a backoff; success updates the meta hash."""
 
     class Flaky:
         calls = 0
+        serial = False
 
         def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
             self.calls += 1
@@ -53,13 +75,13 @@ def test_retry_then_delivery_records_history(state: StateStore) -> None:
     box = Outbox(state, retry_initial=10, retry_max=60, rng=lambda: 1.0)
     box.enqueue(f"data__{H1}", H1, "data_changed", {"data_hash": H1}, T0)
     flaky = Flaky()
-    (row,) = box.due(T0)
+    (row,) = box.pending()
     try:
         flaky.submit(row.run_id, row.conf)
     except TriggerUnavailable as exc:
         assert 10.0 == box.mark_retry(row, str(exc), now=T0, permanent=False)
-    assert [] == box.due(T0 + timedelta(seconds=9))
-    (row,) = box.due(T0 + timedelta(seconds=10))
+    (row,) = box.pending()
+    assert iso(T0 + timedelta(seconds=10)) == row.next_attempt_at
     result = flaky.submit(row.run_id, row.conf)
     box.mark_delivered(row, created=result.created, run_state=None, now=T0)
     assert H1 == box.last_delivered_hash()

@@ -11,7 +11,8 @@ from typing import Any
 from airflow.sdk import dag, get_current_context, task
 
 
-@dag(dag_id="train_pipeline", schedule=None, catchup=False, tags=["test"])
+# max_active_runs=1 as in dags/train_pipeline.py: queued runs go one at a time, in order.
+@dag(dag_id="train_pipeline", schedule=None, catchup=False, max_active_runs=1, tags=["test"])
 def train_pipeline() -> None:
     @task
     def echo_conf() -> dict[str, Any]:

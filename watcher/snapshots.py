@@ -1,0 +1,124 @@
+"""Frozen copies of each triggered dataset, so a run trains exactly the bytes it was for.
+
+Without snapshots a run reads the live data dir, so a trigger whose data was replaced
+before delivery can only fail the pipeline's hash check and is superseded instead. With
+``watch.snapshot_dir`` every triggered hash is frozen first:
+
+    <snapshot_dir>/.objects/ab/abcd…      content-addressed, read-only, one per distinct file
+    <snapshot_dir>/<dataset hash>/…       the dataset's tree, hard links to the objects
+
+so an unchanged file costs its bytes once across all snapshots (as in DVC's cache).
+A tree is built under ``.tmp-*`` and renamed into place, and an object is copied to a
+temporary name, verified against the manifest digest and renamed: a crash leaves only
+``.tmp-*`` litter, removed on the next freeze, never a half snapshot. A file that changed
+after it was hashed fails the digest check (:class:`SnapshotStale`): the caller rescans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+from pipeline.lineage import Manifest
+from watcher.errors import WatcherError
+
+OBJECTS = ".objects"
+TMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
+
+
+class SnapshotStale(WatcherError):
+    """A data file no longer has the bytes the manifest hashed (it is being written)."""
+
+
+class SnapshotStore:
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root = Path(root).absolute()
+        self.keep = keep
+
+    def path_for(self, data_hash: str) -> Path:
+        return self.root / data_hash
+
+    def freeze(self, source: Path, manifest: Manifest) -> Path:
+        """The snapshot of ``manifest`` (made from ``source`` unless it exists already)."""
+        final = self.path_for(manifest.dataset_hash)
+        if final.is_dir():
+            return final
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_litter()
+        tmp = self.root / f"{TMP_PREFIX}{manifest.dataset_hash}-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            for entry in manifest.entries:
+                obj = self._object(source / entry.path, entry.sha256)
+                link = tmp / entry.path
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.link(obj, link)
+            tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def _object(self, src: Path, sha256: str) -> Path:
+        obj = self.root / OBJECTS / sha256[:2] / sha256
+        if obj.exists():
+            return obj
+        obj.parent.mkdir(parents=True, exist_ok=True)
+        tmp = obj.parent / f"{TMP_PREFIX}{sha256}-{os.getpid()}"
+        digest = hashlib.sha256()
+        try:
+            with src.open("rb") as fin, tmp.open("wb") as fout:
+                mode = os.fstat(fin.fileno()).st_mode
+                while chunk := fin.read(_CHUNK):
+                    digest.update(chunk)
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            if digest.hexdigest() != sha256:
+                raise SnapshotStale(f"{src}: changed after it was hashed")
+            # Read-only for everyone who could read the source; never wider.
+            tmp.chmod(mode & 0o444)
+            tmp.rename(obj)
+        except FileNotFoundError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.filename == str(src):
+                raise SnapshotStale(f"{src}: removed after it was hashed") from None
+            raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return obj
+
+    def _remove_litter(self) -> None:
+        """Half-built trees and objects a killed process left behind."""
+        for path in self.root.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.glob(f"{OBJECTS}/*/{TMP_PREFIX}*"):
+            path.unlink(missing_ok=True)
+
+    def snapshots(self) -> list[Path]:
+        """Existing snapshots, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(found, key=lambda p: p.stat().st_mtime_ns)
+
+    def prune(self, needed: Collection[str]) -> list[str]:
+        """Delete snapshots beyond the newest ``keep`` that no queued or running run needs;
+        then the objects no snapshot links to. Returns the deleted dataset hashes."""
+        existing = self.snapshots()
+        recent = {p.name for p in existing[-self.keep :]}
+        removed = [p for p in existing if p.name not in recent and p.name not in needed]
+        for path in removed:
+            shutil.rmtree(path)
+        if removed:
+            for obj in (self.root / OBJECTS).glob("*/*"):
+                with contextlib.suppress(FileNotFoundError):
+                    if obj.stat().st_nlink == 1:
+                        obj.unlink()
+        return [p.name for p in removed]
