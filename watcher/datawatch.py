@@ -151,6 +151,8 @@ class DataWatcher:
     def start(self) -> None:
         if self.trigger is None:
             self.trigger = build_trigger(self.config)
+        if self.snapshots is not None:
+            self.snapshots.remove_litter()
         if not self.fs.start():
             log.warning("data_dir_missing", data_dir=str(self.root), hint="waiting for it")
         now = self.clock.monotonic()

@@ -10,7 +10,7 @@ before delivery can only fail the pipeline's hash check and is superseded instea
 so an unchanged file costs its bytes once across all snapshots (as in DVC's cache).
 A tree is built under ``.tmp-*`` and renamed into place, and an object is copied to a
 temporary name, verified against the manifest digest and renamed: a crash leaves only
-``.tmp-*`` litter, removed on the next freeze, never a half snapshot. A file that changed
+``.tmp-*`` litter, removed at the next start or freeze, never a half snapshot. A file that changed
 after it was hashed fails the digest check (:class:`SnapshotStale`): the caller rescans.
 """
 
@@ -49,7 +49,7 @@ class SnapshotStore:
         if final.is_dir():
             return final
         self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_litter()
+        self.remove_litter()
         tmp = self.root / f"{TMP_PREFIX}{manifest.dataset_hash}-{os.getpid()}"
         tmp.mkdir()
         try:
@@ -94,7 +94,7 @@ class SnapshotStore:
             raise
         return obj
 
-    def _remove_litter(self) -> None:
+    def remove_litter(self) -> None:
         """Half-built trees and objects a killed process left behind."""
         for path in self.root.glob(f"{TMP_PREFIX}*"):
             shutil.rmtree(path, ignore_errors=True)

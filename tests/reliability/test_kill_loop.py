@@ -29,6 +29,7 @@ from tests.reliability.conftest import (
 )
 
 ITERATIONS = 20
+SNAPSHOT_ITERATIONS = 10
 SEED = 20260109
 
 
@@ -43,18 +44,24 @@ def _current_hash(data: Path) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_20_times(root: Path) -> None:
-    """20 x (start, maybe change data, SIGKILL at a random moment): after each kill the DB
+@pytest.mark.parametrize(
+    ("iterations", "snapshots"), [(ITERATIONS, False), (SNAPSHOT_ITERATIONS, True)]
+)
+def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) -> None:
+    """N x (start, maybe change data, SIGKILL at a random moment): after each kill the DB
     passes integrity_check, no data hash ran twice and no notification was written twice;
-    a final clean run delivers the latest data exactly once and every pending notification."""
+    a final clean run delivers the latest data exactly once and every pending notification.
+    With snapshots, kills also land mid-freeze: every snapshot left is whole and the
+    restart removes the half-built ones."""
     rng = random.Random(SEED)
     data = root / "data"
     (data / "iris.csv").write_text("a,b\n0,0\n")
-    env = daemon_env(root)
+    snap_dir = root / "snapshots"
+    env = daemon_env(root, **({"WATCHER_WATCH__SNAPSHOT_DIR": str(snap_dir)} if snapshots else {}))
     alerts = root / "state" / "alerts.jsonl"
     kills_while_running = 0
     log = root / "watcher.log"
-    for i in range(ITERATIONS):
+    for i in range(iterations):
         # Kill relative to a milestone: the spawn (imports, lock, migrations), "starting"
         # (first scan, trigger, drift check) or "ready" (deliveries, runs, polls, alerts).
         milestone = (None, "starting", "ready", "ready")[i % 4]
@@ -84,7 +91,7 @@ def test_sigkill_at_random_points_20_times(root: Path) -> None:
         assert "ok" == integrity(root), f"iteration {i}"
         assert [] == duplicates(run_hashes(root)), f"iteration {i}: a data hash ran twice"
         assert [] == duplicates(notification_keys(alerts)), f"iteration {i}: repeated notice"
-    assert ITERATIONS == kills_while_running, "the daemon died on its own before the kill"
+    assert iterations == kills_while_running, "the daemon died on its own before the kill"
 
     # The restart after the last kill: everything pending is caught up, once.
     final = _current_hash(data)
@@ -117,3 +124,9 @@ def test_sigkill_at_random_points_20_times(root: Path) -> None:
     assert 0 == waiting
     assert written, "the scenario produced no notification at all"
     assert "ok" == integrity(root)
+    if snapshots:
+        assert [] == list(snap_dir.rglob(".tmp-*")), "a restart removes half-built snapshots"
+        kept = [p for p in snap_dir.iterdir() if not p.name.startswith(".")]
+        assert final in {p.name for p in kept}
+        for path in kept:
+            assert path.name == compute_manifest(path).dataset_hash
