@@ -3,8 +3,9 @@
 Registers MODELS models (2 versions each, v2 Production, one live-accuracy
 observation each), then times the monitor's poll (registry snapshot + live
 accuracy read-back) for 10, 50 and all models, cold (first poll) and warm
-(nothing changed since). Calls are counted at the HTTP layer. Target: calls
-linear in models, a cycle < 5 s with 100 models.
+(nothing changed since), with the per-model reads one at a time and then 8 in
+flight (the default ``mlflow.concurrency``). Calls are counted at the HTTP
+layer. Target: calls linear in models, a cycle < 5 s with 100 models.
 
     uv run python benchmarks/poll.py [--models 100]
 """
@@ -61,22 +62,29 @@ def main() -> None:
                 setup.set_production(name, "2")
                 report_accuracy(name, 0.95, 500, registry=setup)
             print(f"setup: {args.models} models in {time.perf_counter() - t0:.1f} s")
-            print(f"{'models':>6} {'poll':>5} {'http calls':>10} {'wall s':>7}")
+            head = f"{'models':>6} {'poll':>5} {'http calls':>10}"
+            print(f"{head} {'1 at a time s':>13} {'8 at a time s':>13}")
             sizes = sorted({n for n in (10, 50, args.models) if n <= args.models})
             for n in sizes:
                 # bench-000 … bench-(n-1) as exact names: the glob path is the same code.
                 patterns = [f"bench-{i:03d}" for i in range(n)]
-                registry = MlflowRegistry(url)
-                reader = FeedbackReader(registry)
-                for label in ("cold", "warm"):
-                    before = REQUESTS
-                    start = time.perf_counter()
-                    snaps = registry.snapshot(patterns)
-                    wanted = [(s.name, s.production) for s in snaps if s.production]
-                    obs = reader.observations(wanted)
-                    wall = time.perf_counter() - start
-                    assert len(snaps) == n and all(obs[k] for k in wanted), "bad poll"
-                    print(f"{n:>6} {label:>5} {REQUESTS - before:>10} {wall:>7.2f}")
+                rows: dict[str, list[str]] = {"cold": [], "warm": []}
+                for concurrency in (1, 8):
+                    registry = MlflowRegistry(url, concurrency=concurrency)
+                    reader = FeedbackReader(registry)
+                    for label in ("cold", "warm"):
+                        before = REQUESTS
+                        start = time.perf_counter()
+                        snaps = registry.snapshot(patterns)
+                        wanted = [(s.name, s.production) for s in snaps if s.production]
+                        obs = reader.observations(wanted)
+                        wall = time.perf_counter() - start
+                        assert len(snaps) == n and all(obs[k] for k in wanted), "bad poll"
+                        if concurrency == 1:
+                            rows[label].append(f"{REQUESTS - before:>10}")
+                        rows[label].append(f"{wall:>13.2f}")
+                for label, cells in rows.items():
+                    print(f"{n:>6} {label:>5} {' '.join(cells)}")
         finally:
             stop_server(proc)
 

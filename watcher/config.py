@@ -119,6 +119,7 @@ class MlflowConfig(Section):
     registry_mode: Literal["alias", "stage"] = "alias"
     request_timeout: Duration = 15.0
     max_retries: int = Field(default=2, ge=0, le=10)
+    concurrency: int = Field(default=8, ge=1, le=64)
 
 
 class AirflowConfig(SecretsSection):

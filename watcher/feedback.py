@@ -198,7 +198,7 @@ class FeedbackReader:
             return out
         reg = self._registry
         if self._experiment_id is None:
-            reg.calls += 1
+            reg.count()
             with translate_errors("get_experiment_by_name", reg.uri):
                 self._experiment_id = _experiment_id(reg.client, create=False)
             if self._experiment_id is None:
@@ -206,7 +206,7 @@ class FeedbackReader:
         runs: list[Any] = []
         token: str | None = None
         while True:
-            reg.calls += 1
+            reg.count()
             with translate_errors("search_runs", reg.uri):
                 page = reg.client.search_runs(
                     [self._experiment_id], max_results=_RUNS_PAGE, page_token=token
@@ -215,6 +215,7 @@ class FeedbackReader:
             token = page.token
             if not token:
                 break
+        changed: list[tuple[tuple[str, str], str, str]] = []  # key, count tag, run id
         for run in runs:
             tags = run.data.tags
             key = (tags.get(TAG_MODEL, ""), tags.get(TAG_VERSION, ""))
@@ -224,12 +225,18 @@ class FeedbackReader:
             cached = self._cache.get(key)
             if cached is not None and cached[0] == count:
                 out[key] = cached[1]
-                continue
-            reg.calls += 2
+            else:
+                changed.append((key, count, run.info.run_id))
+
+        def history(run_id: str) -> list[Observation]:
+            reg.count(2)
             with translate_errors("get_metric_history", reg.uri):
-                acc = reg.client.get_metric_history(run.info.run_id, METRIC_ACCURACY)
-                smp = reg.client.get_metric_history(run.info.run_id, METRIC_SAMPLES)
-            obs = _pair(acc, smp)
+                acc = reg.client.get_metric_history(run_id, METRIC_ACCURACY)
+                smp = reg.client.get_metric_history(run_id, METRIC_SAMPLES)
+            return _pair(acc, smp)
+
+        fetched = reg.map(history, [run_id for _, _, run_id in changed])
+        for (key, count, _), obs in zip(changed, fetched, strict=True):
             self._cache[key] = (count, obs)
             out[key] = obs
         for key in list(self._cache):

@@ -631,6 +631,7 @@ def build_monitor(config: Config, state: StateStore, alerts: AlertSink | None) -
         config.mlflow.registry_mode,
         timeout=config.mlflow.request_timeout,
         max_retries=config.mlflow.max_retries,
+        concurrency=config.mlflow.concurrency,
     )
     return Monitor(
         config.monitor, state, registry, FeedbackReader(registry), alerts, metrics=METRICS

@@ -4,6 +4,10 @@ One ``MlflowClient``, created lazily on first use with a small retry budget
 (MLflow's default is 7 retries over ~2 minutes, POSTs included): the daemon
 retries per poll cycle itself. MLflow exceptions are translated here, at the
 edge: unreachable → RegistryUnavailable, anything else → RegistryError.
+
+Per-model reads against an MLflow *server* go out ``concurrency`` at a time (a poll
+of 100 models is 100 round trips; one after another they cost seconds). A local
+store (``sqlite:``, a file path) is read one call at a time: it is in-process.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import contextlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.tracking import is_not_found
 from watcher.errors import RegistryError, RegistryUnavailable
@@ -29,6 +34,9 @@ from watcher.ports import (
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 _MODELS_PAGE = 1000  # MLflow's maximum for search_registered_models
 _VERSIONS_PAGE = 10000
@@ -134,11 +142,14 @@ class MlflowRegistry:
         *,
         timeout: float = 15.0,
         max_retries: int = 2,
+        concurrency: int = 8,
     ) -> None:
         self.uri = tracking_uri
         self.mode: RegistryMode = mode
         self._timeout = timeout
         self._max_retries = max_retries
+        remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.concurrency = max(1, concurrency) if remote else 1
         self._client: MlflowClient | None = None
         self._lock = threading.Lock()
         self.calls = 0  # MLflow client calls made (benchmarks, tests)
@@ -153,11 +164,25 @@ class MlflowRegistry:
                 self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
             return self._client
 
+    def count(self, n: int = 1) -> None:
+        with self._lock:
+            self.calls += n
+
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[MlflowClient]:
-        self.calls += 1
+        self.count()
         with translate_errors(what, self.uri):
             yield self.client
+
+    def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``fn`` over ``items``, in order; up to ``concurrency`` calls in flight. The first
+        error is raised once the calls already started have returned."""
+        if self.concurrency == 1 or len(items) < 2:
+            return [fn(item) for item in items]
+        self.client  # noqa: B018  (create it once, before the threads race to)
+        workers = min(self.concurrency, len(items))
+        with ThreadPoolExecutor(workers, thread_name_prefix="mlflow-read") as pool:
+            return list(pool.map(fn, items))
 
     # Reading --------------------------------------------------------------
 
@@ -197,14 +222,14 @@ class MlflowRegistry:
 
     def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
         """1 listing call per 1000 models + 1 versions call per watched model."""
-        out: list[ModelSnapshot] = []
-        for rm in self._registered_models():
-            if not matches(rm.name, patterns):
-                continue
+        watched = [rm for rm in self._registered_models() if matches(rm.name, patterns)]
+
+        def one(rm: Any) -> ModelSnapshot:
             versions = self._search_versions(rm.name)
             production = self._production_from(rm.aliases or {}, versions)
-            out.append(ModelSnapshot(rm.name, production, {v.version: v for v in versions}))
-        return sorted(out, key=lambda s: s.name)
+            return ModelSnapshot(rm.name, production, {v.version: v for v in versions})
+
+        return sorted(self.map(one, watched), key=lambda s: s.name)
 
     def model_exists(self, name: str) -> bool:
         try:

@@ -133,3 +133,47 @@ def test_fake_down_is_registry_unavailable() -> None:
     fake.down = True
     with pytest.raises(RegistryUnavailable):
         fake.production("x")
+
+
+@pytest.mark.service
+def test_concurrent_poll_reads_equal_sequential_ones(mlflow_server: str) -> None:
+    """Against a real server the per-model reads go out in parallel: same snapshot, same
+    observations, the same number of calls as one at a time (1 listing + 1 per model)."""
+    from watcher.feedback import FeedbackReader, report_accuracy
+
+    prefix = unique("par")
+    setup = MlflowRegistry(mlflow_server, max_retries=0)
+    client: Any = setup.client
+    for i in range(12):
+        name = f"{prefix}-{i:02d}"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source="s3://bench/model")
+        if i % 3:
+            setup.set_production(name, str(1 + i % 2))
+            report_accuracy(name, 0.5 + i / 100, 100 + i, registry=setup)
+    results = []
+    for concurrency in (1, 8):
+        reg = MlflowRegistry(mlflow_server, max_retries=0, concurrency=concurrency)
+        assert concurrency == reg.concurrency
+        snaps = reg.snapshot([f"{prefix}-*"])
+        assert 1 + 12 == reg.calls
+        wanted = [(s.name, s.production) for s in snaps if s.production is not None]
+        obs = FeedbackReader(reg).observations(wanted)
+        assert 8 == len(wanted) == len([k for k, v in obs.items() if v])
+        results.append((snaps, {k: [(o.accuracy, o.samples) for o in v] for k, v in obs.items()}))
+    assert results[0] == results[1]
+
+
+def test_a_local_store_is_read_one_call_at_a_time_and_errors_surface(sqlite_uri: str) -> None:
+    assert 1 == MlflowRegistry(sqlite_uri, concurrency=8).concurrency
+    reg = MlflowRegistry(f"http://127.0.0.1:{free_port()}", concurrency=4)
+    assert [0, 2, 4] == reg.map(lambda i: 2 * i, [0, 1, 2])
+
+    def fail_on_3(i: int) -> int:
+        if i == 3:
+            raise RegistryError(f"version {i} is bad")
+        return i
+
+    with pytest.raises(RegistryError, match="version 3 is bad"):
+        reg.map(fail_on_3, list(range(8)))
