@@ -9,7 +9,8 @@ from pipeline.errors import BadInputError
 
 
 def test_trigger_keys_are_kept_apart_from_training_parameters() -> None:
-    """file_count/bytes/reason/note/drift land in `trigger`, not in training parameters."""
+    """file_count/bytes/reason/note/drift/source_dir land in `trigger`, not in training
+    parameters (with snapshots, data_dir is the frozen copy and source_dir the watched dir)."""
     cfg = from_conf(
         {
             "data_dir": "/d",
@@ -18,6 +19,7 @@ def test_trigger_keys_are_kept_apart_from_training_parameters() -> None:
             "bytes": 10,
             "reason": "data_changed",
             "drift": {"dataset_drift": True},
+            "source_dir": "/live",
             "n_estimators": "50",
         },
         environ={},
@@ -28,6 +30,7 @@ def test_trigger_keys_are_kept_apart_from_training_parameters() -> None:
         "bytes": 10,
         "reason": "data_changed",
         "drift": {"dataset_drift": True},
+        "source_dir": "/live",
     } == cfg.trigger
     # The steps pass the config along as a dict: it must round-trip.
     assert cfg == from_conf(cfg.to_dict(), environ={})
