@@ -59,6 +59,10 @@ class Component(Protocol):
 
 
 class Daemon:
+    """The main loop. A component that produces results on another thread may define
+    ``bind_wake(wake)`` and call ``wake()`` when it has queued one: the loop then ticks at
+    once instead of at the end of its sleep."""
+
     def __init__(
         self,
         state: StateStore,
@@ -73,6 +77,11 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.sd = notifier or SystemdNotifier()
         self.stop_event = stop or threading.Event()
+        self.wake = threading.Event()
+        for comp in self.components:
+            bind = getattr(comp, "bind_wake", None)
+            if bind is not None:
+                bind(self.wake.set)
         self._last_heartbeat = -HEARTBEAT_EVERY
         self._next_ping = -1e9
         self._last_status = ""
@@ -141,7 +150,7 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         def _handler(signum: int, _frame: FrameType | None) -> None:
             log.info("stop_requested", signal=signal.Signals(signum).name)
-            self.stop_event.set()
+            self.stop()
 
         signal.signal(signal.SIGTERM, _handler)
         signal.signal(signal.SIGINT, _handler)
@@ -150,6 +159,11 @@ class Daemon:
             signal.SIGHUP,
             lambda *_: log.warning("sighup_ignored", hint="restart the service to reload config"),
         )
+
+    def stop(self) -> None:
+        """Ask the loop to stop (a ``stop`` event set directly is seen within MAX_IDLE)."""
+        self.stop_event.set()
+        self.wake.set()
 
     def run(self) -> int:
         started = time.monotonic()
@@ -176,7 +190,8 @@ class Daemon:
                 if until_ping is not None:
                     # Wake for the ping itself, not a full interval after an unrelated wake-up.
                     wait = min(wait, until_ping)
-                self.clock.wait(self.stop_event, wait)
+                self.clock.wait(self.wake, wait)
+                self.wake.clear()
         finally:
             self.sd.stopping()
             log.info("stopping")

@@ -15,7 +15,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -154,6 +154,7 @@ class Monitor:
         self.retry_delay = retry_delay
         self.stop_event = threading.Event()
         self._results: queue.Queue[PollResult] = queue.Queue()
+        self._wake: Callable[[], None] | None = None
         self._scheduler: Any = None
         self._worker: _DaemonWorker | None = None
         self._job_errors = 0
@@ -171,6 +172,11 @@ class Monitor:
         self._polled_once = False
 
     # Lifecycle ------------------------------------------------------------
+
+    def bind_wake(self, wake: Callable[[], None]) -> None:
+        """The daemon's wake-up: a poll result is handled at once, not after the loop's
+        sleep (a breach reaches the rollback policy in milliseconds)."""
+        self._wake = wake
 
     def start(self) -> None:
         self._load()
@@ -260,6 +266,8 @@ class Monitor:
             calls,
         )
         self._results.put(result)
+        if self._wake is not None:
+            self._wake()
         return result
 
     # Deciding (daemon thread) ------------------------------------------------

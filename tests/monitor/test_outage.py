@@ -116,6 +116,6 @@ def test_daemon_survives_mlflow_outage(
         assert mon.health().detail["mlflow_reachable"] is True
         wait_for(lambda: 200 == healthz(http)[0], 10, "/healthz 200 again")
     finally:
-        daemon.stop_event.set()
+        daemon.stop()
         thread.join(timeout=60)
     assert not thread.is_alive()
