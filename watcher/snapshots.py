@@ -47,6 +47,7 @@ class SnapshotStore:
         """The snapshot of ``manifest`` (made from ``source`` unless it exists already)."""
         final = self.path_for(manifest.dataset_hash)
         if final.is_dir():
+            os.utime(final)  # used again (data went back to it): recent for prune
             return final
         self.root.mkdir(parents=True, exist_ok=True)
         self.remove_litter()

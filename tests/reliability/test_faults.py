@@ -22,7 +22,14 @@ from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
 from tests.services.airflow_server import DAG_ID, AirflowServer
 from tests.services.mlflow_server import MlflowServer, free_port
-from tests.watch.conftest import OutageTrigger, drive, make_config, runs, settle
+from tests.watch.conftest import (
+    OutageTrigger,
+    change_while_down,
+    drive,
+    make_config,
+    runs,
+    settle,
+)
 from watcher.alerting import Alerting
 from watcher.datawatch import DataWatcher
 from watcher.errors import RegistryError
@@ -141,13 +148,7 @@ def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
         dw.start()
         (data / "a.csv").write_text("x,y\n1,1\n")
         drive(dw, lambda: len(runs(tmp_path)) == 1)
-        trigger.down = True
-        hashes = []
-        for row in ("2,2", "3,3"):
-            (data / "a.csv").write_text(f"x,y\n{row}\n")
-            hashes.append(compute_manifest(data).dataset_hash)
-            drive(dw, lambda h=hashes[-1]: dw.status.last_hash == h)  # type: ignore[misc]
-        drive(dw, lambda: trigger.refused >= 3, timeout=30)
+        hashes = change_while_down(dw, trigger, data / "a.csv", ["2,2", "3,3"])
         assert 1 == len(runs(tmp_path))
         trigger.down = False
         drive(dw, lambda: len(runs(tmp_path)) == 2, timeout=30)
@@ -242,6 +243,13 @@ def test_airflow_down_while_data_changes_twice_runs_each_hash_once_in_order(
         state.close()
 
 
+def _pump(clock: FakeClock, alerting: Alerting, rounds: int) -> None:
+    """Alerting ticks, each an hour apart: past any delivery backoff (capped at 1 h)."""
+    for _ in range(rounds):
+        clock.advance(3600)
+        alerting.tick()
+
+
 # -- Webhook receiver down: 500s, then connection refused, then back ----------------------
 
 
@@ -316,32 +324,27 @@ def test_webhook_down_through_the_alerting_component(tmp_path: Path) -> None:
     clock = FakeClock()
     alerting = Alerting(cfg, state, clock)
 
-    def pump(rounds: int) -> None:
-        for _ in range(rounds):
-            clock.advance(3600)  # past any backoff (cap 1 h)
-            alerting.tick()
-
     try:
         alerting.start()
         low = make_alert("ModelAccuracyLow", starts_at=clock.now(), model="m", version="2")
         alerting.evaluate("test", [low])
         receiver.fail = 10**6
         receiver.start()
-        pump(2)  # 500, 500
+        _pump(clock, alerting, 2)  # 500, 500
         alerting.event(make_alert("ModelRolledBack", starts_at=clock.now(), model="m"), 1)
         receiver.stop()
-        pump(2)  # connection refused
+        _pump(clock, alerting, 2)  # connection refused
         assert not alerting.health().ok
         assert ["webhook"] == alerting.health().detail["notifier_failing"]
         alerting.evaluate("test", [])  # resolved, queued behind the firing one
         alerting.event(make_alert("DataDrift", starts_at=clock.now(), model="m"), 2)
-        pump(1)
+        _pump(clock, alerting, 1)
         # The file channel never waited for the webhook.
         assert 4 == len(cfg.alerts_file.read_text().splitlines())
         assert [] == receiver.bodies
         receiver.fail = 2
         receiver.start()
-        pump(6)
+        _pump(clock, alerting, 6)
         assert [
             ("ModelAccuracyLow", "firing"),
             ("ModelRolledBack", "firing"),
@@ -350,7 +353,7 @@ def test_webhook_down_through_the_alerting_component(tmp_path: Path) -> None:
         ] == receiver.delivered()
         assert all(receiver.signed_ok)
         assert alerting.health().ok
-        pump(3)
+        _pump(clock, alerting, 3)
         assert 4 == len(receiver.delivered()), "nothing is sent twice"
     finally:
         receiver.stop()
@@ -410,28 +413,23 @@ def test_smtp_down_through_the_alerting_component(tmp_path: Path) -> None:
         c.start()
         return c
 
-    def pump(rounds: int) -> None:
-        for _ in range(rounds):
-            clock.advance(3600)  # past any backoff (cap 1 h)
-            alerting.tick()
-
     try:
         alerting.start()
         mailbox.defer = 10**6
         smtp = up()
         low = make_alert("ModelAccuracyLow", starts_at=clock.now(), model="m", version="2")
         alerting.evaluate("test", [low])
-        pump(2)  # 451, 451
+        _pump(clock, alerting, 2)  # 451, 451
         assert [] == mailbox.subjects
         smtp.stop()
         smtp = None
         alerting.event(make_alert("ModelRolledBack", starts_at=clock.now(), model="m"), 1)
         alerting.evaluate("test", [])  # resolved, queued behind the firing one
-        pump(2)  # connection refused
+        _pump(clock, alerting, 2)  # connection refused
         assert ["email"] == alerting.health().detail["notifier_failing"]
         mailbox.defer = 1
         smtp = up()
-        pump(6)
+        _pump(clock, alerting, 6)
         # Retries batch what queued up meanwhile: one mail for both firing alerts, then the
         # resolution — each alert once, in the order raised.
         assert [
@@ -441,7 +439,7 @@ def test_smtp_down_through_the_alerting_component(tmp_path: Path) -> None:
         assert "ModelRolledBack" in mailbox.bodies[0]
         assert "ModelRolledBack" not in mailbox.bodies[1]
         assert alerting.health().ok
-        pump(3)
+        _pump(clock, alerting, 3)
         assert 2 == len(mailbox.subjects), "nothing is sent twice"
     finally:
         if smtp is not None:

@@ -94,3 +94,20 @@ class OutageTrigger:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def change_while_down(
+    dw: DataWatcher, trigger: OutageTrigger, path: Path, rows: list[str]
+) -> list[str]:
+    """Take the backend down, rewrite ``path`` once per row (x,y CSV), wait until each is
+    hashed and delivery has been refused a few times; the dataset hashes, in order."""
+    from pipeline.lineage import compute_manifest
+
+    trigger.down = True
+    hashes: list[str] = []
+    for row in rows:
+        path.write_text(f"x,y\n{row}\n")
+        hashes.append(compute_manifest(path.parent).dataset_hash)
+        drive(dw, lambda h=hashes[-1]: dw.status.last_hash == h)  # type: ignore[misc]
+    drive(dw, lambda: trigger.refused >= 3, timeout=30)
+    return hashes

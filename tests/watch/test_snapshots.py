@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pipeline.lineage import compute_manifest
-from tests.watch.conftest import OutageTrigger, drive, make_config, settle
+from tests.watch.conftest import OutageTrigger, change_while_down, drive, make_config, settle
 from watcher.datawatch import DataWatcher
 from watcher.snapshots import OBJECTS, SnapshotStale, SnapshotStore
 from watcher.state import open_state
@@ -132,13 +132,7 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
         dw.start()
         (data / "a.csv").write_text("x,y\n0,0\n")
         drive(dw, lambda: len(_confs(record)) == 1)
-        trigger.down = True
-        hashes = []
-        for row in ("1,1", "2,2"):
-            (data / "a.csv").write_text(f"x,y\n{row}\n")
-            hashes.append(compute_manifest(data).dataset_hash)
-            drive(dw, lambda h=hashes[-1]: dw.status.last_hash == h)  # type: ignore[misc]
-        drive(dw, lambda: trigger.refused >= 3, timeout=30)
+        hashes = change_while_down(dw, trigger, data / "a.csv", ["1,1", "2,2"])
         assert [hashes] == [[r.data_hash for r in dw.outbox.pending()]]
         trigger.down = False
         drive(dw, lambda: len(_confs(record)) == 3, timeout=30)
