@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Protocol
 
+from watcher import keepalive
 from watcher.clock import Clock, SystemClock
 from watcher.errors import StateError
 from watcher.logging import get_logger
@@ -140,6 +141,14 @@ class Daemon:
                 # A briefly locked or full disk must not kill the loop; status shows staleness.
                 log.warning("heartbeat_not_saved", error=str(exc))
 
+    def keepalive(self) -> None:
+        """Ping from inside a long tick (see watcher/keepalive.py), at the usual rate."""
+        interval = self.sd.watchdog_interval
+        now = self.clock.monotonic()
+        if interval is not None and now >= self._next_ping:
+            self._next_ping = now + interval
+            self.sd.watchdog()
+
     def _until_ping(self) -> float | None:
         """Seconds until the next watchdog ping is due (None: no watchdog)."""
         interval = self.sd.watchdog_interval
@@ -168,6 +177,7 @@ class Daemon:
     def run(self) -> int:
         started = time.monotonic()
         running: list[Component] = []
+        keepalive.install(self.keepalive)
         try:
             for comp in self.components:
                 comp.start()
@@ -193,6 +203,7 @@ class Daemon:
                 self.clock.wait(self.wake, wait)
                 self.wake.clear()
         finally:
+            keepalive.install(None)
             self.sd.stopping()
             log.info("stopping")
             for comp in reversed(running):

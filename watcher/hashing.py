@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.lineage import DEFAULT_IGNORE, FileEntry, Manifest, build_manifest, hash_file
 from pipeline.lineage import iter_files as lineage_iter_files
+from watcher import keepalive
 from watcher.logging import get_logger
 from watcher.state import StateStore, iso
 
@@ -301,14 +302,18 @@ class IncrementalHasher:
         digests: dict[str, str] = {}
         unsettled: list[str] = []
         try:
-            if len(batches) == 1 or self.workers == 1:
+            if total < PROGRESS_MIN_BYTES and (len(batches) == 1 or self.workers == 1):
                 results = [work(b) for b in batches]
             else:
-                with cf.ThreadPoolExecutor(self.workers, thread_name_prefix="hash") as pool:
+                # Big work always goes through the pool, even for one file, so this thread
+                # can report progress and keep the systemd watchdog fed meanwhile.
+                workers = min(self.workers, len(batches))
+                with cf.ThreadPoolExecutor(workers, thread_name_prefix="hash") as pool:
                     futures = [pool.submit(work, b) for b in batches]
                     pending: set[cf.Future[list[tuple[str, str | None]]]] = set(futures)
                     while pending:
                         _, pending = cf.wait(pending, timeout=0.5)
+                        keepalive.beat()
                         if progress is not None:
                             progress.update(done_bytes)
                     results = [f.result() for f in futures]

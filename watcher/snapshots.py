@@ -24,6 +24,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from pipeline.lineage import Manifest
+from watcher import keepalive
 from watcher.errors import WatcherError
 
 OBJECTS = ".objects"
@@ -78,6 +79,7 @@ class SnapshotStore:
                 while chunk := fin.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)
+                    keepalive.beat()
                 fout.flush()
                 os.fsync(fout.fileno())
             if digest.hexdigest() != sha256:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from watcher import keepalive
 from watcher.daemon import MAX_IDLE, Daemon, Health
 from watcher.sdnotify import SystemdNotifier
 from watcher.state import open_state
@@ -59,3 +60,55 @@ def test_a_wake_up_ends_the_sleep(tmp_path: Path, wake: bool, gap: float) -> Non
     # ticks: the one before READY, then two loop passes.
     assert 3 == len(producer.ticks)
     assert gap == producer.ticks[2] - producer.ticks[1]
+
+
+class _LongTick:
+    """A first tick that works for 5 (fake) seconds, saying it is alive every 0.1 s."""
+
+    name = "long"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.daemon: Daemon | None = None
+
+    def start(self) -> None: ...
+
+    def tick(self) -> float | None:
+        if self.daemon is not None and not self.daemon.stop_event.is_set():
+            for _ in range(50):
+                self.clock.advance(0.1)
+                keepalive.beat()
+            self.daemon.stop()
+        return None
+
+    def health(self) -> Health:
+        return Health(self.name, True)
+
+    def stop(self) -> None: ...
+
+
+def test_a_long_tick_keeps_the_systemd_watchdog_fed(tmp_path: Path) -> None:
+    """A first hash of a huge dataset must not get the service killed: beats inside it
+    ping at the watchdog rate (half of WATCHDOG_USEC), not more often."""
+    clock = FakeClock()
+    sd = SystemdNotifier(env={"WATCHDOG_USEC": "2000000"})  # ping every 1 s
+    pings: list[float] = []
+    t0 = clock.monotonic()
+
+    def ping() -> bool:
+        pings.append(clock.monotonic() - t0)
+        return True
+
+    sd.watchdog = ping  # type: ignore[method-assign]
+    long = _LongTick(clock)
+    state = open_state(tmp_path / "state")
+    try:
+        daemon = Daemon(state, [long], clock=clock, notifier=sd)
+        long.daemon = daemon
+        assert 0 == daemon.run()
+    finally:
+        state.close()
+    # One ping per second of the 5 s tick (the first beat at 0.1 s), none in between.
+    assert [0.1, 1.1, 2.1, 3.1, 4.1] == [round(p, 1) for p in pings]
+    keepalive.beat()  # the daemon has stopped: a no-op
+    assert 5 == len(pings)

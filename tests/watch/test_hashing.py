@@ -155,6 +155,27 @@ def test_large_files_on_the_pool_and_snapshot(tmp_path: Path, state: StateStore)
     assert (4, 4 * (3 << 20)) == tuple(row)
 
 
+def test_pool_hashing_and_snapshot_copies_beat_the_keepalive(
+    tmp_path: Path, state: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long work on the main loop says it is alive (the systemd watchdog): the hash pool's
+    wait loop and the snapshot copy call keepalive.beat()."""
+    from watcher import keepalive
+    from watcher.snapshots import SnapshotStore
+
+    beats: list[str] = []
+    monkeypatch.setattr(keepalive, "_beat", lambda: beats.append("beat"))
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        (data / f"big{i}.bin").write_bytes(os.urandom(3 << 20))
+    result = IncrementalHasher(data, state, workers=2).scan()
+    hashed = len(beats)
+    assert hashed >= 1
+    SnapshotStore(tmp_path / "snaps", keep=1).freeze(data, result.manifest)
+    assert len(beats) - hashed >= 6, "one per MiB copied"
+
+
 def test_symlinks_skipped_by_default(tmp_path: Path) -> None:
     """A symlink is skipped (and reported) unless follow_symlinks; a loop is detected."""
     data = tmp_path / "data"
