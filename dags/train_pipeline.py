@@ -9,6 +9,7 @@ Tests shorten retries with WATCHER_DAG_RETRIES / WATCHER_DAG_RETRY_DELAY_SECONDS
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,16 +37,18 @@ default_args: dict[str, Any] = {
 }
 
 
-def _fail_fast(exc: Exception) -> Exception:
-    """Bad data, bad conf and a failed gate are deterministic: fail without retrying."""
+def _guarded(step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one pipeline step. Bad data, bad conf and a failed gate are deterministic:
+    they fail the task without retrying; anything else (MLflow down) is retried."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from pipeline.errors import BadInputError, DataValidationError
     from pipeline.steps import GateFailedError
 
-    if isinstance(exc, DataValidationError | BadInputError | GateFailedError):
-        return AirflowFailException(f"{type(exc).__name__}: {exc}")
-    return exc
+    try:
+        return step()
+    except (DataValidationError, BadInputError, GateFailedError) as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
 @dag(
@@ -64,41 +67,28 @@ def train_pipeline() -> None:
         from pipeline import steps
         from pipeline.config import from_conf
 
-        ctx = get_current_context()
-        dag_run = ctx["dag_run"]
+        dag_run = get_current_context()["dag_run"]
         conf = dict(dag_run.conf or {})
         conf.setdefault("dag_run_id", dag_run.run_id)
-        try:
-            return steps.preprocess(from_conf(conf))
-        except Exception as exc:
-            raise _fail_fast(exc) from exc
+        return _guarded(lambda: steps.preprocess(from_conf(conf)))
 
     @task
     def train(state: dict[str, Any]) -> dict[str, Any]:
         from pipeline import steps
 
-        try:
-            return steps.train(state)
-        except Exception as exc:
-            raise _fail_fast(exc) from exc
+        return _guarded(lambda: steps.train(state))
 
     @task
     def register(state: dict[str, Any]) -> dict[str, Any]:
         from pipeline import steps
 
-        try:
-            return steps.register(state)
-        except Exception as exc:
-            raise _fail_fast(exc) from exc
+        return _guarded(lambda: steps.register(state))
 
     @task
     def validate(state: dict[str, Any]) -> dict[str, Any]:
         from pipeline import steps
 
-        try:
-            return steps.summary(steps.validate(state))
-        except Exception as exc:
-            raise _fail_fast(exc) from exc
+        return _guarded(lambda: steps.summary(steps.validate(state)))
 
     # Task SDK calls return XComArgs that Airflow resolves to the upstream dicts at run time.
     validate(register(train(preprocess())))  # type: ignore[arg-type]

@@ -194,3 +194,39 @@ def test_dag_bad_data_fails_preprocess_and_registers_nothing(
     (alert,) = [json.loads(x) for x in (data.parent / "alerts.jsonl").read_text().splitlines()]
     assert {"alertname": "DagRunFailed", "task_id": "preprocess"}.items() <= alert["labels"].items()
     assert "column 'petal_length'" in alert["annotations"]["description"]
+
+
+_GUARDED_PROBE = """
+import json, runpy, sys
+from pipeline.errors import BadInputError
+from pipeline.steps import GateFailedError
+guarded = runpy.run_path(sys.argv[1])["_guarded"]
+out = {"ok": guarded(lambda: {"ok": 1})}
+for exc in (BadInputError("bad conf"), GateFailedError("0.5 < 0.9"), ConnectionError("down")):
+    def step(exc=exc):
+        raise exc
+    try:
+        guarded(step)
+    except Exception as raised:
+        out[type(exc).__name__] = type(raised).__name__
+print(json.dumps(out))
+"""
+
+
+def test_deterministic_failures_skip_retries_others_are_retried(tmp_path: Path) -> None:
+    """Bad data, bad conf and a failed gate raise AirflowFailException (no retry); an
+    MLflow outage keeps its own type, so Airflow retries it (retries=2, 5 min)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _GUARDED_PROBE, str(REPO / "dags" / "train_pipeline.py")],
+        env=airflow_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert {
+        "ok": {"ok": 1},
+        "BadInputError": "AirflowFailException",
+        "GateFailedError": "AirflowFailException",
+        "ConnectionError": "ConnectionError",
+    } == json.loads(proc.stdout.strip().splitlines()[-1])
