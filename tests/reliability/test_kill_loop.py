@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import random
 import signal
+import sqlite3
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,7 @@ from tests.reliability.conftest import (
     delivered_file_keys,
     duplicates,
     integrity,
+    jsonl,
     notification_keys,
     run_hashes,
     start_daemon,
@@ -130,3 +134,131 @@ def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) 
         assert final in {p.name for p in kept}
         for path in kept:
             assert path.name == compute_manifest(path).dataset_hash
+
+
+ROLLBACK_ITERATIONS = 10
+FIRING = '"state": "firing"'  # the monitor's accuracy_state log line for a breach
+
+
+def _occurrences(log: Path, text: str) -> int:
+    return log.read_text().count(text) if log.exists() else 0
+
+
+def _journal(root: Path) -> list[tuple[str, str, str]]:
+    """(from_version, to_version, step) of every rollback the daemon journaled."""
+    if not (root / "state" / "state.db").exists():
+        return []
+    conn = db(root)
+    try:
+        rows = conn.execute(
+            "SELECT from_version, to_version, step FROM rollback_journal ORDER BY id"
+        ).fetchall()
+    except sqlite3.OperationalError:  # killed before the migration created the table
+        return []
+    finally:
+        conn.close()
+    return [(str(f), str(t), str(s)) for f, t, s in rows]
+
+
+def _rolled_back_notices(alerts: Path) -> list[str]:
+    return [
+        str(n["labels"]["from_version"])  # type: ignore[index]
+        for n in jsonl(alerts)
+        if n["labels"]["alertname"] == "ModelRolledBack"  # type: ignore[index]
+    ]
+
+
+@pytest.mark.service
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
+    root: Path, mlflow_server: str
+) -> None:
+    """A real registry: each round promotes a new version that reports bad accuracy, the
+    daemon rolls it back automatically, and a SIGKILL lands at a seeded random moment
+    (before, during or after the rollback). After every kill the model has a Production
+    version that is not quarantined; no rollback is notified twice. A final clean run
+    finishes every journaled rollback: each quarantined its version and was notified once."""
+    from watcher.feedback import report_accuracy
+    from watcher.ports import TAG_PREVIOUS
+    from watcher.registry_mlflow import MlflowRegistry
+
+    rng = random.Random(SEED + 1)
+    model = f"kill-{uuid.uuid4().hex[:8]}"
+    reg = MlflowRegistry(mlflow_server, "alias", max_retries=1, timeout=10)
+    client: Any = reg.client
+    client.create_registered_model(model)
+    bad: set[str] = set()
+
+    def promote_bad_version() -> None:
+        previous = reg.production(model)
+        version = str(client.create_model_version(model, source="s3://kill/model").version)
+        if previous is not None:
+            reg.set_tags(model, version, {TAG_PREVIOUS: previous})
+        reg.set_production(model, version)
+        report_accuracy(model, 0.2, 500, version=version, registry=reg)
+        bad.add(version)
+
+    stable = str(client.create_model_version(model, source="s3://kill/model").version)
+    reg.set_production(model, stable)
+    env = daemon_env(
+        root,
+        WATCHER_MLFLOW__TRACKING_URI=mlflow_server,
+        WATCHER_MLFLOW__MAX_RETRIES="1",
+        WATCHER_MLFLOW__REQUEST_TIMEOUT="10",
+        WATCHER_MONITOR__MODELS=model,
+        WATCHER_MONITOR__WINDOW="1",
+        WATCHER_ROLLBACK__AUTO="true",
+        WATCHER_ROLLBACK__COOLDOWN="0",
+        WATCHER_ROLLBACK__MAX_PER_WINDOW="1000",
+    )
+    alerts = root / "state" / "alerts.jsonl"
+    log = root / "watcher.log"
+    for i in range(ROLLBACK_ITERATIONS):
+        unfinished = [j for j in _journal(root) if j[2] != "done"]
+        if not unfinished and reg.production(model) not in bad:
+            promote_bad_version()
+        # Two rounds in three kill just after the breach is seen, where the rollback runs
+        # (it takes ~0.1 s); the others anywhere from start-up on.
+        near_rollback = reg.production(model) in bad and i % 3 != 0
+        marker = FIRING if near_rollback else '"event": "ready"'
+        seen = _occurrences(log, marker)
+        proc = start_daemon(root, env)
+        wait_for(lambda n=seen, m=marker: _occurrences(log, m) > n, 60, marker, poll=0.01)  # type: ignore[misc]
+        time.sleep(rng.uniform(0.0, 0.3) if near_rollback else rng.uniform(0.0, 3.0))
+        assert proc.poll() is None, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert "ok" == integrity(root), f"iteration {i}"
+        production = reg.production(model)
+        assert production is not None, f"iteration {i}: the registry lost Production"
+        info = reg.get_version(model, production)
+        assert info is not None and not info.quarantined, f"iteration {i}: v{production}"
+        assert [] == duplicates(notification_keys(alerts)), f"iteration {i}: repeated notice"
+
+    # A clean run finishes whatever a kill interrupted and delivers every notice.
+    proc = start_daemon(root, env)
+    try:
+        wait_for(
+            lambda: (
+                reg.production(model) not in bad
+                and all(step == "done" for _, _, step in _journal(root))
+                and len(_rolled_back_notices(alerts)) == len(_journal(root))
+            ),
+            60,
+            "every rollback to finish and be notified",
+        )
+        time.sleep(1.0)  # room for a (wrong) second rollback or notice
+    finally:
+        assert 0 == stop_daemon(proc), log.read_text()[-3000:]
+    journal = _journal(root)
+    rolled_back = [from_version for from_version, _, _ in journal]
+    assert len(journal) >= 3, "the scenario should roll back round after round"
+    assert sorted(rolled_back) == sorted(set(rolled_back)), "each version rolled back once"
+    assert set(rolled_back) <= bad
+    assert sorted(rolled_back) == sorted(_rolled_back_notices(alerts)), "one notice each"
+    assert stable == reg.production(model)
+    for version in rolled_back:
+        info = reg.get_version(model, version)
+        assert info is not None and info.quarantined, f"v{version} not quarantined"
+    assert "ok" == integrity(root)
