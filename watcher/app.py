@@ -26,7 +26,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     # Alerting first: the others raise alerts through it.
     alerting = Alerting(config, state, clock)
     # The main loop's registry client (drift, rollback); the monitor polls from the
-    # scheduler thread with its own, as MLflow clients are used from one thread each.
+    # scheduler thread (and its read pool) with its own, so neither waits on the other.
     registry = MlflowRegistry(
         config.tracking_uri,
         config.mlflow.registry_mode,

@@ -119,7 +119,7 @@ class MlflowConfig(Section):
     registry_mode: Literal["alias", "stage"] = "alias"
     request_timeout: Duration = 15.0
     max_retries: int = Field(default=2, ge=0, le=10)
-    concurrency: int = Field(default=8, ge=1, le=64)
+    concurrency: int = Field(default=8, ge=1, le=10)  # MLflow's HTTP pool keeps 10
 
 
 class AirflowConfig(SecretsSection):
@@ -297,14 +297,21 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _snapshots_outside_data(self) -> Config:
-        snap = self.watch.snapshot_dir
-        if snap is not None:
-            data = self.watch.data_dir.absolute()
-            if snap.absolute() == data or data in snap.absolute().parents:
+    def _snapshots_apart(self) -> Config:
+        """Snapshots in the data dir would look like new data; a data or state dir inside
+        the snapshot dir would share it with the pruner."""
+        if self.watch.snapshot_dir is None:
+            return self
+        snap = self.watch.snapshot_dir.resolve()
+        others = {"watch.data_dir": self.watch.data_dir, "state.dir": self.state.dir}
+        if self.monitor.feedback_dir is not None:
+            others["monitor.feedback_dir"] = self.monitor.feedback_dir
+        for key, path in others.items():
+            other = path.resolve()
+            if snap == other or other in snap.parents or snap in other.parents:
                 raise ValueError(
-                    f"watch.snapshot_dir: {snap} is inside watch.data_dir {data}; "
-                    "snapshots there would look like new data"
+                    f"watch.snapshot_dir {snap} and {key} {other} overlap; "
+                    "give snapshots a directory of their own"
                 )
         return self
 

@@ -144,6 +144,7 @@ class DataWatcher:
         self._next_follow = 0.0
         self._first_scan = True
         self._said_empty: str | None = None
+        self._held: str | None = None  # why the last freeze failed (logged once per cause)
         self._paused_warned = False
 
     # Component protocol --------------------------------------------------------
@@ -293,7 +294,8 @@ class DataWatcher:
                 self.state.record(
                     "data.empty", f"{self.root}: no data files (empty or all ignored); no trigger"
                 )
-            self.outbox.supersede_pending(None, now)
+            if self.snapshots is None:  # frozen triggers still have their bytes: keep them
+                self.outbox.supersede_pending(None, now)
             return
         self._said_empty = None
         new_snapshot = record_snapshot(self.state, m, now)
@@ -332,6 +334,7 @@ class DataWatcher:
             log.info("trigger_exists", run_id=run_id, status=row.status if row else None)
             if row is not None and row.status == "delivered":
                 self.state.set_meta("data.last_delivered_hash", current)
+                self._drop_after(current, now)
 
     def _drop_after(self, current: str, now: datetime) -> int:
         """The data is at a hash already delivered or queued: drop what no longer applies."""
@@ -350,13 +353,19 @@ class DataWatcher:
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
             return None
         except OSError as exc:
-            self._error(f"snapshot into {self.snapshots.root} failed, trigger held: {exc}")
+            message = f"snapshot into {self.snapshots.root} failed, trigger held: {exc}"
+            if message != self._held:  # once per cause, not every SCAN_RETRY
+                self._held = message
+                self._error(message)
+            self.status.last_error = message
             self._request_scan(reason, self.clock.monotonic() + SCAN_RETRY)
             return None
-        self._prune_snapshots()
+        self._held = None
+        self._prune_snapshots(path.name)
         return path
 
-    def _prune_snapshots(self) -> None:
+    def _prune_snapshots(self, queuing: str | None = None) -> None:
+        """``queuing``: the snapshot just frozen, whose trigger is not in the outbox yet."""
         if self.snapshots is None:
             return
         needed = {
@@ -364,6 +373,8 @@ class DataWatcher:
             for r in [*self.outbox.pending(), *self.outbox.following()]
             if "source_dir" in r.conf
         }
+        if queuing is not None:
+            needed.add(queuing)
         try:
             removed = self.snapshots.prune(needed)
         except OSError as exc:
@@ -394,7 +405,9 @@ class DataWatcher:
                 "data_dir": str(self.snapshots.path_for(data_hash)),
                 "source_dir": conf["data_dir"],
             }
-        self.outbox.enqueue(run_id, data_hash, "retrain", conf, self.clock.now())
+        self.outbox.enqueue(
+            run_id, data_hash, "retrain", conf, self.clock.now(), supersede=self.snapshots is None
+        )
         log.info("retrain_queued", run_id=run_id, reason=reason)
         return run_id
 

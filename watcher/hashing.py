@@ -37,6 +37,7 @@ log = get_logger("watcher.hashing")
 
 RACY_NS = 2_000_000_000  # git's rule, widened to 2 s for coarse-timestamp filesystems
 LARGE_FILE = 1 << 20  # files at least this big get a pool task of their own
+STALLED_AFTER = 600.0  # no file finished for this long: stop feeding the watchdog
 SMALL_BATCH = 256  # small files per pool task
 PROGRESS_MIN_BYTES = 256 << 20  # show progress when at least this much must be read
 PROGRESS_LOG_EVERY = 5.0  # seconds between progress log lines when not on a TTY
@@ -131,6 +132,22 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class _Liveness:
+    """Feeds the watchdog while the hash pool makes progress; a read hung on a dead NFS
+    mount (no file finished for STALLED_AFTER) is not fed forever."""
+
+    def __init__(self) -> None:
+        self.seen = -1
+        self.moved_at = time.monotonic()
+
+    def update(self, done_bytes: int) -> None:
+        now = time.monotonic()
+        if done_bytes != self.seen:
+            self.seen, self.moved_at = done_bytes, now
+        if now - self.moved_at < STALLED_AFTER:
+            keepalive.beat()
 
 
 class IncrementalHasher:
@@ -311,9 +328,10 @@ class IncrementalHasher:
                 with cf.ThreadPoolExecutor(workers, thread_name_prefix="hash") as pool:
                     futures = [pool.submit(work, b) for b in batches]
                     pending: set[cf.Future[list[tuple[str, str | None]]]] = set(futures)
+                    alive = _Liveness()
                     while pending:
                         _, pending = cf.wait(pending, timeout=0.5)
-                        keepalive.beat()
+                        alive.update(done_bytes)
                         if progress is not None:
                             progress.update(done_bytes)
                     results = [f.result() for f in futures]

@@ -139,18 +139,14 @@ class Outbox:
             ).fetchone()
             if existing is not None and existing[0] != "superseded":
                 return False
-            if existing is None:
-                tx.execute(
-                    "INSERT INTO outbox (run_id, data_hash, reason, conf, status, attempts, "
-                    "next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
-                    (run_id, data_hash, reason, json.dumps(conf, sort_keys=True), at, at),
-                )
-            else:
-                tx.execute(
-                    "UPDATE outbox SET status = 'pending', reason = ?, conf = ?, "
-                    "next_attempt_at = ?, last_error = NULL WHERE run_id = ?",
-                    (reason, json.dumps(conf, sort_keys=True), at, run_id),
-                )
+            if existing is not None:
+                # Revived: re-queued at the end, since the id is the queue order.
+                tx.execute("DELETE FROM outbox WHERE run_id = ?", (run_id,))
+            tx.execute(
+                "INSERT INTO outbox (run_id, data_hash, reason, conf, status, attempts, "
+                "next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)",
+                (run_id, data_hash, reason, json.dumps(conf, sort_keys=True), at, at),
+            )
             self.state.record(
                 "trigger.queued",
                 f"trigger {run_id} queued ({reason})",

@@ -4,7 +4,7 @@ Without snapshots a run reads the live data dir, so a trigger whose data was rep
 before delivery can only fail the pipeline's hash check and is superseded instead. With
 ``watch.snapshot_dir`` every triggered hash is frozen first:
 
-    <snapshot_dir>/.objects/ab/abcd…      content-addressed, read-only, one per distinct file
+    <snapshot_dir>/.objects/ab/abcd….444  content-addressed (digest and mode), read-only
     <snapshot_dir>/<dataset hash>/…       the dataset's tree, hard links to the objects
 
 so an unchanged file costs its bytes once across all snapshots (as in DVC's cache).
@@ -12,13 +12,16 @@ A tree is built under ``.tmp-*`` and renamed into place, and an object is copied
 temporary name, verified against the manifest digest and renamed: a crash leaves only
 ``.tmp-*`` litter, removed at the next start or freeze, never a half snapshot. A file that changed
 after it was hashed fails the digest check (:class:`SnapshotStale`): the caller rescans.
+Only 64-hex-digit names are snapshots: nothing else in the directory is ever pruned.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Collection
 from pathlib import Path
@@ -30,6 +33,7 @@ from watcher.errors import WatcherError
 OBJECTS = ".objects"
 TMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
+_SNAPSHOT_NAME = re.compile(r"[0-9a-f]{64}")
 
 
 class SnapshotStale(WatcherError):
@@ -59,7 +63,14 @@ class SnapshotStore:
                 obj = self._object(source / entry.path, entry.sha256)
                 link = tmp / entry.path
                 link.parent.mkdir(parents=True, exist_ok=True)
-                os.link(obj, link)
+                try:
+                    os.link(obj, link)
+                except OSError as exc:
+                    if exc.errno != errno.EMLINK:
+                        raise
+                    # 65,000 links per inode on ext4 (thousands of identical empty
+                    # label files): an own copy instead.
+                    shutil.copy2(obj, link)
             tmp.rename(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -67,15 +78,23 @@ class SnapshotStore:
         return final
 
     def _object(self, src: Path, sha256: str) -> Path:
-        obj = self.root / OBJECTS / sha256[:2] / sha256
+        # Read-only for everyone who could read the source, never wider: the mode is part
+        # of the key, so equal bytes with other permissions get their own object.
+        try:
+            mode = src.stat().st_mode & 0o444
+        except FileNotFoundError:
+            raise SnapshotStale(f"{src}: removed after it was hashed") from None
+        obj = self.root / OBJECTS / sha256[:2] / f"{sha256}.{mode:o}"
         if obj.exists():
             return obj
         obj.parent.mkdir(parents=True, exist_ok=True)
         tmp = obj.parent / f"{TMP_PREFIX}{sha256}-{os.getpid()}"
         digest = hashlib.sha256()
         try:
-            with src.open("rb") as fin, tmp.open("wb") as fout:
-                mode = os.fstat(fin.fileno()).st_mode
+            with (
+                src.open("rb") as fin,
+                os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fout,
+            ):
                 while chunk := fin.read(_CHUNK):
                     digest.update(chunk)
                     fout.write(chunk)
@@ -84,8 +103,7 @@ class SnapshotStore:
                 os.fsync(fout.fileno())
             if digest.hexdigest() != sha256:
                 raise SnapshotStale(f"{src}: changed after it was hashed")
-            # Read-only for everyone who could read the source; never wider.
-            tmp.chmod(mode & 0o444)
+            tmp.chmod(mode)
             tmp.rename(obj)
         except FileNotFoundError as exc:
             tmp.unlink(missing_ok=True)
@@ -108,7 +126,7 @@ class SnapshotStore:
         """Existing snapshots, oldest first."""
         if not self.root.is_dir():
             return []
-        found = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        found = [p for p in self.root.iterdir() if _SNAPSHOT_NAME.fullmatch(p.name) and p.is_dir()]
         return sorted(found, key=lambda p: p.stat().st_mtime_ns)
 
     def prune(self, needed: Collection[str]) -> list[str]:
@@ -118,7 +136,11 @@ class SnapshotStore:
         recent = {p.name for p in existing[-self.keep :]}
         removed = [p for p in existing if p.name not in recent and p.name not in needed]
         for path in removed:
-            shutil.rmtree(path)
+            # Out of sight first: a crash mid-delete leaves .tmp-* litter, never a partial
+            # tree that a later freeze of the same hash would reuse.
+            trash = self.root / f"{TMP_PREFIX}trash-{path.name}-{os.getpid()}"
+            path.rename(trash)
+            shutil.rmtree(trash)
         if removed:
             for obj in (self.root / OBJECTS).glob("*/*"):
                 with contextlib.suppress(FileNotFoundError):

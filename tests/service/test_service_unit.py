@@ -85,7 +85,7 @@ def test_config_shapes_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     """--config: ExecStart passes it, absolute dirs become ReadWritePaths, secrets credentials."""
     cfg = tmp_path / "watcher.toml"
     cfg.write_text(
-        "[watch]\ndata_dir = '/srv/training-data'\n"
+        "[watch]\ndata_dir = '/srv/training-data'\nsnapshot_dir = '/srv/snapshots'\n"
         "[trigger.airflow]\npassword_file = 'airflow-password'\n"
         "[alerts.slack]\nwebhook_url_file = '/etc/rw/slack-url'\n",
         encoding="utf-8",
@@ -93,6 +93,7 @@ def test_config_shapes_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     text = _unit(capsys, "--config", str(cfg), "--exec", WATCHER)
     assert f"ExecStart={WATCHER} --config {cfg.resolve()} run" in text
     assert "ReadWritePaths=-/srv/training-data" in text
+    assert "ReadWritePaths=-/srv/snapshots" in text
     assert (
         "LoadCredential=airflow-password:/etc/registry-watcher/credentials/airflow-password" in text
     )

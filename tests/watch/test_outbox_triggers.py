@@ -57,6 +57,10 @@ def test_without_superseding_every_hash_waits_in_order_until_the_data_goes_back(
         "SELECT last_error FROM outbox WHERE data_hash = ?", (H2,)
     ).fetchone()
     assert reason.startswith(f"data went back to {H1}")
+    # Revived triggers queue at the end, in the order the data came back to them.
+    assert box.enqueue(f"data__{h3}", h3, "data_changed", {}, T0, supersede=False)
+    assert box.enqueue(f"data__{H2}", H2, "data_changed", {}, T0, supersede=False)
+    assert [h3, H2] == [r.data_hash for r in box.pending()]
 
 
 def test_retry_then_delivery_records_history(state: StateStore) -> None:

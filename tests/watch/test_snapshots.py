@@ -58,6 +58,33 @@ def test_freeze_is_the_same_dataset_read_only_and_shares_unchanged_files(tmp_pat
     assert snap2 == store.freeze(data, m2), "freezing again reuses the snapshot"
 
 
+def test_equal_bytes_with_other_permissions_get_their_own_object(tmp_path: Path) -> None:
+    """Sharing by content must not widen (or narrow) what a file's readers may see."""
+    data = tmp_path / "data"
+    _data(data, {"public.csv": "x,y\n1,1\n", "private.csv": "x,y\n1,1\n"})
+    (data / "private.csv").chmod(0o600)
+    snap = SnapshotStore(tmp_path / "snaps", keep=5).freeze(data, compute_manifest(data))
+    assert 0o444 == stat.S_IMODE((snap / "public.csv").stat().st_mode)
+    assert 0o400 == stat.S_IMODE((snap / "private.csv").stat().st_mode)
+
+
+def test_snapshot_dir_must_not_overlap_data_or_state(tmp_path: Path) -> None:
+    from watcher.config import load_config
+    from watcher.errors import ConfigError
+
+    for snap, data in (("data/snaps", "data"), (".", "data"), ("state/snaps", "data")):
+        with pytest.raises(ConfigError, match="overlap"):
+            load_config(
+                None,
+                env={},
+                overrides={
+                    "watch.snapshot_dir": str(tmp_path / snap),
+                    "watch.data_dir": str(tmp_path / data),
+                    "state.dir": str(tmp_path / "state"),
+                },
+            )
+
+
 def test_a_file_changed_after_hashing_is_stale_and_leaves_nothing(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _data(data, {"a.csv": "x,y\n1,1\n", "b.csv": "x,y\n2,2\n"})
@@ -96,7 +123,9 @@ def test_prune_keeps_needed_and_recent_and_frees_unshared_objects(tmp_path: Path
         snap = store.freeze(data, m)
         os.utime(snap, ns=(i * 10**9, i * 10**9))  # creation order, whatever the fs clock
         made.append(m.dataset_hash)
+    (tmp_path / "snaps" / "not-a-snapshot").mkdir()  # someone else's: never pruned
     removed = store.prune(needed={made[0]})
+    assert (tmp_path / "snaps" / "not-a-snapshot").is_dir()
     assert sorted(made[1:3]) == sorted(removed)
     assert {made[0], made[3], made[4]} == {p.name for p in store.snapshots()}
     objects = list((tmp_path / "snaps" / OBJECTS).glob("*/*"))
@@ -192,6 +221,45 @@ def test_a_failing_snapshot_holds_the_trigger_with_a_reason(tmp_path: Path) -> N
         drive(dw, lambda: len(_confs(record)) == 1, timeout=30)
         assert dw.status.last_error is None
         drive(dw, lambda: not dw.outbox.following())  # the child has exited
+    finally:
+        dw.stop()
+        state.close()
+
+
+def test_back_at_a_delivered_hash_drops_what_was_queued_after_it(tmp_path: Path) -> None:
+    """A and B delivered; C queued during an outage; the data goes back to A: C is dropped
+    (its snapshot could run, but the last run must train the current data) and A, which
+    ran already, is not run again."""
+    record = tmp_path / "confs.jsonl"
+    cfg = make_config(
+        tmp_path,
+        **{
+            "watch.snapshot_dir": str(tmp_path / "snaps"),
+            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
+        },
+    )
+    data = cfg.watch.data_dir
+    data.mkdir()
+    state = open_state(cfg.state.dir)
+    trigger = OutageTrigger(build_trigger(cfg))
+    dw = DataWatcher(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
+    try:
+        dw.start()
+        delivered = []
+        for line in ("1,1", "2,2"):
+            (data / "a.csv").write_text(f"x,y\n{line}\n")
+            delivered.append(compute_manifest(data).dataset_hash)
+            count = len(delivered)
+            drive(dw, lambda n=count: len(_confs(record)) == n)  # type: ignore[misc]
+        (c,) = change_while_down(dw, trigger, data / "a.csv", ["3,3"])
+        (data / "a.csv").write_text("x,y\n1,1\n")
+        drive(dw, lambda: dw.status.last_hash == delivered[0])
+        trigger.down = False
+        settle(dw, 1.5)
+        assert delivered == [x["data_hash"] for x in _confs(record)], "A is not run again"
+        row = dw.outbox.get(f"data__{c}")
+        assert row is not None and "superseded" == row.status
+        drive(dw, lambda: not dw.outbox.following())
     finally:
         dw.stop()
         state.close()
