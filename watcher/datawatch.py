@@ -350,6 +350,7 @@ class DataWatcher:
             path = self.snapshots.freeze(self.root, result.manifest)
         except SnapshotStale as exc:
             log.info("data_changed_while_freezing", detail=str(exc))
+            self.hasher.forget(exc.rel)  # a cached digest may be what is stale
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
             return None
         except OSError as exc:

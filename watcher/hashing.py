@@ -199,6 +199,12 @@ class IncrementalHasher:
         self._cache = cache
         return cache
 
+    def forget(self, rel: str) -> None:
+        """Re-read ``rel`` next scan: its bytes changed although its stat did not (a writer
+        that restored the mtime), which only a later full read can show."""
+        self._load().pop(rel, None)
+        self._persist([], [rel])
+
     def _persist(self, upserts: list[tuple[str, StatKey, str]], deletes: list[str]) -> None:
         if self.state is None or not (upserts or deletes):
             return

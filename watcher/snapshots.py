@@ -39,6 +39,10 @@ _SNAPSHOT_NAME = re.compile(r"[0-9a-f]{64}")
 class SnapshotStale(WatcherError):
     """A data file no longer has the bytes the manifest hashed (it is being written)."""
 
+    def __init__(self, message: str, rel: str) -> None:
+        super().__init__(message)
+        self.rel = rel  # the file's manifest path
+
 
 class SnapshotStore:
     def __init__(self, root: Path, keep: int) -> None:
@@ -60,7 +64,7 @@ class SnapshotStore:
         tmp.mkdir()
         try:
             for entry in manifest.entries:
-                obj = self._object(source / entry.path, entry.sha256)
+                obj = self._object(source, entry.path, entry.sha256)
                 link = tmp / entry.path
                 link.parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -77,13 +81,14 @@ class SnapshotStore:
             raise
         return final
 
-    def _object(self, src: Path, sha256: str) -> Path:
+    def _object(self, source: Path, rel: str, sha256: str) -> Path:
+        src = source / rel
         # Read-only for everyone who could read the source, never wider: the mode is part
         # of the key, so equal bytes with other permissions get their own object.
         try:
             mode = src.stat().st_mode & 0o444
         except FileNotFoundError:
-            raise SnapshotStale(f"{src}: removed after it was hashed") from None
+            raise SnapshotStale(f"{src}: removed after it was hashed", rel) from None
         obj = self.root / OBJECTS / sha256[:2] / f"{sha256}.{mode:o}"
         if obj.exists():
             return obj
@@ -102,13 +107,13 @@ class SnapshotStore:
                 fout.flush()
                 os.fsync(fout.fileno())
             if digest.hexdigest() != sha256:
-                raise SnapshotStale(f"{src}: changed after it was hashed")
+                raise SnapshotStale(f"{src}: changed after it was hashed", rel)
             tmp.chmod(mode)
             tmp.rename(obj)
         except FileNotFoundError as exc:
             tmp.unlink(missing_ok=True)
             if exc.filename == str(src):
-                raise SnapshotStale(f"{src}: removed after it was hashed") from None
+                raise SnapshotStale(f"{src}: removed after it was hashed", rel) from None
             raise
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from pathlib import Path
@@ -259,6 +260,43 @@ def test_back_at_a_delivered_hash_drops_what_was_queued_after_it(tmp_path: Path)
         assert delivered == [x["data_hash"] for x in _confs(record)], "A is not run again"
         row = dw.outbox.get(f"data__{c}")
         assert row is not None and "superseded" == row.status
+        drive(dw, lambda: not dw.outbox.following())
+    finally:
+        dw.stop()
+        state.close()
+
+
+def test_a_stale_cached_digest_is_forgotten_and_the_data_rehashed(tmp_path: Path) -> None:
+    """A writer that restores the mtime leaves the hash cache with an old digest (as in
+    git and DVC, invisible on its own). When that file must be copied into a snapshot,
+    the copy's check catches it and the next scan re-reads the file instead of the
+    trigger being held forever: the run gets the true dataset hash."""
+    record = tmp_path / "confs.jsonl"
+    cfg = make_config(
+        tmp_path,
+        **{
+            "watch.snapshot_dir": str(tmp_path / "snaps"),
+            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
+        },
+    )
+    data = cfg.watch.data_dir
+    _data(data, {"a.csv": "x,y\n1,1\n", "b.csv": "x,y\n5,5\n"})
+    old = 1_600_000_000 * 10**9  # long before the scan: the cache trusts it
+    os.utime(data / "a.csv", ns=(old, old))
+    state = open_state(cfg.state.dir)
+    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    try:
+        dw.start()
+        drive(dw, lambda: len(_confs(record)) == 1)
+        drive(dw, lambda: not dw.outbox.following())
+        shutil.rmtree(tmp_path / "snaps")  # as if pruned: a.csv's old bytes are gone
+        (data / "a.csv").write_text("x,y\n2,2\n")  # same size, same inode...
+        os.utime(data / "a.csv", ns=(old, old))  # ...and the old mtime
+        (data / "b.csv").write_text("x,y\n6,6\n")
+        truth = compute_manifest(data).dataset_hash
+        drive(dw, lambda: len(_confs(record)) == 2, timeout=30)
+        conf = _confs(record)[1]
+        assert truth == conf["data_hash"] == compute_manifest(conf["data_dir"]).dataset_hash
         drive(dw, lambda: not dw.outbox.following())
     finally:
         dw.stop()
