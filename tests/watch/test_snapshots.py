@@ -3,11 +3,13 @@ and the DataWatcher running every distinct hash once, in order, on its own bytes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from pipeline.lineage import compute_manifest
 from tests.watch.conftest import OutageTrigger, change_while_down, drive, make_config, settle
+from watcher.config import Config
 from watcher.datawatch import DataWatcher
 from watcher.snapshots import OBJECTS, SnapshotStale, SnapshotStore
 from watcher.state import open_state
@@ -135,6 +138,34 @@ def test_prune_keeps_needed_and_recent_and_frees_unshared_objects(tmp_path: Path
         assert h == compute_manifest(store.path_for(h)).dataset_hash
 
 
+def _snapshot_config(tmp_path: Path) -> tuple[Config, Path]:
+    """Snapshots in tmp/snaps; the command backend appends each run conf to the path."""
+    record = tmp_path / "confs.jsonl"
+    cfg = make_config(
+        tmp_path,
+        **{
+            "watch.snapshot_dir": str(tmp_path / "snaps"),
+            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
+        },
+    )
+    return cfg, record
+
+
+@contextlib.contextmanager
+def _running(cfg: Config) -> Iterator[tuple[DataWatcher, OutageTrigger]]:
+    """A started DataWatcher whose backend can be switched off; stopped afterwards."""
+    cfg.watch.data_dir.mkdir(exist_ok=True)
+    state = open_state(cfg.state.dir)
+    trigger = OutageTrigger(build_trigger(cfg))
+    dw = DataWatcher(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
+    try:
+        dw.start()
+        yield dw, trigger
+    finally:
+        dw.stop()
+        state.close()
+
+
 def _confs(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -145,21 +176,9 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
     """Snapshot mode: delivered O; backend down while the data goes to A, then B; when it
     returns, A then B run, each on a frozen copy that hashes to its own data_hash. Data
     going back to A while A and B wait drops B (the last run must train current data)."""
-    record = tmp_path / "confs.jsonl"
-    cfg = make_config(
-        tmp_path,
-        **{
-            "watch.snapshot_dir": str(tmp_path / "snaps"),
-            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
-        },
-    )
+    cfg, record = _snapshot_config(tmp_path)
     data = cfg.watch.data_dir
-    data.mkdir()
-    state = open_state(cfg.state.dir)
-    trigger = OutageTrigger(build_trigger(cfg))
-    dw = DataWatcher(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
-    try:
-        dw.start()
+    with _running(cfg) as (dw, trigger):
         (data / "a.csv").write_text("x,y\n0,0\n")
         drive(dw, lambda: len(_confs(record)) == 1)
         hashes = change_while_down(dw, trigger, data / "a.csv", ["1,1", "2,2"])
@@ -185,28 +204,18 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
         assert [h] == [c["data_hash"] for c in _confs(record)[3:]]
         assert (
             1
-            == state.conn.execute(
+            == dw.state.conn.execute(
                 "SELECT COUNT(*) FROM outbox WHERE status = 'superseded'"
             ).fetchone()[0]
         )
-    finally:
-        dw.stop()
-        state.close()
 
 
 def test_a_failing_snapshot_holds_the_trigger_with_a_reason(tmp_path: Path) -> None:
     """The snapshot dir cannot be created: no run on live data, the error is in health;
     once it can, the held trigger goes out."""
-    record = tmp_path / "confs.jsonl"
     snaps = tmp_path / "snaps"
     snaps.write_text("a file where the dir should be")
-    cfg = make_config(
-        tmp_path,
-        **{
-            "watch.snapshot_dir": str(snaps),
-            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
-        },
-    )
+    cfg, record = _snapshot_config(tmp_path)
     data = cfg.watch.data_dir
     _data(data, {"a.csv": "x,y\n1,1\n"})
     state = open_state(cfg.state.dir)
@@ -231,21 +240,9 @@ def test_back_at_a_delivered_hash_drops_what_was_queued_after_it(tmp_path: Path)
     """A and B delivered; C queued during an outage; the data goes back to A: C is dropped
     (its snapshot could run, but the last run must train the current data) and A, which
     ran already, is not run again."""
-    record = tmp_path / "confs.jsonl"
-    cfg = make_config(
-        tmp_path,
-        **{
-            "watch.snapshot_dir": str(tmp_path / "snaps"),
-            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
-        },
-    )
+    cfg, record = _snapshot_config(tmp_path)
     data = cfg.watch.data_dir
-    data.mkdir()
-    state = open_state(cfg.state.dir)
-    trigger = OutageTrigger(build_trigger(cfg))
-    dw = DataWatcher(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
-    try:
-        dw.start()
+    with _running(cfg) as (dw, trigger):
         delivered = []
         for line in ("1,1", "2,2"):
             (data / "a.csv").write_text(f"x,y\n{line}\n")
@@ -261,9 +258,6 @@ def test_back_at_a_delivered_hash_drops_what_was_queued_after_it(tmp_path: Path)
         row = dw.outbox.get(f"data__{c}")
         assert row is not None and "superseded" == row.status
         drive(dw, lambda: not dw.outbox.following())
-    finally:
-        dw.stop()
-        state.close()
 
 
 def test_a_stale_cached_digest_is_forgotten_and_the_data_rehashed(tmp_path: Path) -> None:
@@ -271,14 +265,7 @@ def test_a_stale_cached_digest_is_forgotten_and_the_data_rehashed(tmp_path: Path
     git and DVC, invisible on its own). When that file must be copied into a snapshot,
     the copy's check catches it and the next scan re-reads the file instead of the
     trigger being held forever: the run gets the true dataset hash."""
-    record = tmp_path / "confs.jsonl"
-    cfg = make_config(
-        tmp_path,
-        **{
-            "watch.snapshot_dir": str(tmp_path / "snaps"),
-            "trigger.command": [sys.executable, "-c", RECORD_CONF, str(record)],
-        },
-    )
+    cfg, record = _snapshot_config(tmp_path)
     data = cfg.watch.data_dir
     _data(data, {"a.csv": "x,y\n1,1\n", "b.csv": "x,y\n5,5\n"})
     old = 1_600_000_000 * 10**9  # long before the scan: the cache trusts it
