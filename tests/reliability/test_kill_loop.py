@@ -140,11 +140,6 @@ def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) 
 
 
 ROLLBACK_ITERATIONS = 10
-READY = '"event": "ready"'
-
-
-def _occurrences(log: Path, text: str) -> int:
-    return log.read_text().count(text) if log.exists() else 0
 
 
 def _journal(root: Path) -> list[tuple[str, str, str]]:
@@ -223,10 +218,10 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
             promote_bad_version()
         # The first poll lands 2-5 s after "ready" (importing mlflow) and the rollback
         # ~0.1 s after it: kills up to 8 s in fall before, during and after it.
-        seen = _occurrences(log, READY)
+        seen = _count(log, "ready")
         proc = start_daemon(root, env)
         try:
-            wait_for(lambda n=seen: _occurrences(log, READY) > n, 60, "ready", poll=0.01)  # type: ignore[misc]
+            wait_for(lambda n=seen: _count(log, "ready") > n, 60, "ready", poll=0.01)  # type: ignore[misc]
             time.sleep(rng.uniform(0.0, 8.0))
             assert proc.poll() is None, log.read_text()[-3000:]
         finally:
@@ -240,11 +235,11 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
         assert [] == duplicates(notification_keys(alerts)), f"iteration {i}: repeated notice"
 
     # A clean run finishes whatever a kill interrupted and delivers every notice.
-    seen = _occurrences(log, READY)
+    seen = _count(log, "ready")
     proc = start_daemon(root, env)
     try:
         # Ready first: its signal handlers are installed, and recovery has run.
-        wait_for(lambda: _occurrences(log, READY) > seen, 60, "ready")
+        wait_for(lambda: _count(log, "ready") > seen, 60, "ready")
         wait_for(
             lambda: (
                 reg.production(model) not in bad
