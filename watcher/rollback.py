@@ -183,21 +183,10 @@ class Rollbacker:
             _fault("moved")
             step = "moved"
         if step == "moved":
-            at = self.clock.now()
             if plan.undo:
-                for key in (
-                    TAG_QUARANTINED,
-                    TAG_ROLLBACK_REASON,
-                    TAG_ROLLED_BACK_AT,
-                    TAG_ROLLED_BACK_BY,
-                ):
-                    self.registry.delete_tag(plan.model, plan.to_version, key)
-            self.registry.set_tags(
-                plan.model, plan.from_version, quarantine_tags(plan.reason, at, plan.actor)
-            )
-            self.registry.set_tags(
-                plan.model, plan.to_version, {TAG_RESTORED_FROM: plan.from_version}
-            )
+                self._untag_undo(plan)
+            else:
+                self._tag_rollback(plan)
             self.registry.archive(plan.model, plan.from_version)
             self._set_step(journal_id, "tagged")
             _fault("tagged")
@@ -226,6 +215,20 @@ class Rollbacker:
             log.warning("rollback_done", message=outcome.message, recovered=recovered)
         return outcome
 
+    def _tag_rollback(self, plan: Plan) -> None:
+        """Quarantine the version left; the target remembers where it came from (for --undo)."""
+        tags = quarantine_tags(plan.reason, self.clock.now(), plan.actor)
+        self.registry.set_tags(plan.model, plan.from_version, tags)
+        self.registry.set_tags(plan.model, plan.to_version, {TAG_RESTORED_FROM: plan.from_version})
+
+    def _untag_undo(self, plan: Plan) -> None:
+        """Back to the state before the rollback: the restored version loses its quarantine,
+        the version left loses the rollback's mark, and nothing is quarantined (the version
+        left was the healthy target of that rollback)."""
+        for key in (TAG_QUARANTINED, TAG_ROLLBACK_REASON, TAG_ROLLED_BACK_AT, TAG_ROLLED_BACK_BY):
+            self.registry.delete_tag(plan.model, plan.to_version, key)
+        self.registry.delete_tag(plan.model, plan.from_version, TAG_RESTORED_FROM)
+
     def _notify(self, outcome: Outcome, automatic: bool, sequence: int) -> None:
         if self.alerting is None:
             return
@@ -235,16 +238,27 @@ class Rollbacker:
             starts_at=self.clock.now(),
             severity="critical" if not outcome.dry_run else "warning",
             summary=outcome.message,
-            description=(
-                f"Production of {p.model} moved from v{p.from_version} to v{p.to_version} "
-                f"by {p.actor}{' (automatic)' if automatic else ''}. Reason: {p.reason}. "
-                f"v{p.from_version} is quarantined (tag {TAG_QUARANTINED}=true)."
-            ),
+            description=_description(outcome, automatic),
             model=p.model,
             version=p.to_version,
             from_version=p.from_version,
         )
         self.alerting.event(alert, sequence)
+
+
+def _description(outcome: Outcome, automatic: bool) -> str:
+    p = outcome.plan
+    moved = f"Production of {p.model} moved from v{p.from_version} to v{p.to_version}"
+    if p.undo:
+        return (
+            f"{moved} by {p.actor}{' (automatic)' if automatic else ''}, undoing the rollback "
+            f"v{p.to_version} → v{p.from_version}. Reason: {p.reason}. The quarantine of "
+            f"v{p.to_version} is cleared; nothing is quarantined."
+        )
+    return (
+        f"{moved} by {p.actor}{' (automatic)' if automatic else ''}. Reason: {p.reason}. "
+        f"v{p.from_version} is quarantined (tag {TAG_QUARANTINED}=true)."
+    )
 
 
 def _payload(plan: Plan, automatic: bool) -> dict[str, object]:

@@ -98,6 +98,7 @@ def test_rollback_quarantine_force_and_undo(
     assert 0 == undo.returncode, undo.stderr
     assert "2" == reg.production(name)
     assert not reg.get_version(name, "2").quarantined  # type: ignore[union-attr]
+    assert not reg.get_version(name, "1").quarantined  # type: ignore[union-attr]
 
 
 def test_exit_codes_and_confirmation(

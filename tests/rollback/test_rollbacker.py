@@ -13,6 +13,7 @@ from watcher.config import load_config
 from watcher.errors import RollbackRefused
 from watcher.ports import TAG_PREVIOUS, RegistryMode
 from watcher.rollback import TAG_RESTORED_FROM, Plan, Rollbacker
+from watcher.rollback_policy import prior_stable
 from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry
 
@@ -69,6 +70,27 @@ def test_rollback_moves_tags_and_notifies_once(
     assert 1 == len(deliveries(tmp_path))
     assert outcome.message.startswith("m: rolled back Production v2 → v1")
     assert 1 == len(rollbacker.automatic_times("m"))
+
+
+def test_undo_returns_to_before_the_rollback_and_quarantines_nothing(
+    registry: FakeRegistry, state: StateStore, tmp_path: Path
+) -> None:
+    """Undo of 2 → 1: v2 is Production and clean again, the healthy v1 is not quarantined,
+    so the next rollback of v2 still finds v1 (#13)."""
+    rollbacker, alerting = make(registry, state, tmp_path)
+    rollbacker.execute(PLAN, automatic=True)
+    rollbacker.execute(Plan("m", "1", "2", "false alarm", "ops@host", undo=True))
+    alerting.tick()
+    assert "2" == registry.production("m")
+    for version in ("1", "2"):
+        info = registry.get_version("m", version)
+        assert info is not None and not info.quarantined, info
+        assert "watcher.rollback_reason" not in info.tags
+    assert TAG_RESTORED_FROM not in registry.get_version("m", "1").tags  # type: ignore[union-attr]
+    undo_note = deliveries(tmp_path)[-1]["annotations"]
+    assert isinstance(undo_note, dict)
+    assert "nothing is quarantined" in undo_note["description"]
+    assert "1" == prior_stable("2", lambda v: registry.get_version("m", v)).version
 
 
 def test_dry_run_changes_nothing(registry: FakeRegistry, state: StateStore, tmp_path: Path) -> None:
