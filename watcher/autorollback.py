@@ -19,7 +19,7 @@ from watcher.errors import LockHeld, RegistryError
 from watcher.lock import ROLLBACK_LOCK_NAME, StateLock
 from watcher.logging import get_logger
 from watcher.metrics import METRICS
-from watcher.policy import window_stats
+from watcher.policy import Status, window_stats
 from watcher.rollback import Plan, Rollbacker
 from watcher.rollback_policy import AutoGuards, decide_auto, prior_stable
 
@@ -71,9 +71,11 @@ class AutoRollback:
         self.alerting = alerting
         self.retrain = retrain
         self.rollbacker = Rollbacker(registry, state, clock, alerting)
-        # (model, version) breaches already acted on (rolled back, dry-run or refused).
-        self._handled: set[tuple[str, str]] = set()
+        # Breaches already acted on live in the state DB (rollback.Handled): a restart
+        # must not act twice on one breach episode, nor undo an operator's choice.
+        self.handled = self.rollbacker.handled
         self._waiting: set[tuple[str, str]] = set()
+        self._left_alone: set[tuple[str, str]] = set()  # logged once each
         self._last_error: str | None = None
         self.rollbacks = 0
 
@@ -111,7 +113,13 @@ class AutoRollback:
         for model, decision in sorted(self.monitor.decisions.items()):
             version = decision.state.version
             since = decision.state.firing_since
-            if not decision.firing or since is None or (model, version) in self._handled:
+            if decision.status in (Status.OK, Status.RESOLVED):
+                # The breach episode ended: a new one (firing again) may be acted on.
+                if self.handled.clear(model, version):
+                    self._left_alone.discard((model, version))
+                    log.info("rollback_episode_ended", model=model, version=version)
+                continue
+            if not decision.firing or since is None or self._acted_on(model, version):
                 continue
             try:
                 self._consider(model, version, since)
@@ -120,9 +128,17 @@ class AutoRollback:
                 log.warning("rollback_deferred", model=model, error=str(exc))
         return None
 
+    def _acted_on(self, model: str, version: str) -> bool:
+        why = self.handled.why(model, version)
+        if why is not None and (model, version) not in self._left_alone:
+            self._left_alone.add((model, version))
+            log.info("rollback_not_repeated", model=model, version=version, handled=why)
+        return why is not None
+
     def _consider(self, model: str, version: str, firing_since: datetime) -> None:
         if self.registry.production(model) != version:
-            self._handled.add((model, version))  # Production already moved (by hand?)
+            with self.state.transaction() as tx:  # Production already moved (by hand?)
+                self.handled.mark(model, version, "moved", tx)
             return
         target = prior_stable(
             version, lambda v: self.registry.get_version(model, v), self._history(model)
@@ -148,7 +164,6 @@ class AutoRollback:
                 self._waiting.add((model, version))
                 log.info("rollback_waiting", model=model, version=version, reason=decision.reason)
             return
-        self._handled.add((model, version))
         if not decision.allowed or target.version is None:
             self._refuse(model, version, decision.reason)
             return
@@ -169,9 +184,16 @@ class AutoRollback:
         METRICS.rollbacks.labels(model=model, result="refused").inc()
         message = f"{model}: automatic rollback of v{version} refused: {reason}"
         log.warning("rollback_refused", model=model, version=version, reason=reason)
-        event_id = self.state.record(
-            "rollback.refused", message, model=model, version=version, payload={"reason": reason}
-        )
+        with self.state.transaction() as tx:
+            event_id = self.state.record(
+                "rollback.refused",
+                message,
+                model=model,
+                version=version,
+                payload={"reason": reason},
+                conn=tx,
+            )
+            self.handled.mark(model, version, "refused", tx)
         if self.alerting is not None:
             alert = make_alert(
                 "RollbackRefused",

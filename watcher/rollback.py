@@ -9,8 +9,10 @@ registry is never left without a Production version.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +39,48 @@ log = get_logger("watcher.rollback")
 STEPS = ("intent", "moved", "tagged", "done")
 TAG_RESTORED_FROM = "watcher.restored_from"
 FAULT_ENV = "WATCHER_FAULT"  # test-only: "rollback_after_<step>" SIGKILLs us after that step
+HANDLED_META = "rollback.handled"  # {model: {version: why}}: breaches automatic rollback leaves
+
+
+class Handled:
+    """Breach episodes automatic rollback must leave alone, per (model, version), in the DB.
+
+    A version the daemon rolled back (or refused to, or previewed in dry-run mode), or one
+    an operator put into Production by hand (a rollback or an undo), is not rolled back
+    automatically again until its breach episode ends: the monitor sees its live accuracy
+    recover (:meth:`clear`). Kept in the state DB, so it survives restarts, and shared with
+    `watcher rollback`, which runs in another process: always read, never cached.
+    """
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        raw = self.state.get_meta(HANDLED_META)
+        data = json.loads(raw) if raw else {}
+        return data if isinstance(data, dict) else {}
+
+    def why(self, model: str, version: str) -> str | None:
+        found = self._load().get(model, {}).get(version)
+        return None if found is None else str(found)
+
+    def mark(self, model: str, version: str, why: str, conn: sqlite3.Connection) -> None:
+        """Inside the caller's transaction, with the act it records."""
+        data = self._load()
+        data.setdefault(model, {})[version] = why
+        self.state.set_meta(HANDLED_META, json.dumps(data, sort_keys=True), conn=conn)
+
+    def clear(self, model: str, version: str) -> bool:
+        """The breach episode of ``version`` ended; True if there was something to forget."""
+        if self.why(model, version) is None:
+            return False
+        with self.state.transaction() as tx:
+            data = self._load()
+            data.get(model, {}).pop(version, None)
+            if not data.get(model):
+                data.pop(model, None)
+            self.state.set_meta(HANDLED_META, json.dumps(data, sort_keys=True), conn=tx)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +128,7 @@ class Rollbacker:
         self.state = state
         self.clock = clock
         self.alerting = alerting
+        self.handled = Handled(state)
 
     # Public -----------------------------------------------------------------
 
@@ -101,6 +146,8 @@ class Rollbacker:
                     payload=_payload(plan, automatic),
                     conn=tx,
                 )
+                if automatic:
+                    self.handled.mark(plan.model, plan.from_version, "dry_run", tx)
                 self._notify(outcome, automatic, event_id)
             log.warning("rollback_dry_run", message=outcome.message)
             return outcome
@@ -131,6 +178,8 @@ class Rollbacker:
                 payload={**_payload(plan, automatic), "journal_id": journal_id},
                 conn=tx,
             )
+            if automatic:  # acted on: this breach episode is not rolled back twice
+                self.handled.mark(plan.model, plan.from_version, "rolled_back", tx)
         _fault("intent")
         return self._advance(journal_id)
 
@@ -210,6 +259,8 @@ class Rollbacker:
                     },
                     conn=tx,
                 )
+                if not automatic:  # an operator chose this version: automatic rollback defers
+                    self.handled.mark(plan.model, plan.to_version, "operator", tx)
                 # In the same transaction: the notification exists iff the rollback is done.
                 self._notify(outcome, automatic, journal_id)
             log.warning("rollback_done", message=outcome.message, recovered=recovered)

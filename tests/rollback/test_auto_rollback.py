@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -77,17 +78,31 @@ class Rig:
         rows = [json.loads(x) for x in self.alerts_file.read_text().splitlines()]
         return sum(r["labels"]["alertname"] == alertname for r in rows)
 
+    def close(self) -> None:
+        self.alerting.stop()
+        self.state.close()
 
-@pytest.fixture(params=["alias", "stage"])
-def rig(request: pytest.FixtureRequest, mlflow_server: str, tmp_path: Path) -> Iterator[Rig]:
-    mode: RegistryMode = request.param
-    model = f"auto-{mode}-{uuid.uuid4().hex[:6]}"
-    data = tmp_path / "data"
-    shutil.copytree(REPO / "examples" / "data", data)
+    def restart(self, **env: str) -> None:
+        """What a restart of the daemon does to these components: everything in memory is
+        gone, and they are built again on the same state dir (config ``env`` changed)."""
+        self.close()
+        mode = self.config.mlflow.registry_mode
+        fresh = build_rig(mode, self.url, self.data, env, self.model, self.clock.now())
+        vars(self).update(vars(fresh))
+
+
+def build_rig(
+    mode: RegistryMode,
+    url: str,
+    data: Path,
+    env: dict[str, str],
+    model: str,
+    start: datetime | None = None,
+) -> Rig:
     cfg = load_config(
         env={
-            "WATCHER_STATE__DIR": str(tmp_path / "state"),
-            "WATCHER_MLFLOW__TRACKING_URI": mlflow_server,
+            "WATCHER_STATE__DIR": str(data.parent / "state"),
+            "WATCHER_MLFLOW__TRACKING_URI": url,
             "WATCHER_MLFLOW__REGISTRY_MODE": mode,
             "WATCHER_MONITOR__MODELS": model,
             "WATCHER_MONITOR__WINDOW": "1",
@@ -95,12 +110,13 @@ def rig(request: pytest.FixtureRequest, mlflow_server: str, tmp_path: Path) -> I
             "WATCHER_ROLLBACK__COOLDOWN": "0",
             "WATCHER_ROLLBACK__MAX_PER_WINDOW": "1",
             "WATCHER_ALERTS__LOG": "false",
+            **env,
         }
     )
     state = open_state(cfg.state.dir)
-    clock = FakeClock()
+    clock = FakeClock(start)
     alerting = Alerting(cfg, state, clock)
-    poll_registry = MlflowRegistry(mlflow_server, mode, max_retries=1, timeout=10)
+    poll_registry = MlflowRegistry(url, mode, max_retries=1, timeout=10)
     monitor = Monitor(
         cfg.monitor,
         state,
@@ -116,18 +132,24 @@ def rig(request: pytest.FixtureRequest, mlflow_server: str, tmp_path: Path) -> I
         cfg.monitor.min_accuracy,
         cfg.monitor.window,
         monitor,
-        MlflowRegistry(mlflow_server, mode, max_retries=1, timeout=10),
+        MlflowRegistry(url, mode, max_retries=1, timeout=10),
         state,
         cfg.state.dir,
         clock,
         alerting,
     )
     rollback.start()
-    yield Rig(
-        cfg, mlflow_server, model, data, state, clock, monitor, rollback, alerting, cfg.alerts_file
-    )
-    alerting.stop()
-    state.close()
+    return Rig(cfg, url, model, data, state, clock, monitor, rollback, alerting, cfg.alerts_file)
+
+
+@pytest.fixture(params=["alias", "stage"])
+def rig(request: pytest.FixtureRequest, mlflow_server: str, tmp_path: Path) -> Iterator[Rig]:
+    mode: RegistryMode = request.param
+    data = tmp_path / "data"
+    shutil.copytree(REPO / "examples" / "data", data)
+    built = build_rig(mode, mlflow_server, data, {}, f"auto-{mode}-{uuid.uuid4().hex[:6]}")
+    yield built
+    built.close()
 
 
 def test_breach_rolls_back_once_then_flap_guard(
@@ -177,3 +199,42 @@ def test_breach_rolls_back_once_then_flap_guard(
     assert 1 == rig.sent("RollbackRefused")
     refused = rig.state.events(kinds=["rollback.refused"])
     assert 1 == len(refused) and "flap guard" in refused[0].message
+
+
+def test_undo_survives_restart_new_episode_may_roll_back(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an automatic rollback and an operator's undo, neither the running daemon nor a
+    restarted one rolls the restored version back for the same breach; once its accuracy
+    recovers and breaches again (a new episode), it is rolled back (#13)."""
+    registry = MlflowRegistry(rig.url, rig.config.mlflow.registry_mode)
+    rig.train()
+    rig.train()
+    rig.report("2", 0.55)
+    rig.cycle()
+    assert "1" == registry.production(rig.model)
+
+    monkeypatch.setenv("WATCHER_MLFLOW__TRACKING_URI", rig.url)
+    monkeypatch.setenv("WATCHER_MLFLOW__REGISTRY_MODE", rig.config.mlflow.registry_mode)
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(rig.config.state.dir))
+    monkeypatch.setenv("WATCHER_ALERTS__LOG", "false")
+    assert 0 == main(["rollback", "--model", rig.model, "--undo", "--yes", "--reason", "no"])
+    assert "2" == registry.production(rig.model)
+    journal = rig.rollback.rollbacker.automatic_times(rig.model)
+    assert 1 == len(journal)
+
+    rig.cycle()  # the running daemon: v2 still breaches, the operator's choice stands
+    rig.restart(WATCHER_ROLLBACK__MAX_PER_WINDOW="5")
+    rig.cycle()
+    rig.cycle()
+    assert "2" == registry.production(rig.model)
+    assert journal == rig.rollback.rollbacker.automatic_times(rig.model)
+    assert rig.monitor.decisions[rig.model].firing  # still breaching, still left alone
+
+    rig.report("2", 0.97)  # recovered: the episode ends
+    rig.cycle()
+    assert not rig.monitor.decisions[rig.model].firing
+    rig.report("2", 0.5)  # a new episode
+    rig.cycle()
+    assert "1" == registry.production(rig.model)
+    assert 2 == len(rig.rollback.rollbacker.automatic_times(rig.model))
