@@ -159,7 +159,14 @@ class DataWatcher:
         now = self.clock.monotonic()
         self._scan_at = now  # startup reconcile: data may have changed while we were down
         self._next_reconcile = now + self.reconcile_interval
+        self._restore_gauges()
         self._check_paused()
+
+    def _restore_gauges(self) -> None:
+        """After a restart /metrics shows the last trigger from the first scrape."""
+        delivered = self.outbox.last_delivered_at()
+        if delivered is not None:
+            METRICS.last_trigger.set(delivered.timestamp())
 
     def stop(self) -> None:
         self.fs.stop()

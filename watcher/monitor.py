@@ -365,6 +365,25 @@ class Monitor:
         if raw:
             for model, data in json.loads(raw).items():
                 self._policy[model] = PolicyState.from_json(data)
+        self._restore_gauges()
+
+    def _restore_gauges(self) -> None:
+        """What the state DB knows, on /metrics from the first scrape after a restart (the
+        gauges are otherwise set only when a poll sees a change)."""
+        if self.metrics is None:
+            return
+        rows = self.state.conn.execute(
+            "SELECT model, production_version, live_accuracy FROM registry_models"
+        ).fetchall()
+        for model, prod, live in rows:
+            self.metrics.set_production(str(model), prod)
+            policy = self._policy.get(str(model))
+            if prod is None or policy is None or policy.version != str(prod):
+                continue
+            shown = "ok" if policy.status is Status.RESOLVED else policy.status.value
+            self.metrics.set_alert_state(str(model), shown)
+            if live is not None:
+                self.metrics.live_accuracy.labels(model=str(model)).set(float(live))
 
     def _changes(
         self, snaps: Sequence[ModelSnapshot]

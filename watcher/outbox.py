@@ -107,6 +107,10 @@ class Outbox:
     def last_delivered_hash(self) -> str | None:
         return self.state.get_meta(META_LAST_DELIVERED)
 
+    def last_delivered_at(self) -> datetime | None:
+        row = self.state.conn.execute("SELECT max(delivered_at) FROM outbox").fetchone()
+        return None if row is None or row[0] is None else datetime.fromisoformat(str(row[0]))
+
     # Writes ---------------------------------------------------------------------
 
     def enqueue(

@@ -6,6 +6,7 @@ import pytest
 
 from tests.monitor.conftest import CHANNELS, Channels
 from watcher.config import MonitorConfig
+from watcher.metrics import Metrics
 from watcher.monitor import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
 from watcher.policy import Status
 from watcher.state import StateStore
@@ -20,6 +21,7 @@ def make_monitor(
     channels: Channels,
     registry: FakeRegistry,
     source: MemoryObservations,
+    metrics: Metrics | None = None,
     **cfg: object,
 ) -> Monitor:
     settings: dict[str, object] = {
@@ -39,6 +41,7 @@ def make_monitor(
         source,
         channels.dispatcher,
         clock=clock,
+        metrics=metrics,
         use_scheduler=False,
         retry_delay=0.0,
     )
@@ -203,6 +206,24 @@ def test_policy_state_survives_restart(
     cycle(again, channels, clock)
     assert Status.FIRING == again.decisions[MODEL].status
     assert ["firing"] == channels.sent("ops", ACCURACY_ALERT)
+
+
+def test_gauges_restored_from_state_before_the_first_poll(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """A restarted monitor puts Production, the alert state and the live accuracy on
+    /metrics at start, before any poll: not missing until something changes (#13)."""
+    source = MemoryObservations()
+    source.add(MODEL, "1", 0.25, 500, clock.now())
+    mon = make_monitor(state, clock, channels, registry, source, **{"for": 0})
+    cycle(mon, channels, clock)
+    mon.stop()
+    metrics = Metrics()
+    make_monitor(state, clock, channels, registry, source, metrics, **{"for": 0})
+    text = metrics.render().decode()
+    assert f'watcher_production_version{{model="{MODEL}"}} 1.0' in text
+    assert f'watcher_alert_state{{model="{MODEL}",state="firing"}} 1.0' in text
+    assert f'watcher_live_accuracy{{model="{MODEL}"}} 0.25' in text
 
 
 def test_outage_logged_once_alerted_after_threshold_and_recovered(

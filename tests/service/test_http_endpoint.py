@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.service.conftest import promtool
+from tests.service.conftest import NotifySocket, free_port, promtool, start_watcher, stop_watcher
 from watcher.daemon import Health
 from watcher.http import HttpEndpoint
 from watcher.metrics import Metrics
@@ -130,3 +131,49 @@ def test_public_bind_needs_opt_in(tmp_path: Path) -> None:
     assert 2 == main(["--config", str(cfg), "check-config"])
     cfg.write_text("[http]\nlisten = '0.0.0.0:9464'\nallow_public = true\n", encoding="utf-8")
     assert 0 == main(["--config", str(cfg), "check-config"])
+
+
+def _metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_gauges_right_from_the_first_scrape_after_a_restart(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """`watcher run` trains v1 from data, stops; restarted, its very first /metrics after
+    READY=1 has Production, the last trigger time and the alert state (#13)."""
+    import shutil
+    import signal
+
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "data", tmp_path / "data")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    env = {"WATCHER_HTTP__LISTEN": f"127.0.0.1:{port}", "WATCHER_MONITOR__POLL_INTERVAL": "2s"}
+    production = 'watcher_production_version{model="iris-classifier"}'
+    proc = start_watcher(tmp_path, notify_socket, extra_env=env)
+    try:
+        notify_socket.wait_for("READY=1", timeout=120)
+        deadline = time.monotonic() + 300
+        while _metric(httpx.get(url, timeout=5).text, production) != 1.0:
+            assert time.monotonic() < deadline, "v1 never became Production"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert 0 == proc.wait(timeout=60)
+    finally:
+        out = stop_watcher(proc)
+    proc = start_watcher(tmp_path, notify_socket, extra_env=env)
+    try:
+        notify_socket.wait_for("READY=1", timeout=120)
+        text = httpx.get(url, timeout=5).text
+        assert 1.0 == _metric(text, production), text
+        last_trigger = _metric(text, "watcher_last_trigger_timestamp_seconds")
+        assert last_trigger is not None and last_trigger > 1_700_000_000, text
+        alert = 'watcher_alert_state{model="iris-classifier",state="inconclusive"}'
+        assert 1.0 == _metric(text, alert), text
+        assert 0 == promtool(text.encode()).returncode
+    finally:
+        out = stop_watcher(proc)
+    assert '"event": "ready"' in out
