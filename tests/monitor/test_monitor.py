@@ -21,7 +21,6 @@ def make_monitor(
     channels: Channels,
     registry: FakeRegistry,
     source: MemoryObservations,
-    metrics: Metrics | None = None,
     **cfg: object,
 ) -> Monitor:
     settings: dict[str, object] = {
@@ -41,7 +40,6 @@ def make_monitor(
         source,
         channels.dispatcher,
         clock=clock,
-        metrics=metrics,
         use_scheduler=False,
         retry_delay=0.0,
     )
@@ -219,7 +217,11 @@ def test_gauges_restored_from_state_before_the_first_poll(
     cycle(mon, channels, clock)
     mon.stop()
     metrics = Metrics()
-    make_monitor(state, clock, channels, registry, source, metrics, **{"for": 0})
+    config = MonitorConfig.model_validate({"models": ["iris-*"], "for": 0})
+    restarted = Monitor(
+        config, state, registry, source, None, clock=clock, metrics=metrics, use_scheduler=False
+    )
+    restarted.start()
     text = metrics.render().decode()
     assert f'watcher_production_version{{model="{MODEL}"}} 1.0' in text
     assert f'watcher_alert_state{{model="{MODEL}",state="firing"}} 1.0' in text
