@@ -6,10 +6,15 @@ One test (or a few) per item, each failing on the code before its fix. Bad-input
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from alerts.dispatcher import Backoff
+from alerts.notifiers.webhook import sign, verify_signature
 from tests.watch.conftest import OutageTrigger, drive, make_config, runs
 from watcher.datawatch import DataWatcher
 from watcher.http import health_body
@@ -66,3 +71,44 @@ def test_outage_of_10000_attempts_keeps_retrying_and_fails_healthz(tmp_path: Pat
     finally:
         dw.stop()
         state.close()
+
+
+# -- 8. Webhook signature verification ------------------------------------------------------
+
+_HOOK_SECRET = "hook-secret-0123"
+
+
+def test_verify_signature_refuses_replays_by_default() -> None:
+    """The README's call, no max_age_s: a request signed 30 days ago is refused, one from
+    a minute ago accepted (the default window is 5 minutes)."""
+    now = time.time()
+    for age, accepted in ((60, True), (30 * 86400, False), (-30 * 86400, False)):
+        ts = str(int(now - age))
+        header = sign(_HOOK_SECRET, ts, b"{}")
+        assert accepted == verify_signature(_HOOK_SECRET, ts, b"{}", header), age
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "header"),
+    [
+        ("nan", None),
+        ("inf", None),
+        ("-inf", None),
+        ("1e400", None),
+        ("", None),
+        ("١٧٦٧٢٦٨٨٠٠", None),  # Arabic-Indic digits: float() reads them
+        (None, "sha256=é"),  # non-ASCII header: compare_digest raised TypeError
+        (None, "sha256=\udcff"),
+        (None, ""),
+    ],
+)
+def test_verify_signature_is_false_on_garbage(timestamp: str | None, header: str | None) -> None:
+    """Non-finite, empty or non-ASCII timestamps and non-ASCII headers: False, no raise."""
+    ts = timestamp if timestamp is not None else "1000"
+    good = sign(_HOOK_SECRET, ts.encode("utf-8", "replace").decode(), b"{}")
+    assert not verify_signature(
+        _HOOK_SECRET, ts, b"{}", good if header is None else header, now=1000.0
+    )
+    assert not verify_signature(
+        _HOOK_SECRET, ts, b"{}", good if header is None else header, max_age_s=math.inf
+    )
