@@ -6,8 +6,12 @@ One test (or a few) per item, each failing on the code before its fix. Bad-input
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
+import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,11 +19,14 @@ import pytest
 
 from alerts.dispatcher import Backoff
 from alerts.notifiers.webhook import sign, verify_signature
+from tests.reliability.conftest import WATCHER, daemon_env
 from tests.watch.conftest import OutageTrigger, drive, make_config, runs
 from watcher.datawatch import DataWatcher
+from watcher.errors import StateError
+from watcher.health import CoreChecks
 from watcher.http import health_body
 from watcher.outbox import backoff
-from watcher.state import iso, open_state
+from watcher.state import DB_NAME, iso, open_state
 from watcher.triggers import build_trigger
 
 # -- 1. A long trigger outage ---------------------------------------------------------------
@@ -112,3 +119,125 @@ def test_verify_signature_is_false_on_garbage(timestamp: str | None, header: str
     assert not verify_signature(
         _HOOK_SECRET, ts, b"{}", good if header is None else header, max_age_s=math.inf
     )
+
+
+# -- 11-13. The state DB: read-only, truncated to 0 bytes, unwritable while running ----------
+
+
+@contextlib.contextmanager
+def _immutable(*paths: Path) -> Iterator[None]:
+    """``chattr +i``: SQLite opens the file but every write fails (also through a
+    descriptor already open) — what a read-only state.db does to a non-root daemon
+    (root, as here, ignores chmod)."""
+    done: list[Path] = []
+    try:
+        for path in paths:
+            run = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+            if run.returncode != 0:
+                pytest.skip(f"chattr +i not possible here: {run.stderr.decode().strip()}")
+            done.append(path)
+        yield
+    finally:
+        for path in done:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=True)
+
+
+def _populated_state(root: Path) -> Path:
+    """A state dir whose DB holds history, closed (WAL checkpointed away)."""
+    state = open_state(root / "state")
+    state.record("test.event", "history worth keeping")
+    state.close()
+    return root / "state" / DB_NAME
+
+
+def _watcher(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WATCHER, *argv],
+        cwd=root,
+        env=daemon_env(root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_statement_errors_inside_a_transaction_name_the_file(tmp_path: Path) -> None:
+    """An error from a statement in a transaction's body is a StateError naming the DB
+    (it escaped as a bare sqlite3.OperationalError), and the transaction is rolled back."""
+    state = open_state(tmp_path / "state")
+    try:
+        named = re.escape(f"{tmp_path / 'state' / DB_NAME}: ")
+        with pytest.raises(StateError, match=named), state.transaction() as tx:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            tx.execute("INSERT INTO no_such_table VALUES (1)")
+        assert state.get_meta("k") is None
+        state.set_meta("k", "after")  # the connection is usable again
+    finally:
+        state.close()
+
+
+def test_read_only_state_db_fails_before_ready_naming_the_file(root: Path) -> None:
+    """A state.db that takes no writes: `watcher run` exits 1 before READY with one error
+    line naming the file (it logged `ready`, then a traceback on every pass)."""
+    db_path = _populated_state(root)
+    with _immutable(db_path):
+        done = _watcher(root, "run")
+    assert 1 == done.returncode, done.stderr
+    errors = _error_lines(done.stderr)
+    assert 1 == len(errors) and str(db_path) in errors[0] and "readonly" in errors[0], errors
+    assert "Traceback" not in done.stderr
+    assert '"ready"' not in done.stderr
+    assert not (root / "runs.txt").exists()
+
+
+@pytest.mark.parametrize("argv", [("run",), ("history",), ("status", "--json")])
+def test_empty_state_db_is_refused_not_reinitialised(root: Path, argv: tuple[str, ...]) -> None:
+    """state.db truncated to 0 bytes is refused like a corrupt one (exit 1, the file
+    named); it was silently re-initialised, losing the history. The file stays as it is."""
+    db_path = _populated_state(root)
+    db_path.write_bytes(b"")
+    done = _watcher(root, *argv)
+    assert 1 == done.returncode, done.stderr
+    errors = _error_lines(done.stderr)
+    assert 1 == len(errors) and str(db_path) in errors[0] and "0 bytes" in errors[0], errors
+    assert "Traceback" not in done.stderr
+    assert 0 == db_path.stat().st_size
+
+
+def test_a_new_state_db_is_never_left_empty(tmp_path: Path) -> None:
+    """A fresh DB is created with its header under a temporary name and linked into place
+    (so an empty state.db can only be damage): no temporary file is left behind."""
+    state = open_state(tmp_path / "state")
+    state.close()
+    names = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert [DB_NAME] == [n for n in names if not n.startswith(f"{DB_NAME}-")]
+    assert (tmp_path / "state" / DB_NAME).stat().st_size > 0
+
+
+def test_healthz_fails_when_the_state_db_stops_taking_writes(tmp_path: Path) -> None:
+    """The core check proves a write (it only read the outbox depth): once the DB is
+    read-only /healthz is 503 naming the file, and 200 again when it takes writes."""
+    cfg = make_config(tmp_path)
+    cfg.watch.data_dir.mkdir()
+    state = open_state(cfg.state.dir)
+    core = CoreChecks(cfg.watch.data_dir, state)
+    try:
+        core.start()
+        assert health_body([core.health()])[0]
+        wal = state.path.with_name(DB_NAME + "-wal")
+        assert wal.exists()  # WAL mode: a write lands here first
+        with _immutable(state.path, wal):
+            core.tick()
+            ok, doc = health_body([core.health()])
+        assert not ok
+        (problem,) = doc["failing"]["core"]["problems"]
+        assert str(state.path) in problem
+        core.tick()
+        assert health_body([core.health()])[0]
+    finally:
+        state.close()
