@@ -11,7 +11,7 @@ import random as _random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -42,9 +42,21 @@ class Backoff:
             )
 
     def delay(self, attempts: int, rand: float) -> timedelta:
-        exponent = min(max(attempts - 1, 0), 32)
-        full = min(self.cap, self.base * (1 << exponent))
-        return full / 2 + (full / 2) * rand
+        return timedelta(seconds=backoff_seconds(attempts, self.base, self.cap, rand))
+
+
+# Doubling stops here: 2**32 times any base is past every cap, and an uncapped exponent
+# overflows a float after 1,024 failures (a long outage with a short base).
+_MAX_EXPONENT: Final = 32
+
+
+def backoff_seconds(attempts: int, base: timedelta, cap: timedelta, rand: float) -> float:
+    """Seconds before retry ``attempts`` + 1: base·2^(attempts-1) capped, with "equal
+    jitter" (half fixed, half ``rand`` in [0, 1]) so many senders spread without
+    collapsing to 0. Computed in float seconds: finite for any attempt count."""
+    exponent = min(max(attempts - 1, 0), _MAX_EXPONENT)
+    full = min(cap.total_seconds(), base.total_seconds() * 2.0**exponent)
+    return full / 2 + full / 2 * rand
 
 
 @dataclass(frozen=True)

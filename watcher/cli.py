@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from watcher.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
+HISTORY_MAX_LIMIT = 1_000_000
 
 
 @dataclass
@@ -180,7 +181,12 @@ def hash_cmd(ctx: Context, directory: Path, as_json: bool, manifest: bool) -> No
 @cli.command()
 @click.option("--since", help="Only events at or after this ISO time (e.g. 2026-01-31T00:00Z).")
 @click.option("--model", help="Only events of this model.")
-@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=HISTORY_MAX_LIMIT),  # SQLite integers are 64-bit
+    default=200,
+    show_default=True,
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one event each.")
 @pass_ctx
 def history(ctx: Context, since: str | None, model: str | None, limit: int, as_json: bool) -> None:

@@ -8,8 +8,10 @@ credentials), never from the TOML file itself, and never appear in dumps.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,22 +30,54 @@ from pydantic import (
 )
 
 from pipeline.lineage import DEFAULT_IGNORE
-from watcher.durations import Duration
+from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_ENV = "WATCHER_CONFIG"
 DEFAULT_CONFIG_FILE = Path("watcher.toml")
 REDACTED = "********"
+# Upper bounds for counts from outside: far beyond any sane value, small enough that
+# nothing downstream overflows (SQLite INTEGER) or runs for days (a forest of 10**9 trees).
+MAX_TREES = 10_000
+MAX_WINDOW = 10_000  # observations per model version the policy looks at
+MAX_SAMPLES = 10**12  # labelled predictions behind one live-accuracy observation
+# A config or secret file is small text: never read more (a FIFO or /dev/zero would hang).
+MAX_CONFIG_BYTES = 4 << 20
+MAX_SECRET_BYTES = 64 << 10
 
 
 def _split_list(value: object) -> object:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
+            try:
+                return json.loads(text)
+            except RecursionError:
+                raise ValueError("JSON list nested too deeply") from None
         return [p.strip() for p in text.split(",") if p.strip()]
     return value
+
+
+def _dir_or_absent(path: Path | None) -> Path | None:
+    """A directory, or nothing yet (the daemon waits for it): never another kind of file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a directory")
+    return path
+
+
+def read_small_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; OSError otherwise. Opened
+    non-blocking so a FIFO cannot hang us, and read with a bound so /dev/zero cannot
+    fill memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 10} KiB")
+    return data
 
 
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
@@ -81,33 +115,34 @@ class SecretsSection(Section):
                 if not path.is_absolute() and cred_dir:
                     path = Path(cred_dir) / path
                 try:
-                    data[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
+                    raw = read_small_file(path, MAX_SECRET_BYTES)
+                    data[name] = raw.decode("utf-8").rstrip("\r\n")
                 except OSError as exc:
                     raise ValueError(
                         f"{file_key}: cannot read {path}: {exc.strerror or exc}"
                     ) from None
+                except UnicodeDecodeError:
+                    raise ValueError(f"{file_key}: {path} is not UTF-8 text") from None
         return data
 
 
 class WatchConfig(Section):
     data_dir: Path = Path("data")
     mode: Literal["auto", "events", "polling"] = "auto"
-    quiet_period: Duration = 2.0
-    max_wait: Duration = 60.0
-    reconcile_interval: Duration = 300.0
-    polling_interval: Duration = 2.0
+    quiet_period: PositiveDuration = 2.0
+    max_wait: PositiveDuration = 60.0
+    reconcile_interval: PositiveDuration = 300.0
+    polling_interval: PositiveDuration = 2.0
     ignore: StrList = Field(default_factory=lambda: list(DEFAULT_IGNORE))
     follow_symlinks: bool = False
     hash_workers: int = Field(default=4, ge=1, le=64)
     snapshot_dir: Path | None = None
     snapshot_keep: int = Field(default=10, ge=1, le=100_000)
 
-    @field_validator("quiet_period", "max_wait", "reconcile_interval", "polling_interval")
+    @field_validator("data_dir", "snapshot_dir")
     @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("must be greater than 0")
-        return v
+    def _dir(cls, v: Path | None) -> Path | None:
+        return _dir_or_absent(v)
 
 
 class StateConfig(Section):
@@ -117,7 +152,7 @@ class StateConfig(Section):
 class MlflowConfig(Section):
     tracking_uri: str | None = None
     registry_mode: Literal["alias", "stage"] = "alias"
-    request_timeout: Duration = 15.0
+    request_timeout: PositiveDuration = 15.0
     max_retries: int = Field(default=2, ge=0, le=10)
     concurrency: int = Field(default=8, ge=1, le=10)  # MLflow's HTTP pool keeps 10
 
@@ -129,22 +164,27 @@ class AirflowConfig(SecretsSection):
     password_file: Path | None = None
     token: SecretStr | None = None
     token_file: Path | None = None
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
 
 
 class TriggerConfig(Section):
     backend: Literal["local", "airflow", "command"] = "local"
     dag_id: str = Field(default="train_pipeline", min_length=1)
     command: StrList = Field(default_factory=list)
-    retry_initial: Duration = 5.0
-    retry_max: Duration = 600.0
-    run_timeout: Duration = 3600.0
+    retry_initial: PositiveDuration = 5.0
+    retry_max: PositiveDuration = 600.0
+    run_timeout: PositiveDuration = 3600.0
     airflow: AirflowConfig = Field(default_factory=AirflowConfig)
 
     @model_validator(mode="after")
     def _command_needs_argv(self) -> TriggerConfig:
         if self.backend == "command" and not self.command:
             raise ValueError("trigger.command must be set when trigger.backend = 'command'")
+        if self.retry_initial > self.retry_max:
+            raise ValueError(
+                f"trigger.retry_initial ({self.retry_initial:g}s) must not exceed "
+                f"trigger.retry_max ({self.retry_max:g}s)"
+            )
         return self
 
 
@@ -153,37 +193,42 @@ class PipelineConfig(Section):
     target_column: str = "target"
     threshold: float = Field(default=0.9, ge=0.0, le=1.0)
     promote: Literal["if_better", "always", "never"] = "if_better"
-    n_estimators: int = Field(default=100, ge=1)
-    max_depth: int | None = Field(default=None, ge=1)
+    n_estimators: int = Field(default=100, ge=1, le=MAX_TREES)
+    max_depth: int | None = Field(default=None, ge=1, le=1000)
 
 
 class MonitorConfig(Section):
     models: StrList = Field(default_factory=lambda: ["*"])
-    poll_interval: Duration = 30.0
+    poll_interval: PositiveDuration = 30.0
     mlflow_down_alert_after: Duration = 300.0
     min_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
-    window: int = Field(default=5, ge=1)
-    min_samples: int = Field(default=100, ge=1)
+    window: int = Field(default=5, ge=1, le=MAX_WINDOW)
+    min_samples: int = Field(default=100, ge=1, le=MAX_SAMPLES)
     for_: Duration = Field(default=0.0, alias="for")
     keep_firing_for: Duration = 0.0
     feedback_dir: Path | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @field_validator("feedback_dir")
+    @classmethod
+    def _dir(cls, v: Path | None) -> Path | None:
+        return _dir_or_absent(v)
+
 
 class RollbackConfig(Section):
     auto: bool = False
     after: Duration = 0.0
     cooldown: Duration = 1800.0
-    max_per_window: int = Field(default=2, ge=1)
-    window: Duration = 86400.0
+    max_per_window: int = Field(default=2, ge=1, le=1000)
+    window: PositiveDuration = 86400.0
     dry_run: bool = False
     retrain: bool = False
 
 
 class AlertmanagerConfig(Section):
     url: HttpUrl | None = None
-    resend_interval: Duration = 60.0
+    resend_interval: PositiveDuration = 60.0
 
 
 class WebhookConfig(SecretsSection):
@@ -221,7 +266,7 @@ class EmailConfig(SecretsSection):
     password_file: Path | None = None
     sender: str = "registry-watcher@localhost"
     to: StrList = Field(default_factory=list)
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
 
     @model_validator(mode="after")
     def _recipients(self) -> EmailConfig:
@@ -231,7 +276,7 @@ class EmailConfig(SecretsSection):
 
 
 class AlertsConfig(Section):
-    repeat_interval: Duration = 4 * 3600.0
+    repeat_interval: PositiveDuration = 4 * 3600.0
     log: bool = True
     file: Path | None = None
     alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
@@ -393,14 +438,21 @@ def config_path(flag: Path | None, env: Mapping[str, str]) -> Path | None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        text = read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8")
+        return tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: config file is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"at offset {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:

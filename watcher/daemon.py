@@ -188,6 +188,9 @@ class Daemon:
     def run(self) -> int:
         started = time.monotonic()
         running: list[Component] = []
+        # A state DB that takes no writes (read-only file or mount) fails here, naming the
+        # file, rather than in every tick after READY.
+        self.state.check_writable()
         keepalive.install(self.keepalive)
         try:
             for comp in self.components:

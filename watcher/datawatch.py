@@ -43,6 +43,9 @@ log = get_logger("watcher.datawatch")
 FOLLOW_INTERVAL = 10.0
 SCAN_RETRY = 5.0  # seconds before a scan that raised (state DB error) is tried again
 SERIAL_RECHECK = 1.0  # seconds between checks whether a serial backend's run has ended
+# Failed deliveries in a row after which the oldest trigger counts as failing (readiness,
+# /healthz 503): the alert dispatcher's default too.
+DELIVERY_FAILING_AFTER = 3
 
 Verdict = Literal["trigger", "unchanged", "queued", "empty"]
 
@@ -190,11 +193,14 @@ class DataWatcher:
             detail["polling_because"] = self.fs.fallback_reason
         if self.status.last_error:
             detail["error"] = self.status.last_error
+        failing = bool(pending) and pending[0].attempts >= DELIVERY_FAILING_AFTER
         if pending and pending[0].last_error:
             detail["delivery_error"] = pending[0].last_error
-        # An outage elsewhere (Airflow down) is not ours to fix by restarting: stay ok.
+            detail["delivery_attempts"] = pending[0].attempts
+        # An outage elsewhere (Airflow down) is not ours to fix by restarting: stay ok
+        # (no watchdog restart) but not ready, so /healthz says the trigger is not going out.
         ok = self.fs.watching or not self.root.exists()
-        return Health(self.name, ok, detail)
+        return Health(self.name, ok, detail, ready=not failing)
 
     def tick(self) -> float:
         mono = self.clock.monotonic()

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 MAX_SECONDS = 100 * 365 * 86400.0
@@ -43,4 +43,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be greater than 0")
+    return seconds
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Intervals, timeouts and retry delays: 0 would make a hot loop (a poll, a resend or a
+# retry on every pass) or fail every request at once.
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]

@@ -2,8 +2,9 @@
 
 Feature components report their own health (observer alive, last successful
 poll, backend reachability); this one covers what the daemon needs regardless:
-the data dir exists and is readable, the state DB answers, and how deep the
-trigger outbox is (also exported as a metric).
+the data dir exists and is readable, the state DB answers and takes a write
+(read-only file or mount, full disk), and how deep the trigger outbox is (also
+exported as a metric).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class CoreChecks:
             problems.append("data dir is not readable")
         try:
             depth = outbox_depth(self.state)
+            self.state.check_writable()  # read-only or full: 503, not a silent 200
         except (sqlite3.Error, StateError) as exc:
             problems.append(f"state database: {exc}")
         else:

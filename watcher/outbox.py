@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from alerts.dispatcher import backoff_seconds
 from watcher.state import StateStore, iso
 
 FAULT_ENV = "WATCHER_FAULT"
@@ -67,10 +68,9 @@ def _row(r: tuple[Any, ...]) -> OutboxRow:
 
 
 def backoff(attempts: int, initial: float, maximum: float, rnd: float) -> float:
-    """Seconds before retry ``attempts`` + 1: doubling from ``initial``, capped, "equal jitter"
-    (half fixed, half random) so retries from many daemons spread without collapsing to 0."""
-    base = min(maximum, initial * 2.0 ** max(0, attempts - 1))
-    return base / 2 + base / 2 * rnd
+    """Seconds before retry ``attempts`` + 1: the alert dispatcher's capped, jittered
+    doubling (one implementation), from ``initial`` up to ``maximum``."""
+    return backoff_seconds(attempts, timedelta(seconds=initial), timedelta(seconds=maximum), rnd)
 
 
 class Outbox:

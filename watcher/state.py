@@ -21,6 +21,7 @@ from typing import Any
 from watcher.errors import StateError
 
 DB_NAME = "state.db"
+META_WRITE_PROBE = "state.write_probe_at"
 
 # Each entry migrates from version i to i+1. Never edit a released entry: append.
 MIGRATIONS: tuple[str, ...] = (
@@ -189,6 +190,11 @@ class StateStore:
             raise _state_error(self.path, exc) from None
         try:
             yield self.conn
+        except sqlite3.Error as exc:
+            # A statement of the body failed (read-only file, disk full): name the file.
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise _state_error(self.path, exc) from None
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -276,18 +282,34 @@ class StateStore:
         with self.transaction() as tx:
             tx.execute(sql, (key, value, value))
 
+    def check_writable(self) -> None:
+        """Prove the DB takes a committed write now (a read-only file or mount, a full
+        disk); StateError naming the file otherwise. One tiny meta row, overwritten."""
+        self.set_meta(META_WRITE_PROBE, iso(utcnow()))
+
     def integrity_ok(self) -> bool:
         row = self.conn.execute("PRAGMA integrity_check").fetchone()
         return row is not None and row[0] == "ok"
 
 
+def _corrupt(path: Path, why: str) -> StateError:
+    return StateError(
+        f"{path}: state database is corrupt ({why}); restore it from a backup "
+        "or move it aside to start from an empty state"
+    )
+
+
+def refuse_empty(path: Path) -> None:
+    """SQLite takes a 0-byte file for a new database; ours never is one (see
+    :func:`_create_private`), so it is damage: refuse it rather than lose the history."""
+    if path.stat().st_size == 0:
+        raise _corrupt(path, "the file is empty, 0 bytes")
+
+
 def _state_error(path: Path, exc: BaseException) -> StateError:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
-        return StateError(
-            f"{path}: state database is corrupt ({text}); restore it from a backup "
-            "or move it aside to start from an empty state"
-        )
+        return _corrupt(path, text)
     if "disk" in text and "full" in text:
         return StateError(f"{path}: disk full while writing the state database")
     if "readonly" in text or "unable to open" in text:
@@ -296,12 +318,29 @@ def _state_error(path: Path, exc: BaseException) -> StateError:
 
 
 def _create_private(path: Path) -> None:
-    """Create the DB file 0600 before SQLite does, so it never exists world-readable."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
+    """Create the DB file 0600 (never world-readable) with its SQLite header written, under
+    a temporary name linked into place: a ``state.db`` of 0 bytes is then never one we
+    were creating (a crash mid-creation leaves only the temporary file) but damage."""
+    if path.exists():
         return
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # writes the header page
+        finally:
+            conn.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process created it first
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) -> int:
@@ -338,6 +377,7 @@ def open_state(state_dir: Path, *, migrate_to: int = SCHEMA_VERSION) -> StateSto
     path = state_dir / DB_NAME
     try:
         _create_private(path)
+        refuse_empty(path)
         conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     except OSError as exc:
         raise StateError(f"{path}: cannot create the state database: {exc.strerror}") from None

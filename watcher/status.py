@@ -17,7 +17,7 @@ from typing import Any
 from watcher.daemon import HEARTBEAT_EVERY
 from watcher.errors import StateError
 from watcher.lock import pid_alive
-from watcher.state import DB_NAME, iso
+from watcher.state import DB_NAME, iso, refuse_empty
 
 SCHEMA_VERSION = 1
 # The daemon writes its heartbeat every HEARTBEAT_EVERY seconds; several missed
@@ -35,6 +35,7 @@ def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
     if not path.is_file():
         return None
     try:
+        refuse_empty(path)
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:

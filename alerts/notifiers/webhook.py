@@ -3,7 +3,8 @@
 Signature: ``X-Watcher-Signature: sha256=<hex>`` where hex is
 HMAC-SHA256(secret, f"{timestamp}.".encode() + body) and ``X-Watcher-Timestamp``
 carries the Unix timestamp (seconds). Receivers check it with
-:func:`verify_signature`, which also bounds the timestamp's age against replays.
+:func:`verify_signature`, which also bounds the timestamp's age (5 minutes by default)
+against replays.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -27,6 +29,8 @@ SIGNATURE_HEADER: Final = "X-Watcher-Signature"
 TIMESTAMP_HEADER: Final = "X-Watcher-Timestamp"
 # Alertmanager renders "no end yet" as Go's zero time.
 _ZERO_TIME: Final = "0001-01-01T00:00:00Z"
+# Replay window of verify_signature: a signed request older (or newer) than this is refused.
+DEFAULT_TOLERANCE_S: Final = 300.0
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -40,23 +44,24 @@ def verify_signature(
     body: bytes,
     header: str,
     *,
-    max_age_s: float | None = None,
+    max_age_s: float = DEFAULT_TOLERANCE_S,
     now: float | None = None,
 ) -> bool:
-    """True if ``header`` is the signature of ``body`` at ``timestamp`` (constant time).
-
-    With ``max_age_s``, also reject timestamps further than that from ``now``
-    (default: the current time) to stop replays.
-    """
-    if max_age_s is not None:
-        try:
-            sent = float(timestamp)
-        except ValueError:
+    """True if ``header`` is the signature of ``body`` at ``timestamp`` (constant time)
+    and ``timestamp`` is within ``max_age_s`` of ``now`` (default: the current time), so
+    a captured request cannot be replayed later. Garbage (a non-numeric, non-finite or
+    non-ASCII timestamp, a non-ASCII or non-string header) is False, never an exception:
+    both come straight from a request."""
+    try:
+        if not (timestamp.isascii() and header.isascii()):
             return False
+        sent = float(timestamp)
         current = time.time() if now is None else now
-        if abs(current - sent) > max_age_s:
+        if not math.isfinite(sent) or not abs(current - sent) <= max_age_s:
             return False
-    return hmac.compare_digest(sign(secret, timestamp, body), header)
+        return hmac.compare_digest(sign(secret, timestamp, body), header)
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def _common(maps: list[dict[str, str]]) -> dict[str, str]:

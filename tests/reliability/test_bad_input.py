@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.run import main as pipeline_main
+from tests.reliability.conftest import WATCHER
 from tests.watch.conftest import drive, make_config, runs
 from watcher.cli import main as cli_main
 from watcher.config import Config, load_config
@@ -392,3 +394,158 @@ def test_bad_cli_arguments_exit_2_with_one_line(
     assert needle in err
     assert "Traceback" not in err
     assert all(line.startswith(("error: ", "Usage", "Try")) for line in err.splitlines() if line)
+
+
+# -- Issue 15: validation gaps ------------------------------------------------------------
+
+# Zero makes a hot loop (a poll, resend or retry every pass) or fails every request at once.
+_ZERO_DURATIONS = [
+    "monitor.poll_interval",
+    "trigger.retry_initial",
+    "trigger.retry_max",
+    "trigger.run_timeout",
+    "trigger.airflow.timeout",
+    "alerts.repeat_interval",
+    "alerts.alertmanager.resend_interval",
+    "alerts.email.timeout",
+    "mlflow.request_timeout",
+    "rollback.window",
+]
+_TOO_BIG = [
+    ("monitor.window", 10**6),
+    ("monitor.min_samples", 10**19),
+    ("pipeline.n_estimators", 10**9),
+    ("pipeline.max_depth", 10**6),
+    ("rollback.max_per_window", 10**6),
+]
+
+
+def _env_name(dotted: str) -> str:
+    return "WATCHER_" + "__".join(p.upper() for p in dotted.split("."))
+
+
+def _check_config(argv: list[str], capsys: pytest.CaptureFixture[str], needle: str) -> list[str]:
+    """Run the CLI in-process: exit 2, every stderr line an `error:` line, one naming
+    ``needle``, no traceback."""
+    code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert 2 == code, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), lines
+    assert any(needle in line for line in lines), lines
+    return lines
+
+
+@pytest.mark.parametrize("key", _ZERO_DURATIONS)
+@pytest.mark.parametrize("value", ["0", "0s", "0ms"])
+def test_zero_durations_are_refused(
+    key: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Intervals, timeouts and retry delays of 0 (accepted before: 99 delivery attempts and
+    1,024 log lines in 10 s): exit 2 naming the key and its source."""
+    monkeypatch.setenv(_env_name(key), value)
+    lines = _check_config(["check-config"], capsys, key)
+    assert any("greater than 0" in line and _env_name(key) in line for line in lines), lines
+
+
+@pytest.mark.parametrize(("key", "value"), _TOO_BIG)
+def test_unbounded_counts_are_refused(
+    key: str, value: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Counts from outside have upper bounds (a window of 10**6 observations, a forest of
+    10**9 trees, 10**19 samples that SQLite cannot store)."""
+    monkeypatch.setenv(_env_name(key), str(value))
+    _check_config(["check-config"], capsys, key)
+
+
+def test_retry_initial_above_retry_max_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WATCHER_TRIGGER__RETRY_INITIAL", "1h")
+    monkeypatch.setenv("WATCHER_TRIGGER__RETRY_MAX", "1m")
+    _check_config(["check-config"], capsys, "trigger.retry_initial")
+
+
+def _config_file(tmp_path: Path, how: str) -> Path:
+    path = tmp_path / "watcher.toml"
+    if how == "not UTF-8":
+        path.write_bytes(b'[watch]\nignore = ["caf\xe9"]\n')
+    elif how == "nested arrays":
+        path.write_text("[watch]\nignore = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    elif how == "nested tables":
+        path.write_text("x = " + "{a = " * 5_000 + "1" + "}" * 5_000 + "\n")
+    elif how == "over 4 MiB":
+        path.write_text("# padding\n" * (1 << 19))
+    elif how == "a directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [
+        ("not UTF-8", "not UTF-8 text (byte 0xe9 at offset 22)"),
+        ("nested arrays", "nested too deeply"),
+        ("nested tables", "nested too deeply"),
+        ("over 4 MiB", "larger than 4096 KiB"),
+    ],
+)
+def test_hostile_config_files_exit_2_with_the_cause(
+    how: str, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config that is not UTF-8, nested 100,000 deep or huge: exit 2 naming the file and
+    the cause (it was exit 1 "UnicodeDecodeError"/"RecursionError", or read in full)."""
+    path = _config_file(tmp_path, how)
+    (line,) = _check_config(["--config", str(path), "check-config"], capsys, needle)
+    assert str(path) in line
+
+
+def test_data_dir_that_is_a_file_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`watch.data_dir` naming a regular file: exit 2 naming the key (it was exit 1 with a
+    generic message from deep in the watcher); a dir that does not exist yet is fine."""
+    (tmp_path / "data").write_text("not a dir")
+    monkeypatch.setenv("WATCHER_WATCH__DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
+    _check_config(["run"], capsys, "watch.data_dir")
+    monkeypatch.setenv("WATCHER_WATCH__DATA_DIR", str(tmp_path / "later"))
+    assert 0 == cli_main(["check-config"])
+
+
+def test_history_limit_beyond_sqlite_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
+    _check_config(["history", "--limit", str(10**30)], capsys, "--limit")
+
+
+def test_deeply_nested_json_list_in_env_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WATCHER_WATCH__IGNORE", "[" * 100_000)
+    _check_config(["check-config"], capsys, "WATCHER_WATCH__IGNORE")
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "secret fifo", "secret /dev/zero"])
+def test_special_files_are_refused_without_hanging(tmp_path: Path, target: str) -> None:
+    """A FIFO nobody writes to (it hung forever) or /dev/zero (read without limit) as the
+    config file or a `*_file` secret: exit 2 at once, naming the file — in a subprocess,
+    so a regression times out instead of hanging the suite."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    special = str(fifo) if "fifo" in target else "/dev/zero"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    argv = [*WATCHER, "check-config"]
+    if target.startswith("secret"):
+        env["WATCHER_TRIGGER__AIRFLOW__PASSWORD_FILE"] = special
+    else:
+        argv[3:3] = ["--config", special]
+    done = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert 2 == done.returncode, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert special in line and "not a regular file" in line, line

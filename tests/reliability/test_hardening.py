@@ -1,0 +1,243 @@
+"""Issue 15, round 2 of hardening: what a hostile week of operations broke.
+
+One test (or a few) per item, each failing on the code before its fix. Bad-input cases
+(validation gaps, item 14) live in the corpus, tests/reliability/test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from alerts.dispatcher import Backoff
+from alerts.notifiers.webhook import sign, verify_signature
+from tests.reliability.conftest import WATCHER, daemon_env
+from tests.watch.conftest import OutageTrigger, drive, make_config, runs
+from watcher.datawatch import DataWatcher
+from watcher.errors import StateError
+from watcher.health import CoreChecks
+from watcher.http import health_body
+from watcher.outbox import backoff
+from watcher.state import DB_NAME, iso, open_state
+from watcher.triggers import build_trigger
+
+# -- 1. A long trigger outage ---------------------------------------------------------------
+
+
+def test_backoff_is_finite_for_any_attempt_count() -> None:
+    """The outbox and the alert dispatcher share one backoff: capped at any attempt count
+    (the outbox's uncapped 2.0 ** (n - 1) overflowed at n = 1,025), even with a 100-year
+    base where the dispatcher's timedelta product overflowed."""
+    assert 600.0 == backoff(10_000, 0.001, 600, 1.0)
+    assert 300.0 == backoff(10**9, 5, 600, 0.0)
+    century = timedelta(days=36_500)
+    assert century == Backoff(century, century).delay(10**6, 1.0)
+
+
+def test_outage_of_10000_attempts_keeps_retrying_and_fails_healthz(tmp_path: Path) -> None:
+    """A trigger whose delivery already failed 9,999 times (set in the DB, as after weeks of
+    Airflow outage): the next pass retries it (attempt 10,000, delay capped at retry_max),
+    /healthz reports the data check failing with the error, and when the backend is back
+    the run is delivered once."""
+    cfg = make_config(tmp_path)
+    data = cfg.watch.data_dir
+    data.mkdir()
+    (data / "a.csv").write_text("x,y\n1,1\n")
+    state = open_state(cfg.state.dir)
+    trigger = OutageTrigger(build_trigger(cfg))
+    trigger.down = True
+    dw = DataWatcher(cfg, state, trigger=trigger, progress=False)
+    try:
+        dw.start()
+        drive(dw, lambda: trigger.refused >= 1)
+        assert health_body([dw.health()])[0], "one failed attempt is not yet an outage"
+        now = datetime.now(UTC)
+        state.conn.execute(
+            "UPDATE outbox SET attempts = 9999, next_attempt_at = ? WHERE status = 'pending'",
+            (iso(now),),
+        )
+        drive(dw, lambda: dw.outbox.pending()[0].attempts == 10_000)
+        row = dw.outbox.pending()[0]
+        retry_in = datetime.fromisoformat(row.next_attempt_at) - now
+        assert timedelta(0) < retry_in <= timedelta(seconds=cfg.trigger.retry_max + 30)
+        ok, doc = health_body([dw.health()])
+        assert not ok
+        assert doc["failing"]["data"]["delivery_attempts"] == 10_000
+        assert "injected outage" in str(doc["failing"]["data"]["delivery_error"])
+        trigger.down = False
+        drive(dw, lambda: len(runs(tmp_path)) == 1, timeout=30)
+        assert health_body([dw.health()])[0]
+    finally:
+        dw.stop()
+        state.close()
+
+
+# -- 8. Webhook signature verification ------------------------------------------------------
+
+_HOOK_SECRET = "hook-secret-0123"
+
+
+def test_verify_signature_refuses_replays_by_default() -> None:
+    """The README's call, no max_age_s: a request signed 30 days ago is refused, one from
+    a minute ago accepted (the default window is 5 minutes)."""
+    now = time.time()
+    for age, accepted in ((60, True), (30 * 86400, False), (-30 * 86400, False)):
+        ts = str(int(now - age))
+        header = sign(_HOOK_SECRET, ts, b"{}")
+        assert accepted == verify_signature(_HOOK_SECRET, ts, b"{}", header), age
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "header"),
+    [
+        ("nan", None),
+        ("inf", None),
+        ("-inf", None),
+        ("1e400", None),
+        ("", None),
+        ("١٧٦٧٢٦٨٨٠٠", None),  # Arabic-Indic digits: float() reads them
+        (None, "sha256=é"),  # non-ASCII header: compare_digest raised TypeError
+        (None, "sha256=\udcff"),
+        (None, ""),
+    ],
+)
+def test_verify_signature_is_false_on_garbage(timestamp: str | None, header: str | None) -> None:
+    """Non-finite, empty or non-ASCII timestamps and non-ASCII headers: False, no raise."""
+    ts = timestamp if timestamp is not None else "1000"
+    good = sign(_HOOK_SECRET, ts.encode("utf-8", "replace").decode(), b"{}")
+    assert not verify_signature(
+        _HOOK_SECRET, ts, b"{}", good if header is None else header, now=1000.0
+    )
+    assert not verify_signature(
+        _HOOK_SECRET, ts, b"{}", good if header is None else header, max_age_s=math.inf
+    )
+
+
+# -- 11-13. The state DB: read-only, truncated to 0 bytes, unwritable while running ----------
+
+
+@contextlib.contextmanager
+def _immutable(*paths: Path) -> Iterator[None]:
+    """``chattr +i``: SQLite opens the file but every write fails (also through a
+    descriptor already open) — what a read-only state.db does to a non-root daemon
+    (root, as here, ignores chmod)."""
+    done: list[Path] = []
+    try:
+        for path in paths:
+            run = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+            if run.returncode != 0:
+                pytest.skip(f"chattr +i not possible here: {run.stderr.decode().strip()}")
+            done.append(path)
+        yield
+    finally:
+        for path in done:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=True)
+
+
+def _populated_state(root: Path) -> Path:
+    """A state dir whose DB holds history, closed (WAL checkpointed away)."""
+    state = open_state(root / "state")
+    state.record("test.event", "history worth keeping")
+    state.close()
+    return root / "state" / DB_NAME
+
+
+def _watcher(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*WATCHER, *argv],
+        cwd=root,
+        env=daemon_env(root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_statement_errors_inside_a_transaction_name_the_file(tmp_path: Path) -> None:
+    """An error from a statement in a transaction's body is a StateError naming the DB
+    (it escaped as a bare sqlite3.OperationalError), and the transaction is rolled back."""
+    state = open_state(tmp_path / "state")
+    try:
+        named = re.escape(f"{tmp_path / 'state' / DB_NAME}: ")
+        with pytest.raises(StateError, match=named), state.transaction() as tx:
+            tx.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            tx.execute("INSERT INTO no_such_table VALUES (1)")
+        assert state.get_meta("k") is None
+        state.set_meta("k", "after")  # the connection is usable again
+    finally:
+        state.close()
+
+
+def test_read_only_state_db_fails_before_ready_naming_the_file(root: Path) -> None:
+    """A state.db that takes no writes: `watcher run` exits 1 before READY with one error
+    line naming the file (it logged `ready`, then a traceback on every pass)."""
+    db_path = _populated_state(root)
+    with _immutable(db_path):
+        done = _watcher(root, "run")
+    assert 1 == done.returncode, done.stderr
+    errors = _error_lines(done.stderr)
+    assert 1 == len(errors) and str(db_path) in errors[0] and "readonly" in errors[0], errors
+    assert "Traceback" not in done.stderr
+    assert '"ready"' not in done.stderr
+    assert not (root / "runs.txt").exists()
+
+
+@pytest.mark.parametrize("argv", [("run",), ("history",), ("status", "--json")])
+def test_empty_state_db_is_refused_not_reinitialised(root: Path, argv: tuple[str, ...]) -> None:
+    """state.db truncated to 0 bytes is refused like a corrupt one (exit 1, the file
+    named); it was silently re-initialised, losing the history. The file stays as it is."""
+    db_path = _populated_state(root)
+    db_path.write_bytes(b"")
+    done = _watcher(root, *argv)
+    assert 1 == done.returncode, done.stderr
+    errors = _error_lines(done.stderr)
+    assert 1 == len(errors) and str(db_path) in errors[0] and "0 bytes" in errors[0], errors
+    assert "Traceback" not in done.stderr
+    assert 0 == db_path.stat().st_size
+
+
+def test_a_new_state_db_is_never_left_empty(tmp_path: Path) -> None:
+    """A fresh DB is created with its header under a temporary name and linked into place
+    (so an empty state.db can only be damage): no temporary file is left behind."""
+    state = open_state(tmp_path / "state")
+    state.close()
+    names = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert [DB_NAME] == [n for n in names if not n.startswith(f"{DB_NAME}-")]
+    assert (tmp_path / "state" / DB_NAME).stat().st_size > 0
+
+
+def test_healthz_fails_when_the_state_db_stops_taking_writes(tmp_path: Path) -> None:
+    """The core check proves a write (it only read the outbox depth): once the DB is
+    read-only /healthz is 503 naming the file, and 200 again when it takes writes."""
+    cfg = make_config(tmp_path)
+    cfg.watch.data_dir.mkdir()
+    state = open_state(cfg.state.dir)
+    core = CoreChecks(cfg.watch.data_dir, state)
+    try:
+        core.start()
+        assert health_body([core.health()])[0]
+        wal = state.path.with_name(DB_NAME + "-wal")
+        assert wal.exists()  # WAL mode: a write lands here first
+        with _immutable(state.path, wal):
+            core.tick()
+            ok, doc = health_body([core.health()])
+        assert not ok
+        (problem,) = doc["failing"]["core"]["problems"]
+        assert str(state.path) in problem
+        core.tick()
+        assert health_body([core.health()])[0]
+    finally:
+        state.close()
