@@ -108,8 +108,13 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
             )
         try:
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+            # pandas renames a repeated name (`a`, `a.1`): read the header as written.
+            names = pd.read_csv(
+                io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False
+            ).iloc[0]
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataValidationError(f"cannot parse CSV: {exc}", file=rel) from exc
+        header = [str(n) for n in names]
     else:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -117,13 +122,26 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
         except Exception as exc:  # pyarrow raises several unrelated types for bad files
             raise DataValidationError(f"cannot read Parquet: {exc}", file=rel) from exc
+        header = [str(c) for c in frame.columns]
     if frame.shape[0] == 0:
         raise DataValidationError("empty file (header but no data rows)", file=rel)
-    dupes = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if dupes:
-        raise DataValidationError("duplicate column in header", file=rel, column=str(dupes[0]))
+    _refuse_duplicates(rel, header)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _refuse_duplicates(rel: str, header: Sequence[str]) -> None:
+    """Names equal after stripping spaces would be one feature twice (or a silent `a.1`)."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header, start=1):
+        if name.strip():  # empty names get distinct `Unnamed: N` names from pandas
+            positions.setdefault(name.strip(), []).append(i)
+    dupes = {name: at for name, at in positions.items() if len(at) > 1}
+    if dupes:
+        detail = "; ".join(f"{name!r} at columns {at}" for name, at in dupes.items())
+        raise DataValidationError(
+            f"duplicate columns in header: {detail}", file=rel, column=next(iter(dupes))
+        )
 
 
 def _numeric_column(values: pd.Series[Any], rel: str, kind: str, column: str) -> pd.Series[Any]:
