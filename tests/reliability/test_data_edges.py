@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.lineage import compute_manifest
 from pipeline.run import main as pipeline_main
+from tests.watch.conftest import drive, make_config, runs
+from watcher.datawatch import DataWatcher
+from watcher.state import open_state
 
 
 def _preprocess_fails(data: Path, tmp_path: Path) -> str:
@@ -52,3 +56,36 @@ def test_duplicate_header_columns_are_refused_naming_file_and_column(
     (data / "iris.csv").write_text(header + "\n" + rows)
     message = _preprocess_fails(data, tmp_path)
     assert "iris.csv" in message and "sepal_length" in message and "duplicate" in message
+
+
+# -- A self-symlink with follow_symlinks -----------------------------------------------
+
+
+def test_self_symlink_is_skipped_and_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ln -s self data/self` made every scan fail ("Too many levels of symbolic links"), so
+    nothing trained; now the link is skipped, named once in the log and the history, and
+    the data around it triggers (twice: the second scan proves the name is not repeated)."""
+    cfg = make_config(tmp_path, **{"watch.follow_symlinks": "true"})
+    data = cfg.watch.data_dir
+    data.mkdir()
+    (data / "self").symlink_to("self")
+    (data / "a.csv").write_text("x,target\n1,0\n")
+    state = open_state(cfg.state.dir)
+    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    try:
+        dw.start()
+        drive(dw, lambda: len(runs(tmp_path)) == 1, timeout=30)
+        (data / "b.csv").write_text("x,target\n2,1\n")
+        drive(dw, lambda: len(runs(tmp_path)) == 2, timeout=30)
+        drive(dw, lambda: not dw.outbox.following(), timeout=30)
+        assert compute_manifest(data, follow_symlinks=True).dataset_hash == runs(tmp_path)[-1]
+        assert 2 == dw.status.last_files and dw.status.last_error is None
+        skipped = state.events(kinds=["data.skipped"])
+        assert 1 == len(skipped) and "self: symlink loop" in skipped[0].message, skipped
+        logged = caplog.text + capsys.readouterr().out  # wherever structlog writes
+        assert 1 == logged.count("file_skipped") and "symlink loop" in logged
+    finally:
+        dw.stop()
+        state.close()
