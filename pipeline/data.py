@@ -214,14 +214,17 @@ def load_dataset(
         raise DataValidationError("data directory does not exist", file=str(root))
     entries: list[lineage.FileEntry] = []
     frames: list[tuple[str, str, pd.DataFrame]] = []
-    for rel, _st in lineage.iter_files(root, patterns):
-        kind = _is_data_file(rel)
-        if kind is None:
-            entries.append(lineage.FileEntry(rel, lineage.hash_file(root / rel), _st.st_size))
-            continue
-        data = (root / rel).read_bytes()
-        entries.append(lineage.FileEntry(rel, hashlib.sha256(data).hexdigest(), len(data)))
-        frames.append((rel, kind, _parse(rel, kind, data)))
+    try:
+        for rel, _st in lineage.iter_files(root, patterns):
+            kind = _is_data_file(rel)
+            if kind is None:
+                entries.append(lineage.FileEntry(rel, lineage.hash_file(root / rel), _st.st_size))
+                continue
+            data = (root / rel).read_bytes()
+            entries.append(lineage.FileEntry(rel, hashlib.sha256(data).hexdigest(), len(data)))
+            frames.append((rel, kind, _parse(rel, kind, data)))
+    except lineage.DatasetPathError as exc:  # a name the manifest cannot hold: bad input
+        raise DataValidationError(f"{root}/{exc}") from None
     manifest = lineage.build_manifest(entries)
     if not frames:
         raise DataValidationError("no CSV or Parquet files found", file=str(root))

@@ -79,6 +79,16 @@ def check_name(rel_path: str) -> None:
             f"{rel_path!r}: file names with newline or backslash are not supported "
             "(sha256sum would escape them); rename the file"
         )
+    if not rel_path.isascii():
+        try:
+            rel_path.encode("utf-8")
+        except UnicodeEncodeError:
+            # Refused like a newline: such a name cannot be stored (SQLite), logged or
+            # tagged as text, and would hash on the CLI but break the daemon and the run.
+            shown = rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise DatasetPathError(
+                f"'{shown}': file names that are not valid UTF-8 are not supported; rename the file"
+            ) from None
 
 
 def sort_key(rel_path: str) -> bytes:

@@ -187,8 +187,9 @@ class DataWatcher:
         if pending and pending[0].last_error:
             detail["delivery_error"] = pending[0].last_error
         # An outage elsewhere (Airflow down) is not ours to fix by restarting: stay ok.
+        # Data we cannot use (a refused file name, an unreadable file) is not ready.
         ok = self.fs.watching or not self.root.exists()
-        return Health(self.name, ok, detail)
+        return Health(self.name, ok, detail, ready=self.status.last_error is None)
 
     def tick(self) -> float:
         mono = self.clock.monotonic()

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,9 @@ import pytest
 from pipeline.lineage import compute_manifest
 from pipeline.run import main as pipeline_main
 from tests.watch.conftest import drive, make_config, runs
+from watcher.cli import main as cli_main
 from watcher.datawatch import DataWatcher
+from watcher.http import HttpEndpoint
 from watcher.state import open_state
 
 
@@ -87,5 +93,80 @@ def test_self_symlink_is_skipped_and_named_once(
         logged = caplog.text + capsys.readouterr().out  # wherever structlog writes
         assert 1 == logged.count("file_skipped") and "symlink loop" in logged
     finally:
+        dw.stop()
+        state.close()
+
+
+# -- File names that are not UTF-8 -------------------------------------------------------
+
+LATIN1_NAME = b"caf\xe9.csv"  # what a Latin-1 tool writes for "café.csv"
+SHOWN = "caf\\xe9.csv"  # how every error names it
+
+
+def _latin1_data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = "".join(f"{i},{i % 2}\n" for i in range(8))
+    (data / "ok.csv").write_text("x,target\n" + rows)
+    (data / os.fsdecode(LATIN1_NAME)).write_text("x,target\n" + rows)
+    return data
+
+
+def _get(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_non_utf8_name_is_refused_by_the_cli_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CLI hashed it, the daemon and the pipeline could not: refused the same way."""
+    data = _latin1_data(tmp_path)
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
+    assert 2 == cli_main(["hash", str(data)])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and 1 == len(err.strip().splitlines()), err
+    assert SHOWN in err and "UTF-8" in err and "Traceback" not in err
+
+
+def test_non_utf8_name_is_refused_by_the_pipeline_naming_it(tmp_path: Path) -> None:
+    """It was "backend failure: UnicodeEncodeError", exit 1."""
+    message = _preprocess_fails(_latin1_data(tmp_path), tmp_path)
+    assert SHOWN in message and "UTF-8" in message
+
+
+def test_non_utf8_name_holds_the_daemon_naming_it_in_healthz(tmp_path: Path) -> None:
+    """Every pass used to fail with a traceback (SQLite cannot store the name) and
+    /healthz said 200. Now: no trigger, the file named once in the history, /healthz 503
+    (readiness) with the name; renaming the file triggers."""
+    data = _latin1_data(tmp_path)
+    cfg = make_config(tmp_path)
+    state = open_state(cfg.state.dir)
+    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    http = HttpEndpoint("127.0.0.1:0", [dw])
+    try:
+        dw.start()
+        http.start()
+        drive(dw, lambda: dw.status.last_error is not None, timeout=30)
+        assert SHOWN in (dw.status.last_error or "")
+        http.tick()
+        host, port = http.address
+        code, doc = _get(f"http://{host}:{port}/healthz")
+        assert 503 == code, doc
+        failing = doc["failing"]
+        assert isinstance(failing, dict) and SHOWN in failing["data"]["error"], doc
+        assert [] == runs(tmp_path)
+        errors = state.events(kinds=["data.error"])
+        assert 1 == len(errors) and SHOWN in errors[0].message, errors
+        (data / os.fsdecode(LATIN1_NAME)).rename(data / "cafe.csv")
+        drive(dw, lambda: len(runs(tmp_path)) == 1, timeout=30)
+        drive(dw, lambda: not dw.outbox.following(), timeout=30)
+        http.tick()
+        assert 200 == _get(f"http://{host}:{port}/healthz")[0]
+    finally:
+        http.stop()
         dw.stop()
         state.close()
