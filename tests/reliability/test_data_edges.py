@@ -18,9 +18,17 @@ import pytest
 
 from pipeline.lineage import compute_manifest
 from pipeline.run import main as pipeline_main
+from tests.reliability.conftest import (
+    daemon_env,
+    run_hashes,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+)
 from tests.watch.conftest import drive, make_config, runs
 from watcher.cli import main as cli_main
 from watcher.datawatch import DataWatcher
+from watcher.fswatch import FsWatch
 from watcher.http import HttpEndpoint
 from watcher.state import open_state
 
@@ -170,3 +178,75 @@ def test_non_utf8_name_holds_the_daemon_naming_it_in_healthz(tmp_path: Path) -> 
         http.stop()
         dw.stop()
         state.close()
+
+
+# -- A symlinked data dir ---------------------------------------------------------------
+
+
+def _relink(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` atomically, as deploy tools do (symlink + rename)."""
+    tmp = link.with_name(link.name + ".new")
+    tmp.symlink_to(target)
+    tmp.replace(link)
+
+
+def test_data_dir_link_at_startup_gets_inotify_events(tmp_path: Path) -> None:
+    """`data → real/` from the start: inotify on the link path saw nothing at all."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "data").symlink_to("real")
+    fs = FsWatch(tmp_path / "data", mode="events", quiet_period=0.1)
+    try:
+        assert fs.start() and "events" == fs.active_mode
+        (tmp_path / "real" / "a.csv").write_text("x")
+        wait_for(lambda: fs.batch_due() is not None, 30, "an inotify event under real/")
+        batch = fs.take()
+        assert batch is not None and str(tmp_path / "real" / "a.csv") in batch.sample
+        assert fs.problem() is None
+    finally:
+        fs.stop()
+
+
+def test_symlinked_data_dir_is_watched_at_its_target(tmp_path: Path) -> None:
+    """A real `watcher run` (inotify, reconcile 1 h): changes under the link's target
+    trigger within seconds, after the data dir is swapped for a link at run time and
+    after the link is retargeted. Each write waits until the rebuilt watch has done its
+    own scan, so the run that follows can only come from an inotify event on the target."""
+    log = tmp_path / "watcher.log"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("x,target\n1,0\n")
+    env = daemon_env(tmp_path, WATCHER_WATCH__MODE="events", WATCHER_WATCH__RECONCILE_INTERVAL="1h")
+    proc = start_daemon(tmp_path, env)
+
+    def runs_n() -> int:
+        return len(run_hashes(tmp_path))
+
+    def scanned_after_rebuild(n: int) -> bool:
+        """The n-th rebuild happened and a scan finished after it (its own, which took
+        every change noted so far)."""
+        events = [line for line in log.read_text().splitlines() if '"event": "' in line]
+        rebuilt = [i for i, line in enumerate(events) if '"event": "watch_rebuilt"' in line]
+        if len(rebuilt) < n:
+            return False
+        return any('"event": "data_scanned"' in line for line in events[rebuilt[n - 1] :])
+
+    try:
+        wait_for(lambda: runs_n() == 1, 120, "the startup run")
+        # The dir becomes a link to itself, moved (same inode: only the path says so).
+        (tmp_path / "data").rename(tmp_path / "release1")
+        (tmp_path / "data").symlink_to("release1")
+        wait_for(lambda: scanned_after_rebuild(1), 60, "the watch rebuilt on release1")
+        (tmp_path / "release1" / "b.csv").write_text("x,target\n2,1\n")
+        wait_for(lambda: runs_n() == 2, 60, "a run for b.csv (inotify)")
+        # The link retargeted to a new release.
+        (tmp_path / "release2").mkdir()
+        (tmp_path / "release2" / "c.csv").write_text("x,target\n3,0\n")
+        _relink(tmp_path / "data", "release2")
+        wait_for(lambda: scanned_after_rebuild(2), 60, "the watch rebuilt on release2")
+        wait_for(lambda: runs_n() == 3, 60, "a run for release2 (the rebuild's scan)")
+        (tmp_path / "release2" / "d.csv").write_text("x,target\n4,1\n")
+        wait_for(lambda: runs_n() == 4, 60, "a run for d.csv (inotify)")
+        assert compute_manifest(tmp_path / "data").dataset_hash == run_hashes(tmp_path)[-1]
+        rebuilds = [line for line in log.read_text().splitlines() if '"watch_rebuilt"' in line]
+        assert "release1" in rebuilds[0] and "release2" in rebuilds[1], rebuilds
+    finally:
+        assert 0 == stop_daemon(proc), log.read_text()[-3000:]
