@@ -108,8 +108,13 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
             )
         try:
             frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+            # pandas renames a repeated name (`a`, `a.1`): read the header as written.
+            names = pd.read_csv(
+                io.BytesIO(data), header=None, nrows=1, dtype=str, keep_default_na=False
+            ).iloc[0]
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise DataValidationError(f"cannot parse CSV: {exc}", file=rel) from exc
+        header = [str(n) for n in names]
     else:
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -117,13 +122,26 @@ def _parse(rel: str, kind: str, data: bytes) -> pd.DataFrame:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
         except Exception as exc:  # pyarrow raises several unrelated types for bad files
             raise DataValidationError(f"cannot read Parquet: {exc}", file=rel) from exc
+        header = [str(c) for c in frame.columns]
     if frame.shape[0] == 0:
         raise DataValidationError("empty file (header but no data rows)", file=rel)
-    dupes = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if dupes:
-        raise DataValidationError("duplicate column in header", file=rel, column=str(dupes[0]))
+    _refuse_duplicates(rel, header)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _refuse_duplicates(rel: str, header: Sequence[str]) -> None:
+    """Names equal after stripping spaces would be one feature twice (or a silent `a.1`)."""
+    positions: dict[str, list[int]] = {}
+    for i, name in enumerate(header, start=1):
+        if name.strip():  # empty names get distinct `Unnamed: N` names from pandas
+            positions.setdefault(name.strip(), []).append(i)
+    dupes = {name: at for name, at in positions.items() if len(at) > 1}
+    if dupes:
+        detail = "; ".join(f"{name!r} at columns {at}" for name, at in dupes.items())
+        raise DataValidationError(
+            f"duplicate columns in header: {detail}", file=rel, column=next(iter(dupes))
+        )
 
 
 def _numeric_column(values: pd.Series[Any], rel: str, kind: str, column: str) -> pd.Series[Any]:
@@ -196,14 +214,17 @@ def load_dataset(
         raise DataValidationError("data directory does not exist", file=str(root))
     entries: list[lineage.FileEntry] = []
     frames: list[tuple[str, str, pd.DataFrame]] = []
-    for rel, _st in lineage.iter_files(root, patterns):
-        kind = _is_data_file(rel)
-        if kind is None:
-            entries.append(lineage.FileEntry(rel, lineage.hash_file(root / rel), _st.st_size))
-            continue
-        data = (root / rel).read_bytes()
-        entries.append(lineage.FileEntry(rel, hashlib.sha256(data).hexdigest(), len(data)))
-        frames.append((rel, kind, _parse(rel, kind, data)))
+    try:
+        for rel, _st in lineage.iter_files(root, patterns):
+            kind = _is_data_file(rel)
+            if kind is None:
+                entries.append(lineage.FileEntry(rel, lineage.hash_file(root / rel), _st.st_size))
+                continue
+            data = (root / rel).read_bytes()
+            entries.append(lineage.FileEntry(rel, hashlib.sha256(data).hexdigest(), len(data)))
+            frames.append((rel, kind, _parse(rel, kind, data)))
+    except lineage.DatasetPathError as exc:  # a name the manifest cannot hold: bad input
+        raise DataValidationError(f"{root}/{exc}") from None
     manifest = lineage.build_manifest(entries)
     if not frames:
         raise DataValidationError("no CSV or Parquet files found", file=str(root))

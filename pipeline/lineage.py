@@ -7,6 +7,7 @@ hash is the SHA-256 of the manifest bytes. See README "Dataset hash".
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import hashlib
@@ -78,6 +79,16 @@ def check_name(rel_path: str) -> None:
             f"{rel_path!r}: file names with newline or backslash are not supported "
             "(sha256sum would escape them); rename the file"
         )
+    if not rel_path.isascii():
+        try:
+            rel_path.encode("utf-8")
+        except UnicodeEncodeError:
+            # Refused like a newline: such a name cannot be stored (SQLite), logged or
+            # tagged as text, and would hash on the CLI but break the daemon and the run.
+            shown = rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise DatasetPathError(
+                f"'{shown}': file names that are not valid UTF-8 are not supported; rename the file"
+            ) from None
 
 
 def sort_key(rel_path: str) -> bytes:
@@ -113,11 +124,8 @@ def iter_files(
                 if on_skip is not None:
                     on_skip(rel, "symlink (follow_symlinks is off)")
                 continue
-            try:
-                st = entry.stat(follow_symlinks=True)
-            except FileNotFoundError:
-                if on_skip is not None:
-                    on_skip(rel, "vanished or dangling symlink")
+            st = _stat_through(entry, rel, on_skip)
+            if st is None:
                 continue
             if _stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
@@ -130,6 +138,23 @@ def iter_files(
             elif _stat.S_ISREG(st.st_mode):
                 check_name(rel)
                 yield rel, st
+
+
+def _stat_through(
+    entry: os.DirEntry[str], rel: str, on_skip: Callable[[str, str], None] | None
+) -> os.stat_result | None:
+    """The entry's stat through links; None (reported) when it vanished or cannot resolve."""
+    try:
+        return entry.stat(follow_symlinks=True)
+    except FileNotFoundError:
+        why = "vanished or dangling symlink"
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        why = "symlink loop"  # `ln -s self self`: the kernel gives up resolving it
+    if on_skip is not None:
+        on_skip(rel, why)
+    return None
 
 
 def hash_file(path: Path | str) -> str:

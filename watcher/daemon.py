@@ -40,7 +40,8 @@ class Health:
 
     ``ok`` is liveness: only it gates systemd's watchdog (a restart can fix a dead
     thread). ``ready`` is readiness: a backend we need is unreachable (MLflow
-    down); /healthz reports it, but restarting us would not bring MLflow back.
+    down) or the data is unusable; /healthz reports it, but restarting us would not
+    bring MLflow back or fix the data.
     """
 
     name: str

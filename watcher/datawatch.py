@@ -149,6 +149,7 @@ class DataWatcher:
         self._said_empty: str | None = None
         self._held: str | None = None  # why the last freeze failed (logged once per cause)
         self._paused_warned = False
+        self._skipped: set[tuple[str, str]] = set()  # (path, why) already reported
 
     # Component protocol --------------------------------------------------------
 
@@ -199,8 +200,9 @@ class DataWatcher:
             detail["delivery_attempts"] = pending[0].attempts
         # An outage elsewhere (Airflow down) is not ours to fix by restarting: stay ok
         # (no watchdog restart) but not ready, so /healthz says the trigger is not going out.
+        # Data we cannot use (a refused file name, an unreadable file) is not ready either.
         ok = self.fs.watching or not self.root.exists()
-        return Health(self.name, ok, detail, ready=not failing)
+        return Health(self.name, ok, detail, ready=not failing and self.status.last_error is None)
 
     def tick(self) -> float:
         mono = self.clock.monotonic()
@@ -258,6 +260,7 @@ class DataWatcher:
         except OSError as exc:
             self._error(f"{self.root}: cannot read the data dir: {exc}")
             return None
+        self._report_skips(result.skipped)
         if not result.settled:
             log.info("files_not_settled", data_dir=str(self.root), files=list(result.unsettled[:5]))
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
@@ -270,6 +273,16 @@ class DataWatcher:
         )
         self._on_manifest(result, reason)
         return result
+
+    def _report_skips(self, skipped: Sequence[tuple[str, str]]) -> None:
+        """Name each skipped path once while it stays skipped (not on every scan); a loop
+        also goes to the history, since it is data the operator may think is trained on."""
+        current = set(skipped)
+        for rel, why in sorted(current - self._skipped):
+            log.info("file_skipped", data_dir=str(self.root), path=rel, reason=why)
+            if why == "symlink loop":
+                self.state.record("data.skipped", f"{self.root}/{rel}: {why}, skipped")
+        self._skipped = current
 
     def _error(self, message: str) -> None:
         if message != self.status.last_error:

@@ -10,6 +10,11 @@ the truth, so a 10,000-file burst costs three integers, not 10,000 records.
 :meth:`FsWatch.check` rebuilds the watch when the observer or its emitter
 died, or the data dir was deleted or replaced (a new inode), since inotify
 keeps watching the old inode and watchdog does not say so.
+
+A data dir that is (or sits under) a symlink, ``data → releases/42`` as deploy tools
+make, is watched at its resolved target: inotify under the link path reports nothing.
+The link is re-resolved on every check, so a dir swapped for a link, or a retargeted
+link, rebuilds the watch on the new target.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class _Recorder(FileSystemEventHandler):
     """Counts relevant events; O(1) memory however many arrive."""
 
     def __init__(self, root: Path, patterns: Sequence[str], clock: Callable[[], float]) -> None:
-        self._root = str(root)
+        self.root = str(root)  # the watched (resolved) dir: event paths start with it
         self._patterns = tuple(patterns)
         self._clock = clock
         self._lock = threading.Lock()
@@ -65,9 +70,10 @@ class _Recorder(FileSystemEventHandler):
         self._sample: deque[str] = deque(maxlen=SAMPLE_PATHS)
 
     def _relevant(self, path: str) -> bool:
-        if not path.startswith(self._root):
+        root = self.root
+        if not path.startswith(root):
             return False
-        rel = path[len(self._root) :].lstrip("/")
+        rel = path[len(root) :].lstrip("/")
         return rel == "" or not is_ignored(rel, self._patterns)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
@@ -140,6 +146,7 @@ class FsWatch:
         self._observer_factory = observer_factory or Observer
         self._observer: BaseObserver | None = None
         self._watched_id: tuple[int, int] | None = None
+        self._target: str | None = None  # the resolved root being watched
         self.active_mode: Literal["events", "polling"] | None = None
         self.rebuilds = 0
         self.fallback_reason: str | None = None
@@ -148,10 +155,12 @@ class FsWatch:
 
     def start(self) -> bool:
         """Start watching; False when the data dir does not exist (check() retries)."""
+        target = os.path.realpath(self.root)
         try:
-            st = self.root.stat()
+            st = os.stat(target)  # noqa: PTH116  the str is what watchdog is given
         except FileNotFoundError:
             return False
+        self.recorder.root = target
         want_polling = self.mode == "polling" or self.fallback_reason is not None
         if not want_polling:
             try:
@@ -179,12 +188,14 @@ class FsWatch:
             self._observer = self._start(PollingObserver(timeout=self.polling_interval))
             self.active_mode = "polling"
         self._watched_id = (st.st_dev, st.st_ino)
-        log.info("watching", data_dir=str(self.root), mode=self.active_mode)
+        self._target = target
+        extra = {} if target == str(self.root) else {"target": target}
+        log.info("watching", data_dir=str(self.root), mode=self.active_mode, **extra)
         return True
 
     def _start(self, observer: BaseObserver) -> BaseObserver:
         observer.daemon = True
-        observer.schedule(self.recorder, str(self.root), recursive=True)
+        observer.schedule(self.recorder, self.recorder.root, recursive=True)
         try:
             observer.start()
         except BaseException:
@@ -196,6 +207,7 @@ class FsWatch:
     def stop(self) -> None:
         obs, self._observer = self._observer, None
         self._watched_id = None
+        self._target = None
         if obs is not None:
             obs.stop()
             with contextlib.suppress(RuntimeError):
@@ -212,10 +224,13 @@ class FsWatch:
         emitters = self._observer.emitters
         if not emitters or not all(e.is_alive() for e in emitters):
             return "emitter thread died"
+        target = os.path.realpath(self.root)
         try:
-            st = self.root.stat()
+            st = os.stat(target)  # noqa: PTH116
         except FileNotFoundError:
             return "data dir deleted"
+        if target != self._target:
+            return f"data dir now resolves to {target}"  # a link made, retargeted or removed
         if (st.st_dev, st.st_ino) != self._watched_id:
             return "data dir replaced"
         return None

@@ -277,8 +277,6 @@ class IncrementalHasher:
                 del cache[gone]
                 deletes.append(gone)
         self._persist(upserts, deletes)
-        for rel, why in skipped:
-            log.info("file_skipped", data_dir=str(self.root), path=rel, reason=why)
         return ScanResult(
             manifest=build_manifest(entries.values()),
             hashed_files=len(digests),
