@@ -157,9 +157,18 @@ def _stat_through(
     return None
 
 
-def hash_file(path: Path | str) -> str:
-    with Path(path).open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+def hash_file(path: Path | str, between_chunks: Callable[[], None] | None = None) -> str:
+    """SHA-256 of the file's bytes, read CHUNK at a time (hashlib.file_digest's loop).
+    ``between_chunks`` runs after each chunk: the daemon's stop check, which may raise."""
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    with Path(path).open("rb", buffering=0) as fh:
+        while size := fh.readinto(buf):
+            digest.update(view[:size])  # releases the GIL: pool threads hash in parallel
+            if between_chunks is not None:
+                between_chunks()
+    return digest.hexdigest()
 
 
 def build_manifest(entries: Iterable[FileEntry]) -> Manifest:

@@ -2,7 +2,8 @@
 
 Components own their I/O (watching files, polling the registry, delivering
 alerts). The loop gives each a turn, reports health to systemd and the state
-DB, and stops them in reverse order. Signals only set the stop event.
+DB, and stops them in reverse order. Signals set the stop event; during start-up they
+also interrupt it (watcher/stopping.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Protocol
 
-from watcher import keepalive
+from watcher import keepalive, stopping
 from watcher.clock import Clock, SystemClock
 from watcher.errors import StateError
 from watcher.logging import get_logger
@@ -67,7 +67,8 @@ class Component(Protocol):
 class Daemon:
     """The main loop. A component that produces results on another thread may define
     ``bind_wake(wake)`` and call ``wake()`` when it has queued one: the loop then ticks at
-    once instead of at the end of its sleep."""
+    once instead of at the end of its sleep. One that does long work in a tick may define
+    ``bind_stop(event)`` and raise :class:`~watcher.stopping.Stopping` once it is set."""
 
     def __init__(
         self,
@@ -88,6 +89,9 @@ class Daemon:
             bind = getattr(comp, "bind_wake", None)
             if bind is not None:
                 bind(self.wake.set)
+            bind_stop = getattr(comp, "bind_stop", None)
+            if bind_stop is not None:
+                bind_stop(self.stop_event)
         self._last_heartbeat = -HEARTBEAT_EVERY
         self._next_ping = -1e9
         self._last_status = ""
@@ -169,12 +173,11 @@ class Daemon:
         return max(0.0, self._next_ping - self.clock.monotonic())
 
     def install_signal_handlers(self) -> None:
-        def _handler(signum: int, _frame: FrameType | None) -> None:
-            log.info("stop_requested", signal=signal.Signals(signum).name)
-            self.stop()
+        def _on_signal(name: str) -> None:
+            log.info("stop_requested", signal=name)
+            self.wake.set()
 
-        signal.signal(signal.SIGTERM, _handler)
-        signal.signal(signal.SIGINT, _handler)
+        stopping.install(self.stop_event, _on_signal)
         # Config reload is restart-only: say so instead of dying on the default action.
         signal.signal(
             signal.SIGHUP,
@@ -187,6 +190,7 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
+        """Start, say READY, loop until stopped; 0 also when stopped during start-up."""
         started = time.monotonic()
         running: list[Component] = []
         # A state DB that takes no writes (read-only file or mount) fails here, naming the
@@ -194,12 +198,17 @@ class Daemon:
         self.state.check_writable()
         keepalive.install(self.keepalive)
         try:
-            for comp in self.components:
-                comp.start()
-                # Only started components are stopped: a failed start must still let
-                # the earlier ones (and their non-daemon threads) shut down.
-                running.append(comp)
-            self.tick()  # the first reconcile happens before READY=1
+            # Start-up (imports, the first hash, the first delivery) can take long and cannot
+            # always check the event: a stop signal interrupts it. It never says READY.
+            with stopping.interruptible(self.stop_event):
+                for comp in self.components:
+                    stopping.check(self.stop_event)
+                    comp.start()
+                    # Only started components are stopped: a failed start must still let
+                    # the earlier ones (and their non-daemon threads) shut down.
+                    running.append(comp)
+                self.tick()  # the first reconcile happens before READY=1
+            stopping.check(self.stop_event)
             status = "watching; " + ", ".join(c.name for c in self.components)
             self.sd.ready(status)
             self._ready = True
@@ -218,6 +227,10 @@ class Daemon:
                     wait = min(wait, until_ping)
                 self.clock.wait(self.wake, wait)
                 self.wake.clear()
+        except stopping.Stopping:
+            log.info(
+                "stopped_in_work", ready=self._ready, seconds=round(time.monotonic() - started, 3)
+            )
         finally:
             keepalive.install(None)
             self.sd.stopping()
@@ -231,4 +244,5 @@ class Daemon:
             self.state.set_meta(
                 "heartbeat", json.dumps({"pid": None, "at": iso(self.clock.now()), "stopped": True})
             )
+            log.info("stopped")
         return 0

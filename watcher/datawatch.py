@@ -12,6 +12,7 @@ undelivered trigger, whose bytes are gone.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -152,6 +153,10 @@ class DataWatcher:
         self._skipped: set[tuple[str, str]] = set()  # (path, why) already reported
 
     # Component protocol --------------------------------------------------------
+
+    def bind_stop(self, stop: threading.Event) -> None:
+        """A scan (the first hash of a big tree) gives way to the daemon's stop."""
+        self.hasher.stop = stop
 
     def start(self) -> None:
         if self.trigger is None:

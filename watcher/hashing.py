@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.lineage import DEFAULT_IGNORE, FileEntry, Manifest, build_manifest, hash_file
 from pipeline.lineage import iter_files as lineage_iter_files
-from watcher import keepalive
+from watcher import keepalive, stopping
 from watcher.logging import get_logger
 from watcher.state import StateStore, iso
 
@@ -41,6 +41,10 @@ STALLED_AFTER = 600.0  # no file finished for this long: stop feeding the watchd
 SMALL_BATCH = 256  # small files per pool task
 PROGRESS_MIN_BYTES = 256 << 20  # show progress when at least this much must be read
 PROGRESS_LOG_EVERY = 5.0  # seconds between progress log lines when not on a TTY
+STOP_CHECK_EVERY = 0.2  # seconds between the pool-feeding thread's stop checks
+
+
+_Batch = list[tuple[str, os.stat_result]]
 
 
 class StatKey(NamedTuple):
@@ -173,6 +177,9 @@ class IncrementalHasher:
         self._wall_ns = wall_ns
         self._cache: dict[str, _Cached] | None = None
         self._prefix = ""
+        # The daemon's stop event: a scan checks it between files and chunks and raises
+        # stopping.Stopping (the first hash of a big tree must not outlast a SIGTERM).
+        self.stop: threading.Event | None = None
 
     # Cache persistence -------------------------------------------------------
 
@@ -229,14 +236,15 @@ class IncrementalHasher:
         scan_start_ns = self._wall_ns()
         cache = self._load()
         skipped: list[tuple[str, str]] = []
-        walked: list[tuple[str, os.stat_result]] = list(
-            lineage_iter_files(
-                self.root,
-                self.patterns,
-                follow_symlinks=self.follow_symlinks,
-                on_skip=lambda rel, why: skipped.append((rel, why)),
-            )
-        )
+        walked: list[tuple[str, os.stat_result]] = []
+        for item in lineage_iter_files(
+            self.root,
+            self.patterns,
+            follow_symlinks=self.follow_symlinks,
+            on_skip=lambda rel, why: skipped.append((rel, why)),
+        ):
+            walked.append(item)
+            self._check_stop()
         entries: dict[str, FileEntry] = {}
         todo: list[tuple[str, os.stat_result]] = []
         get = cache.get
@@ -294,14 +302,16 @@ class IncrementalHasher:
         root = str(self.root)
         done_bytes = 0
         lock = threading.Lock()
+        check = self._check_stop
 
-        def work(batch: list[tuple[str, os.stat_result]]) -> list[tuple[str, str | None]]:
+        def work(batch: _Batch) -> list[tuple[str, str | None]]:
             nonlocal done_bytes
             out: list[tuple[str, str | None]] = []
             for rel, st in batch:
+                check()
                 path = f"{root}/{rel}"
                 try:
-                    sha: str | None = hash_file(path)
+                    sha: str | None = hash_file(path, check)
                     # os.stat on the str: no Path object per file in this hot loop.
                     after = os.stat(path, follow_symlinks=self.follow_symlinks)  # noqa: PTH116
                     if _key(after) != _key(st):
@@ -328,17 +338,7 @@ class IncrementalHasher:
             else:
                 # Big work always goes through the pool, even for one file, so this thread
                 # can report progress and keep the systemd watchdog fed meanwhile.
-                workers = min(self.workers, len(batches))
-                with cf.ThreadPoolExecutor(workers, thread_name_prefix="hash") as pool:
-                    futures = [pool.submit(work, b) for b in batches]
-                    pending: set[cf.Future[list[tuple[str, str | None]]]] = set(futures)
-                    alive = _Liveness()
-                    while pending:
-                        _, pending = cf.wait(pending, timeout=0.5)
-                        alive.update(done_bytes)
-                        if progress is not None:
-                            progress.update(done_bytes)
-                    results = [f.result() for f in futures]
+                results = self._in_pool(batches, work, lambda: done_bytes, progress)
         finally:
             if progress is not None:
                 progress.close()
@@ -350,10 +350,39 @@ class IncrementalHasher:
                     digests[rel] = sha
         return digests, unsettled
 
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise stopping.Stopping
 
-def _batches(todo: list[tuple[str, os.stat_result]]) -> list[list[tuple[str, os.stat_result]]]:
+    def _in_pool(
+        self,
+        batches: list[_Batch],
+        work: Callable[[_Batch], list[tuple[str, str | None]]],
+        done_bytes: Callable[[], int],
+        progress: _Progress | None,
+    ) -> list[list[tuple[str, str | None]]]:
+        """Run ``work`` over ``batches`` on the pool while this thread reports progress,
+        feeds the watchdog and checks for a stop."""
+        workers = min(self.workers, len(batches))
+        with cf.ThreadPoolExecutor(workers, thread_name_prefix="hash") as pool:
+            futures = [pool.submit(work, b) for b in batches]
+            pending: set[cf.Future[list[tuple[str, str | None]]]] = set(futures)
+            alive = _Liveness()
+            while pending:
+                _, pending = cf.wait(pending, timeout=STOP_CHECK_EVERY)
+                if self.stop is not None and self.stop.is_set():
+                    # Queued batches never start; running ones end at their next chunk.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise stopping.Stopping
+                alive.update(done_bytes())
+                if progress is not None:
+                    progress.update(done_bytes())
+            return [f.result() for f in futures]
+
+
+def _batches(todo: list[tuple[str, os.stat_result]]) -> list[_Batch]:
     """One pool task per large file, small files grouped so futures cost little."""
-    batches: list[list[tuple[str, os.stat_result]]] = []
+    batches: list[_Batch] = []
     small: list[tuple[str, os.stat_result]] = []
     for item in todo:
         if item[1].st_size >= LARGE_FILE:

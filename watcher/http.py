@@ -143,7 +143,7 @@ class HttpEndpoint:
         server.endpoint = self
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
         )
         self._thread.start()
         host, port = self.address

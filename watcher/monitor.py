@@ -41,7 +41,7 @@ ACCURACY_ALERT = "ModelAccuracyLow"
 MLFLOW_DOWN_ALERT = "MlflowUnreachable"
 POLICY_META = "monitor.policy"
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
-STOP_GRACE = 3.0
+STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
 
 
 class _DaemonWorker(concurrent.futures.Executor):
@@ -305,6 +305,12 @@ class Monitor:
             self._down_since = None
             self._down_error = None
         self._last_ok = result.at
+        if not self._polled_once:  # the first poll includes `import mlflow`: say when it is done
+            log.info(
+                "registry_first_poll",
+                models=len(result.snapshots),
+                seconds=round(result.seconds, 3),
+            )
         if self.metrics is not None:
             self.metrics.last_poll_success.labels(backend="mlflow").set(result.at.timestamp())
         self._process_mlflow_alert(now)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pipeline.tracking import is_not_found
+from watcher import stopping
 from watcher.errors import RegistryError, RegistryUnavailable
 from watcher.ports import (
     ARCHIVED_STAGE,
@@ -161,7 +162,8 @@ class MlflowRegistry:
         """The lazily created client (also used by watcher.feedback for tracking calls)."""
         with self._lock:
             if self._client is None:
-                self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
+                with stopping.interruptible():  # `import mlflow` takes seconds
+                    self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
             return self._client
 
     def count(self, n: int = 1) -> None:
@@ -171,7 +173,9 @@ class MlflowRegistry:
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[MlflowClient]:
         self.count()
-        with translate_errors(what, self.uri):
+        # A slow MLflow (or `import mlflow` on first use) must not hold up a SIGTERM: on
+        # the daemon's main thread the call is abandoned; every caller is crash-safe.
+        with stopping.interruptible(), translate_errors(what, self.uri):
             yield self.client
 
     def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
