@@ -1,12 +1,14 @@
 """Run configuration: one dataclass filled from CLI args or an Airflow run conf.
 
 Resolution order for each field: run conf / CLI value, then ``WATCHER_*`` env var
-(the defaults of a hand-triggered DAG run), then the built-in default.
+(the defaults of a hand-triggered DAG run), then the built-in default. The watcher
+sends every pipeline setting in the conf, so its config wins over a worker's env.
+Values are checked here, before anything is trained: a bad one is a BadInputError
+(the DAG fails the task without retrying).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +22,8 @@ from pipeline.train import DEFAULT_EXPERIMENT
 
 DEFAULT_MODEL_NAME = "iris-classifier"
 DEFAULT_THRESHOLD = 0.9
+MAX_ESTIMATORS = 10_000
+MAX_DEPTH = 1_000
 ENV_DEFAULTS = {
     "data_dir": "WATCHER_DATA_DIR",
     "model_name": "WATCHER_MODEL_NAME",
@@ -56,26 +60,42 @@ class RunConfig:
             raise BadInputError("model_name must not be empty")
         check_mode(self.registry_mode)
         check_rule(self.promote)
-        if math.isnan(self.threshold):
-            raise BadInputError("threshold must be a number")
+        _check_range("threshold", self.threshold, 0.0, 1.0)
+        _check_range("n_estimators", self.n_estimators, 1, MAX_ESTIMATORS)
+        if self.max_depth is not None:
+            _check_range("max_depth", self.max_depth, 1, MAX_DEPTH)
+        _check_range("random_state", self.random_state, 0, 2**32 - 1)  # numpy's seed range
+        if not 0.0 < self.test_size < 1.0:
+            raise BadInputError(f"test_size: expected a number in (0, 1), got {self.test_size!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:  # NaN fails too
+        raise BadInputError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+
+
 def _coerce(name: str, value: Any, kind: str) -> Any:
+    """A conf value (JSON) or env value (string) as the field's type; anything else is
+    a BadInputError naming the key (a list or a bool is never silently stringified)."""
     if value is None or (isinstance(value, str) and value == "" and "None" in kind):
         return None
     try:
+        if isinstance(value, bool | list | dict):
+            raise TypeError(value)
         if kind.startswith("int"):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
         if kind.startswith("float"):
             return float(value)
-    except (TypeError, ValueError) as exc:
+        if not isinstance(value, str):
+            raise TypeError(value)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise BadInputError(f"{name}: expected {kind}, got {value!r}") from exc
-    return str(value)
+    return value
 
 
 def from_conf(conf: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RunConfig:
@@ -94,7 +114,8 @@ def from_conf(conf: Mapping[str, Any], environ: Mapping[str, str] | None = None)
         "trigger": {**trigger, **{k: conf[k] for k in TRIGGER_KEYS if conf.get(k) is not None}}
     }
     for name, kind in known.items():
-        if name in conf and conf[name] is not None:
+        # An explicit null counts for a field that may be None (max_depth: unbounded).
+        if name in conf and (conf[name] is not None or "None" in kind):
             values[name] = _coerce(name, conf[name], kind)
         elif name in ENV_DEFAULTS and environ.get(ENV_DEFAULTS[name]):
             values[name] = _coerce(name, environ[ENV_DEFAULTS[name]], kind)

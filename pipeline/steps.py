@@ -59,6 +59,12 @@ def train(state: State) -> State:
         tracking_uri=cfg.tracking_uri,
         data_dir=cfg.data_dir,
         trigger=cfg.trigger,
+        settings={
+            "model_name": cfg.model_name,
+            "registry_mode": cfg.registry_mode,
+            "promote": cfg.promote,
+            "threshold": cfg.threshold,
+        },
     )
     return {
         **state,

@@ -87,8 +87,13 @@ def train(
     tracking_uri: str | None = None,
     data_dir: str | None = None,
     trigger: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Fit, evaluate on the test split and log params, metrics, tags, manifest and model."""
+    """Fit, evaluate on the test split and log params, metrics, tags, manifest and model.
+
+    ``settings``: the run's other pipeline settings (model name, registry mode, promote
+    rule, threshold), logged as params too, so the run records everything it used.
+    """
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
@@ -124,6 +129,7 @@ def train(
         mlflow.log_params(
             {
                 **{k: ("None" if v is None else v) for k, v in asdict(params).items()},
+                **dict(settings or {}),
                 "train_rows": len(split.y_train),
                 "test_rows": len(split.y_test),
             }

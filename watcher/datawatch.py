@@ -30,7 +30,7 @@ from watcher.metrics import METRICS
 from watcher.outbox import Outbox, OutboxRow, fault_point
 from watcher.snapshots import SnapshotStale, SnapshotStore
 from watcher.trigger_airflow import TriggerUnavailable, run_id_for
-from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger
+from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger, pipeline_settings
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
@@ -132,6 +132,7 @@ class DataWatcher:
         )
         self.outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
         self.trigger = trigger
+        self.settings = pipeline_settings(config)  # sent with every run (see _deliver_one)
         self.drift = drift
         self.snapshots = (
             SnapshotStore(w.snapshot_dir, w.snapshot_keep) if w.snapshot_dir is not None else None
@@ -477,7 +478,7 @@ class DataWatcher:
 
     def _deliver_one(self, row: OutboxRow, now: datetime) -> bool:
         try:
-            result = self._trigger.submit(row.run_id, row.conf)
+            result = self._trigger.submit(row.run_id, {**self.settings, **row.conf})
         except TriggerUnavailable as exc:
             delay = self.outbox.mark_retry(row, str(exc), now=now, permanent=False)
             METRICS.record_trigger("retry")

@@ -2,7 +2,8 @@
 
 ``airflow`` is :class:`watcher.trigger_airflow.AirflowTrigger` (REST). ``local``
 runs ``python -m pipeline.run`` and ``command`` runs a configured argv with the
-run conf as JSON on stdin; both in a child process, never through a shell.
+run conf as JSON on stdin; both in a child process, never through a shell. Every
+run conf carries the pipeline settings (:func:`pipeline_settings`).
 
 A child run is started through a tiny Python supervisor that writes the child's
 exit code to ``runs/<run_id>.exit`` when it ends, so a run's outcome is known
@@ -25,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pipeline.lineage import TRIGGER_KEYS
 from watcher.errors import TriggerError
 from watcher.lock import pid_alive
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
@@ -40,6 +40,7 @@ __all__ = [
     "Trigger",
     "TriggerUnavailable",
     "build_trigger",
+    "pipeline_settings",
 ]
 
 # Runs the child, then records its exit code atomically (tmp + rename).
@@ -193,7 +194,7 @@ class _ChildTrigger:
 
 
 class LocalTrigger(_ChildTrigger):
-    """``python -m pipeline.run`` with the run conf as flags (the embedded default)."""
+    """``python -m pipeline.run`` with the run conf (settings included) as ``--conf``."""
 
     kind = "local"
 
@@ -201,40 +202,23 @@ class LocalTrigger(_ChildTrigger):
         self,
         runs_dir: Path,
         *,
-        model_name: str,
-        registry_mode: str,
-        promote: str,
-        threshold: float,
-        target: str = "target",
-        n_estimators: int = 100,
-        max_depth: int | None = None,
         tracking_uri: str | None = None,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(runs_dir, env=env)
         self.python = python
-        self.fixed = [
-            "--model-name", model_name,
-            "--registry-mode", registry_mode,
-            "--promote", promote,
-            "--threshold", repr(threshold),
-            "--target", target,
-            "--n-estimators", str(n_estimators),
-        ]  # fmt: skip
-        if max_depth is not None:
-            self.fixed += ["--max-depth", str(max_depth)]
         if tracking_uri:
             self.env["MLFLOW_TRACKING_URI"] = tracking_uri
 
     def argv(self, run_id: str, conf: Mapping[str, Any]) -> list[str]:
+        rest = {k: v for k, v in conf.items() if k not in ("data_dir", "data_hash")}
         return [
             self.python, "-m", "pipeline.run",
             "--data-dir", str(conf["data_dir"]),
             "--data-hash", str(conf["data_hash"]),
-            *self.fixed,
             "--dag-run-id", run_id,
-            "--conf", json.dumps({k: conf[k] for k in TRIGGER_KEYS if k in conf}),
+            "--conf", json.dumps(rest, sort_keys=True),
         ]  # fmt: skip
 
 
@@ -273,18 +257,26 @@ def build_trigger(config: Config) -> Trigger:
         )
     if trig.backend == "command":
         return CommandTrigger(runs_dir, trig.command)
+    return LocalTrigger(runs_dir, tracking_uri=config.tracking_uri)
+
+
+def pipeline_settings(config: Config) -> dict[str, Any]:
+    """The effective pipeline settings under their run conf names (``pipeline.config``).
+
+    Every run conf carries them, on every backend, so a run trains and promotes with what
+    ``check-config`` shows; they win over the worker's ``WATCHER_*`` env defaults. The
+    worker keeps its own ``MLFLOW_TRACKING_URI`` (the watcher's may be a local path).
+    """
     pipe = config.pipeline
-    return LocalTrigger(
-        runs_dir,
-        model_name=pipe.model_name,
-        registry_mode=config.mlflow.registry_mode,
-        promote=pipe.promote,
-        threshold=pipe.threshold,
-        target=pipe.target_column,
-        n_estimators=pipe.n_estimators,
-        max_depth=pipe.max_depth,
-        tracking_uri=config.tracking_uri,
-    )
+    return {
+        "model_name": pipe.model_name,
+        "registry_mode": config.mlflow.registry_mode,
+        "promote": pipe.promote,
+        "threshold": pipe.threshold,
+        "target": pipe.target_column,
+        "n_estimators": pipe.n_estimators,
+        "max_depth": pipe.max_depth,  # null = unbounded, explicitly
+    }
 
 
 def wait_terminal(trigger: Trigger, run_id: str, timeout: float, poll: float = 0.2) -> str | None:

@@ -40,3 +40,42 @@ def test_unknown_key_named() -> None:
     """A typo in a hand-written run conf is rejected by name."""
     with pytest.raises(BadInputError, match=r"unknown run conf key\(s\) \['n_estimator'\]"):
         from_conf({"data_dir": "/d", "n_estimator": 5}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"n_estimators": "ten"}, r"n_estimators: expected int, got 'ten'"),
+        ({"n_estimators": True}, r"n_estimators: expected int, got True"),
+        ({"n_estimators": 0}, r"n_estimators: expected a number in \[1, 10000\], got 0"),
+        ({"max_depth": 2.5}, r"max_depth: expected int \| None, got 2.5"),
+        ({"max_depth": 0}, r"max_depth: expected a number in \[1, 1000\], got 0"),
+        ({"threshold": 1.5}, r"threshold: expected a number in \[0.0, 1.0\], got 1.5"),
+        ({"threshold": "nan"}, r"threshold: expected a number in \[0.0, 1.0\], got nan"),
+        ({"threshold": [0.5]}, r"threshold: expected float, got \[0.5\]"),
+        ({"model_name": {"a": 1}}, r"model_name: expected str, got \{'a': 1\}"),
+        ({"promote": "sometimes"}, r"promote must be one of"),
+        ({"registry_mode": "both"}, r"registry mode must be one of"),
+        ({"test_size": 1}, r"test_size: expected a number in \(0, 1\), got 1.0"),
+        ({"random_state": -1}, r"random_state: expected a number in \[0, 4294967295\], got -1"),
+    ],
+)
+def test_bad_conf_values_are_bad_input_naming_the_key(
+    conf: dict[str, object], message: str
+) -> None:
+    """A run conf comes from outside (the watcher or a hand trigger): every value is typed
+    and bounded before anything is trained; a BadInputError fails the task without retries."""
+    with pytest.raises(BadInputError, match=message):
+        from_conf({"data_dir": "/d", **conf}, environ={})
+
+
+def test_conf_wins_over_worker_env_and_null_max_depth_is_unbounded() -> None:
+    """The watcher's settings beat the worker's WATCHER_* defaults; env fills only gaps."""
+    env = {"WATCHER_PROMOTE": "always", "WATCHER_MODEL_NAME": "env-model", "WATCHER_TARGET": "y"}
+    cfg = from_conf({"data_dir": "/d", "promote": "never", "max_depth": None}, environ=env)
+    assert ("never", "env-model", "y", None) == (
+        cfg.promote,
+        cfg.model_name,
+        cfg.target,
+        cfg.max_depth,
+    )

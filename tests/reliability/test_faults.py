@@ -20,7 +20,7 @@ import pytest
 
 from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
-from tests.services.airflow_server import DAG_ID, AirflowServer
+from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
 from tests.services.mlflow_server import MlflowServer, free_port
 from tests.watch.conftest import (
     OutageTrigger,
@@ -189,6 +189,7 @@ def test_airflow_down_while_data_changes_twice_runs_each_hash_once_in_order(
         tmp_path,
         **{
             "trigger.backend": "airflow",
+            "trigger.dag_id": STAND_IN_DAG_ID,
             "trigger.airflow.url": airflow_server.base_url,
             "trigger.airflow.username": airflow_server.username,
             "trigger.airflow.password": airflow_server.password,
@@ -223,7 +224,7 @@ def test_airflow_down_while_data_changes_twice_runs_each_hash_once_in_order(
             timeout=300,
         )
         with airflow_server.client() as client:
-            resp = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+            resp = client.get(f"/api/v2/dags/{STAND_IN_DAG_ID}/dagRuns", params={"limit": 100})
             resp.raise_for_status()
             ours = [r for r in resp.json()["dag_runs"] if r["dag_run_id"] in run_ids]
         assert sorted(run_ids) == sorted(r["dag_run_id"] for r in ours), "each exactly once"

@@ -5,8 +5,13 @@ orphans its children and binds 0.0.0.0), ``--skip-serve-logs`` on the scheduler
 (else a log server on all interfaces), parallelism 4 (else ~40 processes), and a
 passwords file written before the api-server starts.
 
-Override ``airflow_dags_folder`` (and ``airflow_extra_env``) in a conftest to run
-the real ``dags/`` instead of the trivial stand-in from ``tests/trigger/dags``.
+One Airflow serves the whole session with two DAGs: the project's real
+``train_pipeline`` (tests/e2e; left paused, as a fresh deployment is, until a test
+unpauses it the way the README says) and the two-task stand-in ``stand_in_pipeline``
+from ``tests/trigger/dags`` (fast trigger-protocol tests; unpaused here). The
+workers get the worker environment the README asks for: ``MLFLOW_TRACKING_URI``
+(the session ``mlflow server``) and the ``DagRunFailed`` channel (the session
+Alertmanager); the real DAG keeps its real retry count, with a shorter delay.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-DAG_ID = "train_pipeline"
+DAG_ID = "train_pipeline"  # the real dags/train_pipeline.py
+STAND_IN_DAG_ID = "stand_in_pipeline"  # tests/trigger/dags: echoes its conf, no MLflow
+E2E_EXPERIMENT = "airflow-e2e"  # the workers' default experiment (WATCHER_EXPERIMENT)
+DAG_RETRY_DELAY_S = "15"  # retries stay 2; a transient failure costs 15 s, not 5 min
 USERNAME = "admin"
 PASSWORD = "admin"
 STARTUP_TIMEOUT_S = 180.0  # measured 17-24 s idle; generous for a loaded 2-core box
@@ -38,6 +46,7 @@ HTTP_TIMEOUT_S = 30.0  # generous: other test sessions share the 2 cores
 JWT_SECRET = "registry-watcher-tests-jwt-secret-" + "0123456789abcdef" * 4
 API_SECRET_KEY = "registry-watcher-tests-api-secret-key"
 STAND_IN_DAGS = Path(__file__).resolve().parent.parent / "trigger" / "dags"
+REAL_DAGS = Path(__file__).resolve().parents[2] / "dags"
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
@@ -224,17 +233,24 @@ def _airflow_env(home: Path, dags_folder: Path, port: int, extra: dict[str, str]
 
 @pytest.fixture(scope="session")
 def airflow_dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder the dag-processor parses: a copy of the trivial stand-in DAG."""
+    """The folder the dag-processor parses: copies of the real DAG and the stand-in."""
     folder = tmp_path_factory.mktemp("airflow-dags")
-    for src in STAND_IN_DAGS.glob("*.py"):
+    for src in [*REAL_DAGS.glob("*.py"), *STAND_IN_DAGS.glob("*.py")]:
         shutil.copy2(src, folder / src.name)
     return folder
 
 
 @pytest.fixture(scope="session")
-def airflow_extra_env() -> dict[str, str]:
-    """Extra environment for the Airflow components (e.g. what the real DAG reads)."""
-    return {}
+def airflow_extra_env(mlflow_server: str, alertmanager: str) -> dict[str, str]:
+    """The worker environment the README's Quick start lists, for the real DAG."""
+    return {
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "WATCHER_ALERTS__ALERTMANAGER__URL": alertmanager,
+        "WATCHER_EXPERIMENT": E2E_EXPERIMENT,
+        "WATCHER_DAG_RETRY_DELAY_SECONDS": DAG_RETRY_DELAY_S,
+        "MLFLOW_CONFIGURE_LOGGING": "false",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",  # a loaded 2-core box: slow, not down
+    }
 
 
 @pytest.fixture(scope="session")
@@ -243,7 +259,7 @@ def airflow_server(
     airflow_dags_folder: Path,
     airflow_extra_env: dict[str, str],
 ) -> Iterator[AirflowServer]:
-    """Real Airflow 3 on 127.0.0.1, ``train_pipeline`` registered and unpaused."""
+    """Real Airflow 3 on 127.0.0.1; both DAGs registered, the stand-in unpaused."""
     started = time.monotonic()
     home = tmp_path_factory.mktemp("airflow-home")
     port = _free_port()
@@ -279,10 +295,15 @@ def airflow_server(
         api_up = time.monotonic()
         token = server.token()
         headers = {"Authorization": f"Bearer {token}"}
-        dag_url = f"{server.base_url}/api/v2/dags/{DAG_ID}"
+        dags_url = f"{server.base_url}/api/v2/dags"
+        dag_url = f"{dags_url}/{STAND_IN_DAG_ID}"
 
         def dag_registered() -> bool:
-            if httpx.get(dag_url, headers=headers, timeout=HTTP_TIMEOUT_S).status_code == 200:
+            if all(
+                httpx.get(f"{dags_url}/{d}", headers=headers, timeout=HTTP_TIMEOUT_S).status_code
+                == 200
+                for d in (STAND_IN_DAG_ID, DAG_ID)
+            ):
                 return True
             # Fail fast on a DAG file that doesn't import instead of waiting out the timeout.
             errors = httpx.get(
@@ -301,13 +322,15 @@ def airflow_server(
             ).json()
             return bool(body.get("scheduler", {}).get("status") == "healthy")
 
-        server._wait(f"DAG {DAG_ID!r} to be registered", dag_registered)
+        server._wait(f"DAGs {STAND_IN_DAG_ID!r} and {DAG_ID!r} to be registered", dag_registered)
         server._wait("a healthy scheduler", scheduler_healthy)
         resp = httpx.patch(
             dag_url, headers=headers, json={"is_paused": False}, timeout=HTTP_TIMEOUT_S
         )
         if resp.status_code != 200:
-            raise server._fail(f"unpausing {DAG_ID!r} answered {resp.status_code}: {resp.text}")
+            raise server._fail(
+                f"unpausing {STAND_IN_DAG_ID!r} answered {resp.status_code}: {resp.text}"
+            )
     except BaseException:
         server.stop()
         raise

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.services.airflow_server import AirflowServer, listening_sockets
+from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer, listening_sockets
 from watcher.errors import BackendError, ConfigError, TriggerError
 from watcher.trigger_airflow import (
     AirflowTrigger,
@@ -70,7 +70,7 @@ def _deliver(trigger: AirflowTrigger, run_id: str, conf: dict[str, Any]) -> Subm
 
 def _runs(server: AirflowServer) -> list[dict[str, Any]]:
     with server.client() as client:
-        resp = client.get("/api/v2/dags/train_pipeline/dagRuns", params={"limit": 100})
+        resp = client.get(f"/api/v2/dags/{STAND_IN_DAG_ID}/dagRuns", params={"limit": 100})
         resp.raise_for_status()
         runs: list[dict[str, Any]] = resp.json()["dag_runs"]
         return runs
@@ -92,6 +92,7 @@ def _wait_idle(server: AirflowServer) -> None:
 def trigger(airflow_server: AirflowServer) -> Iterator[AirflowTrigger]:
     with AirflowTrigger(
         airflow_server.base_url,
+        STAND_IN_DAG_ID,
         username=airflow_server.username,
         password=airflow_server.password,
         timeout=30.0,  # other test sessions share the 2 cores; SQLite waits on locks
@@ -124,9 +125,9 @@ class TestAgainstRealAirflow:
         assert _wait_terminal(trigger, run_id) == "success"
         assert len(_runs_with_id(airflow_server, run_id)) == 1
         with airflow_server.client() as client:
-            run = client.get(f"/api/v2/dags/train_pipeline/dagRuns/{run_id}").json()
+            run = client.get(f"/api/v2/dags/{STAND_IN_DAG_ID}/dagRuns/{run_id}").json()
             xcom = client.get(
-                f"/api/v2/dags/train_pipeline/dagRuns/{run_id}/taskInstances/echo_conf"
+                f"/api/v2/dags/{STAND_IN_DAG_ID}/dagRuns/{run_id}/taskInstances/echo_conf"
                 "/xcomEntries/return_value"
             ).json()
         assert conf == run["conf"]
@@ -168,7 +169,10 @@ class TestAgainstRealAirflow:
         caplog.set_level(logging.DEBUG)
         with (
             AirflowTrigger(
-                airflow_server.base_url, username="admin", password="wrong-Secret-123"
+                airflow_server.base_url,
+                STAND_IN_DAG_ID,
+                username="admin",
+                password="wrong-Secret-123",
             ) as trig,
             pytest.raises(TriggerAuthError) as excinfo,
         ):
@@ -180,11 +184,13 @@ class TestAgainstRealAirflow:
 
     def test_static_bearer_token(self, airflow_server: AirflowServer) -> None:
         """A configured token works; a bad one is an auth error without a token request."""
-        with AirflowTrigger(airflow_server.base_url, token=airflow_server.token()) as good:
+        with AirflowTrigger(
+            airflow_server.base_url, STAND_IN_DAG_ID, token=airflow_server.token()
+        ) as good:
             assert good.is_paused() is False
             assert good.run_state("data__never_submitted") is None
         with (
-            AirflowTrigger(airflow_server.base_url, token="not-a-jwt") as bad,
+            AirflowTrigger(airflow_server.base_url, STAND_IN_DAG_ID, token="not-a-jwt") as bad,
             pytest.raises(TriggerAuthError, match="rejected the configured token"),
         ):
             bad.is_paused()
@@ -204,12 +210,14 @@ class TestAgainstRealAirflow:
     ) -> None:
         """is_paused reports a paused DAG so the daemon can warn (runs would stay queued)."""
         with airflow_server.client() as client:
-            client.patch("/api/v2/dags/train_pipeline", json={"is_paused": True}).raise_for_status()
+            client.patch(
+                f"/api/v2/dags/{STAND_IN_DAG_ID}", json={"is_paused": True}
+            ).raise_for_status()
             try:
                 paused = trigger.is_paused()
             finally:
                 client.patch(
-                    "/api/v2/dags/train_pipeline", json={"is_paused": False}
+                    f"/api/v2/dags/{STAND_IN_DAG_ID}", json={"is_paused": False}
                 ).raise_for_status()
         assert paused is True
         assert trigger.is_paused() is False

@@ -1,4 +1,4 @@
-"""End to end against a real Airflow 3: data in → exactly one DAG run per dataset hash."""
+"""The data watcher against a real Airflow 3 (the stand-in DAG): one DAG run per dataset hash."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pipeline.lineage import compute_manifest
-from tests.services.airflow_server import DAG_ID, AirflowServer
+from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
 from tests.watch.conftest import drive, make_config, settle
 from watcher.datawatch import DataWatcher
 from watcher.state import StateStore
@@ -21,7 +21,7 @@ RUN_TIMEOUT = 150.0
 def _runs(server: AirflowServer) -> dict[str, str]:
     """dag_run_id → state of every data-triggered run."""
     with server.client() as client:
-        resp = client.get(f"/api/v2/dags/{DAG_ID}/dagRuns", params={"limit": 100})
+        resp = client.get(f"/api/v2/dags/{STAND_IN_DAG_ID}/dagRuns", params={"limit": 100})
         resp.raise_for_status()
         body: dict[str, Any] = resp.json()
     return {r["dag_run_id"]: r["state"] for r in body["dag_runs"] if r["dag_run_id"]}
@@ -45,6 +45,7 @@ def test_airflow_exactly_once_per_hash(
     config = make_config(
         tmp_path,
         trigger__backend="airflow",
+        trigger__dag_id=STAND_IN_DAG_ID,
         trigger__airflow__url=airflow_server.base_url,
         trigger__airflow__username=airflow_server.username,
         trigger__airflow__password=airflow_server.password,

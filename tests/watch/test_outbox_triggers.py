@@ -9,6 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import from_conf
+from pipeline.lineage import compute_manifest
+from tests.watch.conftest import drive, make_config
+from watcher.datawatch import DataWatcher
 from watcher.outbox import Outbox, backoff
 from watcher.state import StateStore, iso
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
@@ -111,22 +115,77 @@ def test_command_trigger_stdin_idempotent_and_restart_safe(tmp_path: Path) -> No
     assert again.run_state("data__unknown") is None
 
 
-def test_local_trigger_passes_the_pipeline_flags(tmp_path: Path) -> None:
-    """The local backend runs `python -m pipeline.run` with the configured flags (no shell)."""
-    trig = LocalTrigger(
-        tmp_path / "runs", model_name="m x", registry_mode="alias", promote="never", threshold=0.8
-    )
-    argv = trig.argv("data__y", {"data_dir": "/data dir", "data_hash": H1, "file_count": 3})
+def test_local_trigger_passes_the_run_conf(tmp_path: Path) -> None:
+    """The local backend runs `python -m pipeline.run` with the run conf (settings and why
+    it triggered) as --conf, never through a shell."""
+    trig = LocalTrigger(tmp_path / "runs")
+    conf = {"data_dir": "/data dir", "data_hash": H1, "file_count": 3, "model_name": "m x"}
+    argv = trig.argv("data__y", conf)
     assert [sys.executable, "-m", "pipeline.run", "--data-dir", "/data dir"] == argv[:5]
-    assert ["--model-name", "m x", "--registry-mode", "alias"] == argv[7:11]
-    assert ["--dag-run-id", "data__y"] == argv[-4:-2]
-    # Why it triggered travels as a run conf, recorded on the training run.
-    assert ["--conf", '{"file_count": 3}'] == argv[-2:]
+    assert ["--data-hash", H1, "--dag-run-id", "data__y"] == argv[5:9]
+    assert ["--conf", '{"file_count": 3, "model_name": "m x"}'] == argv[9:]
     # A data dir that does not exist: the pipeline exits 2 (bad input) → run failed.
-    trig = LocalTrigger(
-        tmp_path / "runs", model_name="m", registry_mode="alias", promote="never", threshold=0.8,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-    )  # fmt: skip
+    trig = LocalTrigger(tmp_path / "runs", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     trig.submit("data__z", {"data_dir": str(tmp_path / "missing"), "data_hash": H1})
     assert "failed" == wait_terminal(trig, "data__z", 120)
     assert 2 == trig.exit_code("data__z")
+
+
+SETTINGS = {
+    "pipeline.model_name": "churn",
+    "pipeline.target_column": "label",
+    "pipeline.threshold": "0.5",
+    "pipeline.promote": "never",
+    "pipeline.n_estimators": "10",
+    "pipeline.max_depth": "2",
+    "mlflow.registry_mode": "stage",
+}
+
+
+def test_every_run_conf_carries_the_pipeline_settings(tmp_path: Path, state: StateStore) -> None:
+    """Issue 13: the run conf carried only why it triggered, so Airflow trained with the
+    worker's defaults (100 trees, promote if_better) whatever the watcher's config said.
+    Now the effective settings travel with every run, and the pipeline reads them back;
+    the run id is still ``data__<hash>`` (exactly-once does not depend on the conf)."""
+    out = tmp_path / "conf.json"
+    script = "import sys; open(sys.argv[1], 'w').write(sys.stdin.read())"
+    config = make_config(
+        tmp_path, trigger__command=[sys.executable, "-c", script, str(out)], **SETTINGS
+    )
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("x,label\n1,0\n")
+    data_hash = compute_manifest(tmp_path / "data").dataset_hash
+    dw = DataWatcher(config, state, follow_interval=0.1)
+    dw.start()
+    try:
+        drive(
+            dw,
+            lambda: (
+                (r := dw.outbox.get(f"data__{data_hash}")) is not None and r.finished_at is not None
+            ),
+        )
+    finally:
+        dw.stop()
+    conf = json.loads(out.read_text())
+    assert {
+        "model_name": "churn",
+        "target": "label",
+        "threshold": 0.5,
+        "promote": "never",
+        "n_estimators": 10,
+        "max_depth": 2,
+        "registry_mode": "stage",
+    }.items() <= conf.items()
+    assert data_hash == conf["data_hash"]
+    # The pipeline takes them from the conf over its worker's env defaults.
+    env = {"WATCHER_PROMOTE": "always", "WATCHER_MODEL_NAME": "other"}
+    cfg = from_conf(conf, environ=env)
+    assert ("churn", "never", "stage", 10, 2, 0.5, "label") == (
+        cfg.model_name, cfg.promote, cfg.registry_mode, cfg.n_estimators, cfg.max_depth,
+        cfg.threshold, cfg.target,
+    )  # fmt: skip
+    # The local backend hands the same conf to `python -m pipeline.run`.
+    argv = LocalTrigger(tmp_path / "runs").argv(f"data__{data_hash}", conf)
+    assert conf == {
+        **json.loads(argv[-1]), "data_dir": argv[4], "data_hash": argv[6]
+    }  # fmt: skip

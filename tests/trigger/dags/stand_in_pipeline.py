@@ -1,7 +1,9 @@
-"""A stand-in ``train_pipeline`` DAG for trigger tests: two tasks that echo the run conf.
+"""A stand-in DAG for trigger-protocol tests: two tasks that echo the run conf.
 
-It does not touch MLflow, so trigger tests depend only on Airflow. Parsed by the
-dag-processor from a copy in a temporary dags folder, never imported by tests.
+It does not touch MLflow, so trigger tests depend only on Airflow; no assertion about
+training rests on it (tests/e2e runs the real ``train_pipeline``, in the same Airflow,
+hence the different dag_id). Parsed by the dag-processor from a copy in a temporary
+dags folder, never imported by tests.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from airflow.sdk import dag, get_current_context, task
 
 
 # max_active_runs=1 as in dags/train_pipeline.py: queued runs go one at a time, in order.
-@dag(dag_id="train_pipeline", schedule=None, catchup=False, max_active_runs=1, tags=["test"])
-def train_pipeline() -> None:
+@dag(dag_id="stand_in_pipeline", schedule=None, catchup=False, max_active_runs=1, tags=["test"])
+def stand_in_pipeline() -> None:
     @task
     def echo_conf() -> dict[str, Any]:
         conf = dict(get_current_context()["dag_run"].conf or {})
@@ -27,4 +29,4 @@ def train_pipeline() -> None:
     echo_conf() >> done()
 
 
-train_pipeline()
+stand_in_pipeline()
