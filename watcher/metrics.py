@@ -111,6 +111,12 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self.poll_overruns = Counter(
+            "watcher_poll_overruns",
+            "Registry polls skipped because the previous one was still running "
+            "(a poll longer than monitor.poll_interval)",
+            registry=r,
+        )
         self.last_poll_success = Gauge(
             "watcher_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll of a backend",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import queue
 import threading
 import time
@@ -80,6 +81,19 @@ class _DaemonWorker(concurrent.futures.Executor):
 
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+
+class _OverrunNoise(logging.Filter):
+    """APScheduler warns at every run skipped while a poll is still going ("skipped: maximum
+    number of running instances", "was missed by"): a storm when MLflow is slow. The monitor
+    counts those (watcher_poll_overruns_total) and logs them once per episode instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return "maximum number of running instances" not in text and "was missed by" not in text
+
+
+_OVERRUN_NOISE = _OverrunNoise()
 
 
 class AlertSink(Protocol):
@@ -158,6 +172,9 @@ class Monitor:
         self._scheduler: Any = None
         self._worker: _DaemonWorker | None = None
         self._job_errors = 0
+        self._overruns = 0  # polls skipped (or missed) because one was still running
+        self._overruns_seen = 0  # … up to the end of the last overrun episode
+        self._overrun_from: int | None = None  # … up to the start of the current one
         self._known: dict[str, _Known] = {}
         self._production: dict[str, str | None] = {}
         self._observations: dict[tuple[str, str], list[Observation]] = {}
@@ -210,12 +227,21 @@ class Monitor:
         sched.add_listener(
             self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
+        for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+            logging.getLogger(name).addFilter(_OVERRUN_NOISE)
         sched.start()
         self._scheduler = sched
 
     def _on_job_event(self, event: Any) -> None:
         # Runs in the scheduler thread: count only; tick() and health() report.
-        self._job_errors += 1
+        from apscheduler.events import EVENT_JOB_ERROR
+
+        if event.code == EVENT_JOB_ERROR:
+            self._job_errors += 1
+            return
+        self._overruns += 1
+        if self.metrics is not None:
+            self.metrics.poll_overruns.inc()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -274,6 +300,14 @@ class Monitor:
 
     def tick(self) -> float | None:
         now = self.clock.now()
+        if self._overrun_from is None and self._overruns > self._overruns_seen:
+            self._overrun_from = self._overruns_seen
+            log.warning(
+                "poll_overrun",
+                poll_interval=self.config.poll_interval,
+                hint="a registry poll takes longer than monitor.poll_interval; the next ones are"
+                " skipped (counted in watcher_poll_overruns_total) until polls are quick again",
+            )
         handled = False
         while True:
             try:
@@ -290,6 +324,14 @@ class Monitor:
 
     def _handle(self, result: PollResult, now: datetime) -> None:
         self._last_poll = result
+        if self._overrun_from is not None and result.seconds < self.config.poll_interval:
+            log.info(
+                "poll_overrun_ended",
+                skipped=self._overruns - self._overrun_from,
+                poll_seconds=round(result.seconds, 3),
+            )
+            self._overrun_from = None
+            self._overruns_seen = self._overruns
         if result.snapshots is None:
             self._poll_failed(result, now)
             return
@@ -600,6 +642,8 @@ class Monitor:
             detail["mlflow_calls_per_poll"] = last.calls
         if self._job_errors:
             detail["job_errors"] = self._job_errors
+        if self._overrun_from is not None:
+            detail["poll_overruns"] = self._overruns - self._overrun_from
         firing = sorted(m for m, d in self.decisions.items() if d.firing)
         if firing:
             detail["accuracy_firing"] = firing

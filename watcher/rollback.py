@@ -137,6 +137,8 @@ class Rollbacker:
             raise RollbackRefused(f"{plan.model}: v{plan.to_version} is already Production")
         if dry_run:
             outcome = Outcome(None, plan, dry_run=True)
+            if not automatic:
+                return outcome  # an operator's preview: printed, not recorded or notified
             with self.state.transaction() as tx:
                 event_id = self.state.record(
                     "rollback.dry_run",
@@ -146,9 +148,8 @@ class Rollbacker:
                     payload=_payload(plan, automatic),
                     conn=tx,
                 )
-                if automatic:
-                    self.handled.mark(plan.model, plan.from_version, "dry_run", tx)
-                self._notify(outcome, automatic, event_id)
+                self.handled.mark(plan.model, plan.from_version, "dry_run", tx)
+                self._notify(outcome, event_id)
             log.warning("rollback_dry_run", message=outcome.message)
             return outcome
         now = iso(self.clock.now())
@@ -262,7 +263,7 @@ class Rollbacker:
                 if not automatic:  # an operator chose this version: automatic rollback defers
                     self.handled.mark(plan.model, plan.to_version, "operator", tx)
                 # In the same transaction: the notification exists iff the rollback is done.
-                self._notify(outcome, automatic, journal_id)
+                self._notify(outcome, journal_id)
             log.warning("rollback_done", message=outcome.message, recovered=recovered)
         return outcome
 
@@ -280,7 +281,7 @@ class Rollbacker:
             self.registry.delete_tag(plan.model, plan.to_version, key)
         self.registry.delete_tag(plan.model, plan.from_version, TAG_RESTORED_FROM)
 
-    def _notify(self, outcome: Outcome, automatic: bool, sequence: int) -> None:
+    def _notify(self, outcome: Outcome, sequence: int) -> None:
         if self.alerting is None:
             return
         p = outcome.plan
@@ -289,7 +290,7 @@ class Rollbacker:
             starts_at=self.clock.now(),
             severity="critical" if not outcome.dry_run else "warning",
             summary=outcome.message,
-            description=_description(outcome, automatic),
+            description=_description(outcome),
             model=p.model,
             version=p.to_version,
             from_version=p.from_version,
@@ -297,17 +298,25 @@ class Rollbacker:
         self.alerting.event(alert, sequence)
 
 
-def _description(outcome: Outcome, automatic: bool) -> str:
+def _description(outcome: Outcome) -> str:
+    """What happened, for people. The actor names itself (``registry-watcher (automatic)``)."""
     p = outcome.plan
-    moved = f"Production of {p.model} moved from v{p.from_version} to v{p.to_version}"
+    versions = f"from v{p.from_version} to v{p.to_version}"
+    if outcome.dry_run:
+        return (
+            f"Dry run (rollback.dry_run): would move Production of {p.model} {versions}; "
+            f"v{p.from_version} would be quarantined (tag {TAG_QUARANTINED}=true). "
+            f"Nothing was changed. Decided by {p.actor}. Reason: {p.reason}."
+        )
+    moved = f"Production of {p.model} moved {versions} by {p.actor}"
     if p.undo:
         return (
-            f"{moved} by {p.actor}{' (automatic)' if automatic else ''}, undoing the rollback "
-            f"v{p.to_version} → v{p.from_version}. Reason: {p.reason}. The quarantine of "
-            f"v{p.to_version} is cleared; nothing is quarantined."
+            f"{moved}, undoing the rollback v{p.to_version} → v{p.from_version}. "
+            f"Reason: {p.reason}. The quarantine of v{p.to_version} is cleared; "
+            "nothing is quarantined."
         )
     return (
-        f"{moved} by {p.actor}{' (automatic)' if automatic else ''}. Reason: {p.reason}. "
+        f"{moved}. Reason: {p.reason}. "
         f"v{p.from_version} is quarantined (tag {TAG_QUARANTINED}=true)."
     )
 

@@ -3,6 +3,11 @@
 Like Prometheus, we send firing alerts without ``endsAt`` and re-send them every
 ``resend_interval`` (the dispatcher does that) so Alertmanager's
 ``resolve_timeout`` never expires them; a resolve carries ``endsAt``.
+
+Info events (``severity="info"``: a version registered, a new Production) are
+not alerts: Alertmanager would show them as active until ``resolve_timeout``,
+so this channel leaves them out. They reach the chat, webhook, email, file and
+log channels.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ if TYPE_CHECKING:
     import httpx
 
 
+INFO_SEVERITY = "info"
+
+
 def alertmanager_payload(notifications: Sequence[Notification]) -> list[dict[str, Any]]:
     payload: list[dict[str, Any]] = []
     for note in notifications:
         alert = note.alert
+        if alert.labels.get("severity") == INFO_SEVERITY:
+            continue
         item: dict[str, Any] = {
             "labels": dict(alert.labels),
             "annotations": dict(alert.annotations),
@@ -62,9 +72,10 @@ class AlertmanagerNotifier(HttpClientOwner):
         return self._resend_interval
 
     def send(self, notifications: Sequence[Notification]) -> None:
-        if not notifications:
-            return
-        body = json.dumps(alertmanager_payload(notifications)).encode()
+        payload = alertmanager_payload(notifications)
+        if not payload:
+            return  # only info events: nothing for Alertmanager, and delivered as such
+        body = json.dumps(payload).encode()
         post(
             self._client,
             self._name,

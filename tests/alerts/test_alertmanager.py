@@ -103,6 +103,29 @@ def test_firing_alerts_are_resent_every_resend_interval(
     assert _wait_for(alertmanager, "AmResend", present=False) == []
 
 
+def test_info_events_never_active_in_alertmanager(
+    alertmanager: str, store: AlertStore, request: pytest.FixtureRequest
+) -> None:
+    """ModelVersionCreated / ModelProductionChanged (severity info, sent as one-off events
+    like the monitor sends them) are delivered, but never shown as alerts (#13)."""
+    now = datetime.now(UTC)
+    dispatcher = Dispatcher(store, [AlertmanagerNotifier(alertmanager)])
+    request.addfinalizer(dispatcher.close)
+    info = [
+        make_alert(name, starts_at=now, severity="info", summary="iris v5", model="iris")
+        for name in ("ModelVersionCreated", "ModelProductionChanged")
+    ]
+    marker = make_alert("AmRolledBack", starts_at=now, severity="critical", model="iris")
+    notes = [Notification(a, NotificationKind.FIRING, i) for i, a in enumerate(info, 1)]
+    dispatcher.enqueue(notes, now)
+    assert dispatcher.deliver_due(now).delivered == 2  # done: not retried forever
+    dispatcher.enqueue([Notification(marker, NotificationKind.FIRING, 3)], now)
+    assert dispatcher.deliver_due(now).delivered == 1
+    assert len(_wait_for(alertmanager, "AmRolledBack", present=True)) == 1  # it all arrived
+    for alert in info:
+        assert _active(alertmanager, alert.name) == []
+
+
 def test_rejected_payload_is_a_notify_error(alertmanager: str) -> None:
     """A 4xx from Alertmanager becomes NotifyError with the status, not a crash."""
     bad = make_alert("AmBad", starts_at=datetime.now(UTC), generator_url="::not a uri::")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
 import pytest
+from structlog.testing import capture_logs
 
 from tests.monitor.conftest import CHANNELS, Channels
 from watcher.config import MonitorConfig
 from watcher.metrics import Metrics
 from watcher.monitor import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
 from watcher.policy import Status
+from watcher.ports import ModelSnapshot
 from watcher.state import StateStore
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
 
@@ -270,3 +277,57 @@ def test_short_outage_does_not_alert(
     clock.advance(60)
     cycle(mon, channels, clock)
     assert [] == channels.sent("ops", MLFLOW_DOWN_ALERT)
+
+
+class _BlockingRegistry(FakeRegistry):
+    """A registry whose reads wait for ``release``: a poll longer than poll_interval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+        self.release.wait(120)
+        return super().snapshot(patterns)
+
+
+def test_poll_overrun_counted_and_logged_once_per_episode(
+    state: StateStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll stuck past several intervals: each skipped run is counted in a metric, one
+    warning for the episode (not APScheduler's warning per skipped run), and one line
+    when polls are quick again (#13)."""
+    registry = _BlockingRegistry()
+    registry.create_version(MODEL)
+    metrics = Metrics()
+    config = MonitorConfig.model_validate({"models": ["iris-*"], "poll_interval": 1})
+    mon = Monitor(config, state, registry, None, None, metrics=metrics)
+
+    def skipped() -> float:
+        return metrics.registry.get_sample_value("watcher_poll_overruns_total") or 0.0
+
+    caplog.set_level(logging.INFO)
+    with capture_logs() as logs:
+        mon.start()
+        try:
+            _wait(mon, lambda: skipped() >= 3, "3 skipped polls")
+            registry.release.set()  # MLflow answers quickly again
+            _wait(mon, lambda: any(e["event"] == "poll_overrun_ended" for e in logs), "the end")
+        finally:
+            mon.stop()
+    events = [e["event"] for e in logs]
+    assert 1 == events.count("poll_overrun"), events
+    ended = next(e for e in logs if e["event"] == "poll_overrun_ended")
+    assert 3 <= int(ended["skipped"]) <= skipped()
+    assert "maximum number of running instances" not in caplog.text
+
+
+def _wait(mon: Monitor, cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Tick the monitor as the daemon loop would until ``cond``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mon.tick()
+        if cond():
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)

@@ -122,6 +122,11 @@ def test_exit_codes_and_confirmation(
     assert 0 == dry.returncode, dry.stderr
     assert "would roll back" in dry.stdout
     assert "2" == reg.production(name)
+    assert not (tmp_path / "state" / "alerts.jsonl").exists()  # a preview notifies no one
+    history = subprocess.run(
+        [WATCHER, "history", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "rollback" not in history.stdout  # … and records nothing as done
 
     # On a terminal it asks; answering "n" cancels (exit 2), "y" rolls back.
     for answer, code, production in (("n", 2, "2"), ("y", 0, "1")):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from watcher.alerting import Alerting
+from watcher.autorollback import ACTOR
 from watcher.config import load_config
 from watcher.errors import RollbackRefused
 from watcher.ports import TAG_PREVIOUS, RegistryMode
@@ -94,16 +95,37 @@ def test_undo_returns_to_before_the_rollback_and_quarantines_nothing(
 
 
 def test_dry_run_changes_nothing(registry: FakeRegistry, state: StateStore, tmp_path: Path) -> None:
-    """A dry run records and notifies what it would do; the registry is untouched."""
+    """A manual dry run is a preview: nothing recorded or notified. An automatic one
+    (rollback.dry_run) records and notifies what it *would* do. Registry untouched (#13)."""
     rollbacker, alerting = make(registry, state, tmp_path)
-    rollbacker.execute(PLAN, dry_run=True)
+    assert rollbacker.execute(PLAN, dry_run=True).message.startswith("m: would roll back")
+    alerting.tick()
+    assert [] == state.events()
+    assert [] == deliveries(tmp_path)
+    rollbacker.execute(Plan("m", "2", "1", "r", ACTOR), dry_run=True, automatic=True)
+    alerting._next = 0.0  # deliver again at once (the fake clock does not move)
     alerting.tick()
     assert "2" == registry.production("m")
     assert not registry.get_version("m", "2").quarantined  # type: ignore[union-attr]
     assert ["rollback.dry_run"] == [e.kind for e in state.events()]
-    labels = deliveries(tmp_path)[0]["labels"]
-    assert isinstance(labels, dict)
-    assert "ModelRollbackDryRun" == labels["alertname"]
+    [note] = deliveries(tmp_path)
+    assert "ModelRollbackDryRun" == note["labels"]["alertname"]  # type: ignore[index]
+    text = note["annotations"]["description"]  # type: ignore[index]
+    assert "would move Production of m from v2 to v1" in text
+    assert "v2 would be quarantined" in text
+    assert " moved " not in text and "is quarantined" not in text
+
+
+def test_automatic_actor_named_once(
+    registry: FakeRegistry, state: StateStore, tmp_path: Path
+) -> None:
+    """The notice says "by registry-watcher (automatic)", not "(automatic) (automatic)"."""
+    rollbacker, alerting = make(registry, state, tmp_path)
+    rollbacker.execute(Plan("m", "2", "1", "r", ACTOR), automatic=True)
+    alerting.tick()
+    text = deliveries(tmp_path)[0]["annotations"]["description"]  # type: ignore[index]
+    assert "by registry-watcher (automatic). Reason: r." in text
+    assert 1 == text.count("(automatic)")
 
 
 def test_same_version_refused(registry: FakeRegistry, state: StateStore, tmp_path: Path) -> None:

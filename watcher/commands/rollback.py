@@ -99,7 +99,9 @@ def _live_accuracy(
 @click.option("--model", required=True, help="Registered model name.")
 @click.option("--to", "to_version", help="Target version (default: the prior stable version).")
 @click.option("--undo", is_flag=True, help="Return to the version the last rollback left.")
-@click.option("--dry-run", is_flag=True, help="Show and record what would happen; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would happen; change, record and notify nothing."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--reason", default=None, help="Why (stored on the version and in the history).")
 @click.option("--force", is_flag=True, help="Allow a quarantined target.")
@@ -148,9 +150,15 @@ def rollback_cmd(
     rollbacker = Rollbacker(registry, state, clock, alerting)
     lock = StateLock(cfg.state.dir, "watcher rollback", ROLLBACK_LOCK_NAME)
     try:
-        # An interrupted rollback of this model is finished first, and is the answer.
-        with lock:
-            finished = [o for o in rollbacker.recover() if o.plan.model == model]
+        finished = []
+        if dry_run:  # a preview changes, records and notifies nothing: not even a recovery
+            if rollbacker.pending():
+                click.echo("note: an interrupted rollback is pending; it completes on the next")
+                click.echo("      `watcher rollback` without --dry-run, or when the daemon runs")
+        else:
+            # An interrupted rollback of this model is finished first, and is the answer.
+            with lock:
+                finished = [o for o in rollbacker.recover() if o.plan.model == model]
         for earlier in finished:
             click.echo(f"finished an interrupted rollback: {earlier.message}")
         if not finished:
@@ -168,7 +176,8 @@ def rollback_cmd(
                 force=force,
             )
             click.echo(outcome.message)
-        alerting.tick()  # deliver now; the daemon retries whatever fails
+        if not dry_run:
+            alerting.tick()  # deliver now; the daemon retries whatever fails
     finally:
         alerting.stop()
         state.close()
