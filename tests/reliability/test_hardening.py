@@ -14,8 +14,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from alerts.dispatcher import Backoff
 from alerts.notifiers.webhook import sign, verify_signature
@@ -240,4 +242,80 @@ def test_healthz_fails_when_the_state_db_stops_taking_writes(tmp_path: Path) -> 
         core.tick()
         assert health_body([core.health()])[0]
     finally:
+        state.close()
+
+
+# -- 7. Live-accuracy observations: bounded at the CLI, skipped by the daemon -----------------
+
+
+def _log_observation(
+    client: Any, run_id: str, step: int, accuracy: float, samples: float, at_ms: int
+) -> None:
+    """Append one observation straight to MLflow (around the CLI's checks)."""
+    from mlflow.entities import Metric, RunTag
+
+    from watcher.feedback import METRIC_ACCURACY, METRIC_SAMPLES, TAG_COUNT
+
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(METRIC_ACCURACY, accuracy, at_ms, step),
+            Metric(METRIC_SAMPLES, samples, at_ms, step),
+        ],
+        tags=[RunTag(TAG_COUNT, str(step + 1))],
+    )
+
+
+def test_daemon_skips_unusable_observations_and_reports_each_once(
+    mlflow_sqlite_uri: str, tmp_path: Path
+) -> None:
+    """Observations already in MLflow with absurd values (10**19 samples, which crashed
+    every poll with "Python int too large to convert to SQLite INTEGER"; accuracy 5; a
+    2099 timestamp, which stayed the newest in the window for ever): the poll leaves them
+    out, logs each once, and the policy and `watcher status` use the good ones."""
+    from mlflow import MlflowClient
+
+    from watcher.config import MonitorConfig
+    from watcher.feedback import FeedbackReader, report_accuracy
+    from watcher.monitor import Monitor
+    from watcher.registry_mlflow import MlflowRegistry
+
+    client = MlflowClient(tracking_uri=mlflow_sqlite_uri, registry_uri=mlflow_sqlite_uri)
+    client.create_registered_model("m")
+    client.create_model_version("m", source="s3://unused-bucket/m/1")
+    client.set_registered_model_alias("m", "production", "1")
+    registry = MlflowRegistry(mlflow_sqlite_uri, "alias")
+    now = datetime.now(UTC)
+    good = report_accuracy("m", 0.95, 500, at=now - timedelta(minutes=2), registry=registry)
+    now_ms = int(now.timestamp() * 1000)
+    _log_observation(client, good.run_id, 1, 0.10, 1e19, now_ms)
+    _log_observation(client, good.run_id, 2, 5.0, 100.0, now_ms)
+    in_2099 = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    _log_observation(client, good.run_id, 3, 0.10, 1000.0, in_2099)
+
+    state = open_state(tmp_path / "state")
+    cfg = MonitorConfig.model_validate({"models": ["m"], "window": 5, "min_samples": 100})
+    mon = Monitor(cfg, state, registry, FeedbackReader(registry), None, use_scheduler=False)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            mon.start()
+            for _ in range(2):
+                result = mon.poll_once()
+                assert result is not None and result.error is None, result
+                mon.tick()
+            # A new good observation re-reads the run's history: still reported once each.
+            report_accuracy("m", 0.93, 500, at=now - timedelta(minutes=1), registry=registry)
+            result = mon.poll_once()
+            assert result is not None and result.error is None, result
+            mon.tick()
+        decision = mon.decisions["m"]
+        assert 1000 == decision.samples
+        assert decision.accuracy == pytest.approx(0.94)
+        row = state.conn.execute("SELECT live_samples FROM registry_models").fetchone()
+        assert (1000,) == row
+        skipped = [e for e in logs if e["event"] == "observation_skipped"]
+        reasons = sorted(str(e["reason"]).split(" ")[0] for e in skipped)
+        assert ["accuracy", "at:", "samples"] == reasons, skipped
+    finally:
+        mon.stop()
         state.close()
