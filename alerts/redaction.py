@@ -7,16 +7,21 @@ INFO, and a Slack URL *is* a credential) can scrub it from any record.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import threading
-from typing import Final
-from urllib.parse import urlsplit
+from typing import Any, Final
+from urllib.parse import quote, quote_plus, urlsplit
 
 REDACTED: Final = "***"
+# Shorter base64 fragments of a secret would match unrelated base64 text.
+_MIN_BASE64: Final = 8
 
 _lock = threading.Lock()
 _known: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _known, so prefixes of a longer secret don't leak
 # Loggers of libraries we call that may print a URL or a server reply.
 _FILTERED_LOGGERS: Final = ("httpx", "httpcore")
 
@@ -73,23 +78,64 @@ def url_secret_parts(url: str) -> list[str]:
     return [f for f in found if len(f) > 1]
 
 
-def register(value: str) -> None:
-    """Remember ``value`` so :func:`redact` and the log filter scrub it."""
-    # Very short strings would redact ordinary words; real secrets are longer.
-    if len(value) >= 6:
+def register(value: str, *, min_length: int = 6) -> None:
+    """Remember ``value`` and its encodings so :func:`redact` and the log filter scrub it.
+    Below ``min_length`` nothing is registered: short strings would redact ordinary words
+    (derived URL parts); a configured secret passes ``min_length=1``."""
+    global _longest_first  # noqa: PLW0603  (rebuilt under the lock, read without it)
+    if len(value) >= max(min_length, 1):
+        variants = encodings(value)
         with _lock:
-            _known.add(value)
+            _known.update(variants)
+            _longest_first = tuple(sorted(_known, key=len, reverse=True))
     _install_filter()
+
+
+def encodings(value: str) -> set[str]:
+    """``value`` as a server may echo it back: raw, JSON- and Python-escaped, URL-encoded,
+    and base64 — also inside a longer base64 text (``user:password`` in a Basic header,
+    a whole request body), at each of its 3 alignments."""
+    found = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+    }
+    raw = value.encode("utf-8", "surrogatepass")
+    for offset in range(3):
+        # Encoded after ``offset`` other bytes, the 4-char groups made of secret bytes only.
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        start = 4 if offset else 0
+        stop = (offset + len(raw)) // 3 * 4
+        chunk = encoded[start:stop]
+        if len(chunk) >= _MIN_BASE64:
+            found.update({chunk, chunk.replace("+", "-").replace("/", "_")})
+    found.add(base64.b64encode(raw).decode().rstrip("="))
+    return {f for f in found if f}
 
 
 def redact(text: str) -> str:
     """Replace every registered secret in ``text`` (longest first, so prefixes don't leak)."""
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
+    for value in _longest_first:
         if value in text:
             text = text.replace(value, REDACTED)
     return text
+
+
+def redact_data(value: Any) -> Any:
+    """:func:`redact` applied to every string inside dicts, lists and exceptions."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    if isinstance(value, BaseException):
+        return redact(str(value))
+    return value
 
 
 class RedactingFilter(logging.Filter):

@@ -229,6 +229,7 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
     """The audit log: triggers, runs, promotions, alerts, rollbacks."""
     from datetime import UTC, datetime
 
+    from alerts.redaction import redact, redact_data
     from watcher.errors import UsageError
     from watcher.state import open_state
 
@@ -257,13 +258,13 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
                         "model": ev.model,
                         "version": ev.version,
                         "data_hash": ev.data_hash,
-                        "message": ev.message,
-                        "payload": ev.payload,
+                        "message": redact(ev.message),
+                        "payload": redact_data(ev.payload),
                     }
                 )
             )
         else:
-            click.echo(f"{ev.at}  {ev.kind:<22} {ev.message}")
+            click.echo(f"{ev.at}  {ev.kind:<22} {redact(ev.message)}")
 
 
 # Commands with their own modules: each imports only click at module level, so

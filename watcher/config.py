@@ -32,6 +32,7 @@ from pydantic import (
 from pipeline.lineage import DEFAULT_IGNORE
 from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
+from watcher.policy import MAX_SAMPLES
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_ENV = "WATCHER_CONFIG"
@@ -41,7 +42,6 @@ REDACTED = "********"
 # nothing downstream overflows (SQLite INTEGER) or runs for days (a forest of 10**9 trees).
 MAX_TREES = 10_000
 MAX_WINDOW = 10_000  # observations per model version the policy looks at
-MAX_SAMPLES = 10**12  # labelled predictions behind one live-accuracy observation
 # A config or secret file is small text: never read more (a FIFO or /dev/zero would hang).
 MAX_CONFIG_BYTES = 4 << 20
 MAX_SECRET_BYTES = 64 << 10

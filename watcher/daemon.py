@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from alerts.redaction import redact_data
 from watcher import keepalive, stopping
 from watcher.clock import Clock, SystemClock
 from watcher.errors import StateError
@@ -48,6 +49,10 @@ class Health:
     ok: bool
     detail: dict[str, object] = field(default_factory=dict)
     ready: bool = True
+
+    def __post_init__(self) -> None:
+        # Served by /healthz and saved in the heartbeat: an error may echo a secret.
+        object.__setattr__(self, "detail", redact_data(self.detail))
 
 
 class Component(Protocol):

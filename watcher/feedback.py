@@ -10,7 +10,6 @@ runs changed and fetches histories only for those.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from watcher.errors import UsageError
-from watcher.policy import Observation
+from watcher.logging import get_logger
+from watcher.policy import Observation, observation_problem
 from watcher.registry_mlflow import MlflowRegistry, translate_errors
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ TAG_MODEL = "watcher.model"
 TAG_VERSION = "watcher.version"
 TAG_COUNT = "watcher.observations"
 _RUNS_PAGE = 1000
+log = get_logger("watcher.feedback")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +47,13 @@ class Reported:
     sequence: int  # 0-based number of this observation for the version
 
 
-def check_observation(accuracy: float, samples: int) -> None:
-    """Raise UsageError naming the bad field."""
-    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
-        raise UsageError(f"accuracy must be a number, got {accuracy!r}")
-    if math.isnan(accuracy) or not 0.0 <= accuracy <= 1.0:
-        raise UsageError(f"accuracy must be in [0, 1], got {accuracy}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise UsageError(f"samples must be an integer >= 1, got {samples!r}")
+def check_observation(
+    accuracy: float, samples: int, at: datetime | None = None, now: datetime | None = None
+) -> None:
+    """Raise UsageError naming the bad field (see :func:`observation_problem`)."""
+    problem = observation_problem(accuracy, samples, at, now)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def _quote(value: str) -> str:
@@ -166,16 +166,28 @@ def report_accuracy(
     return Reported(model, ver, float(accuracy), samples, when, run.info.run_id, seq)
 
 
-def _pair(accuracy: Iterable[Any], samples: Iterable[Any]) -> list[Observation]:
+def _pair(
+    accuracy: Iterable[Any], samples: Iterable[Any]
+) -> tuple[list[Observation], list[tuple[int, str]]]:
+    """Observations from the two metric histories, and (step, why) of each one that cannot
+    be used (absurd values written around the CLI), which is left out."""
     by_step = {int(m.step): m for m in samples}
     out: list[Observation] = []
+    skipped: list[tuple[int, str]] = []
     for m in accuracy:
         s = by_step.get(int(m.step))
         if s is None:
             continue  # half-written observation: the other metric lands on the next poll
-        at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
+        problem = observation_problem(float(m.value), float(s.value))
+        try:
+            at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
+        except (OverflowError, ValueError, OSError):
+            problem = problem or f"timestamp {m.timestamp} ms is out of range"
+        if problem is not None:
+            skipped.append((int(m.step), problem))
+            continue
         out.append(Observation(at, float(m.value), int(s.value)))
-    return sorted(out, key=lambda o: o.at)
+    return sorted(out, key=lambda o: o.at), skipped
 
 
 class FeedbackReader:
@@ -188,6 +200,7 @@ class FeedbackReader:
         self._registry = registry
         self._experiment_id: str | None = None
         self._cache: dict[tuple[str, str], tuple[str, list[Observation]]] = {}
+        self._skipped: set[tuple[str, int]] = set()  # (run id, step) already reported
 
     def observations(
         self, wanted: Iterable[tuple[str, str]]
@@ -228,7 +241,7 @@ class FeedbackReader:
             else:
                 changed.append((key, count, run.info.run_id))
 
-        def history(run_id: str) -> list[Observation]:
+        def history(run_id: str) -> tuple[list[Observation], list[tuple[int, str]]]:
             reg.count(2)
             with translate_errors("get_metric_history", reg.uri):
                 acc = reg.client.get_metric_history(run_id, METRIC_ACCURACY)
@@ -236,10 +249,28 @@ class FeedbackReader:
             return _pair(acc, smp)
 
         fetched = reg.map(history, [run_id for _, _, run_id in changed])
-        for (key, count, _), obs in zip(changed, fetched, strict=True):
+        for (key, count, run_id), (obs, skipped) in zip(changed, fetched, strict=True):
             self._cache[key] = (count, obs)
             out[key] = obs
+            self._report_skipped(key, run_id, skipped)
         for key in list(self._cache):
             if key not in wanted_set:
                 del self._cache[key]
         return out
+
+    def _report_skipped(
+        self, key: tuple[str, str], run_id: str, skipped: Iterable[tuple[int, str]]
+    ) -> None:
+        """Log each unusable observation once (histories are re-read as runs grow)."""
+        for step, why in skipped:
+            if (run_id, step) in self._skipped:
+                continue
+            self._skipped.add((run_id, step))
+            log.warning(
+                "observation_skipped",
+                model=key[0],
+                version=key[1],
+                observation=step + 1,
+                reason=why,
+                run_id=run_id,
+            )

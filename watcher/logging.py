@@ -1,7 +1,8 @@
 """structlog for our code and for stdlib loggers (mlflow, httpx, apscheduler, watchdog).
 
 Console renderer on a TTY, JSON lines otherwise (journald). Every event passes a
-redaction processor that replaces known secret values wherever they appear.
+redaction processor that replaces known secret values (and their encodings) wherever
+they appear, with the registry of ``alerts.redaction``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
-_secrets: list[str] = []
+from alerts.redaction import redact, redact_data, register
 
 # Third-party loggers that are chatty at INFO on every poll.
 _QUIET = {
@@ -31,37 +32,20 @@ _QUIET = {
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Values that must never reach a log line (kept longest first)."""
+    """Values that must never reach a log line, a stored or a served string (any length;
+    their encodings too): one registry, alerts.redaction's."""
     for value in values:
-        if value and value not in _secrets:
-            _secrets.append(value)
-    _secrets.sort(key=len, reverse=True)
+        if value:
+            register(value, min_length=1)
 
 
 def redact_text(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "********")
-    return text
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
-    if isinstance(value, BaseException):
-        return redact_text(str(value))
-    return value
+    return redact(text)
 
 
 def redact_processor(_: Any, __: str, event_dict: EventDict) -> EventDict:
-    if not _secrets:
-        return event_dict
     for key, value in list(event_dict.items()):
-        event_dict[key] = _redact(value)
+        event_dict[key] = redact_data(value)
     return event_dict
 
 

@@ -26,7 +26,15 @@ from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
 from watcher.errors import RegistryError, RegistryUnavailable
 from watcher.logging import get_logger
-from watcher.policy import Decision, Observation, PolicyConfig, PolicyState, Status, evaluate
+from watcher.policy import (
+    Decision,
+    Observation,
+    PolicyConfig,
+    PolicyState,
+    Status,
+    evaluate,
+    observation_problem,
+)
 from watcher.ports import ARCHIVED_STAGE, ModelSnapshot, Registry, matches
 from watcher.state import StateStore, iso
 
@@ -181,6 +189,7 @@ class Monitor:
         self._policy: dict[str, PolicyState] = {}
         self.decisions: dict[str, Decision] = {}
         self._live_saved: dict[str, tuple[float | None, int]] = {}
+        self._skipped: set[tuple[str, str, Observation]] = set()  # reported once each
         self._due: datetime | None = None
         self._down_since: datetime | None = None
         self._down_error: str | None = None
@@ -358,9 +367,27 @@ class Monitor:
         self._process_mlflow_alert(now)
         self._diff(result.snapshots, now)
         self._production = {s.name: s.production for s in result.snapshots}
-        self._observations = result.observations
+        self._observations = self._usable(result.observations, result.at)
         self._polled_once = True
         self._evaluate(now)
+
+    def _usable(
+        self, observations: dict[tuple[str, str], list[Observation]], now: datetime
+    ) -> dict[tuple[str, str], list[Observation]]:
+        """Leave out observations the policy cannot use, whatever their source: one
+        stamped further in the future than the clock skew would stay the newest in the
+        window for ever. Each is logged once."""
+        out: dict[tuple[str, str], list[Observation]] = {}
+        for (model, version), obs in observations.items():
+            out[(model, version)] = kept = []
+            for o in obs:
+                problem = observation_problem(o.accuracy, o.samples, o.at, now)
+                if problem is None:
+                    kept.append(o)
+                elif (model, version, o) not in self._skipped:
+                    self._skipped.add((model, version, o))
+                    log.warning("observation_skipped", model=model, version=version, reason=problem)
+        return out
 
     def _poll_failed(self, result: PollResult, now: datetime) -> None:
         if self.metrics is not None:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.dispatcher import backoff_seconds
+from alerts.redaction import redact
 from watcher.state import StateStore, iso
 
 FAULT_ENV = "WATCHER_FAULT"
@@ -214,6 +215,7 @@ class Outbox:
         each change of error text, not every retry of a long outage."""
         attempts = row.attempts + 1
         delay = backoff(attempts, self.retry_initial, self.retry_max, self._rng())
+        error = redact(error)  # served by status, history and /healthz; may echo a secret
         with self.state.transaction() as tx:
             tx.execute(
                 "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",

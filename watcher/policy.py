@@ -8,11 +8,18 @@ one — no evidence either way. A new Production version starts from a fresh sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+# Bounds of one observation from outside (the CLI, MLflow): more samples than this is not a
+# real count (10**19 overflowed SQLite), and a time further ahead than the skew would stay
+# the newest observation in the window for ever.
+MAX_SAMPLES = 10**12
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class Status(StrEnum):
@@ -30,6 +37,35 @@ class Observation:
     at: datetime
     accuracy: float
     samples: int
+
+
+def observation_problem(
+    accuracy: float, samples: int | float, at: datetime | None = None, now: datetime | None = None
+) -> str | None:
+    """Why an observation is unusable (naming the field), or None. ``at`` is checked
+    against ``now`` plus :data:`MAX_CLOCK_SKEW` when both are given."""
+    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
+        return f"accuracy must be a number, got {accuracy!r}"
+    if math.isnan(accuracy) or not 0.0 <= accuracy <= 1.0:
+        return f"accuracy must be in [0, 1], got {accuracy}"
+    if isinstance(samples, float) and samples.is_integer():
+        samples = int(samples)  # MLflow stores metrics as floats
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        return f"samples must be an integer >= 1, got {_short(samples)}"
+    if samples > MAX_SAMPLES:
+        return f"samples must be at most {MAX_SAMPLES:,}, got {_short(samples)}"
+    if at is not None and now is not None and at > now + MAX_CLOCK_SKEW:
+        ahead = (at - now).total_seconds()
+        return (
+            f"at: {at.isoformat()} is {ahead:,.0f} s in the future "
+            f"(more than {MAX_CLOCK_SKEW.total_seconds():.0f} s of clock skew)"
+        )
+    return None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"a {len(text)}-digit number"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from alerts.redaction import redact, redact_data
 from watcher.errors import StateError
 
 DB_NAME = "state.db"
@@ -222,7 +223,8 @@ class StateStore:
         at: datetime | None = None,
         conn: sqlite3.Connection | None = None,
     ) -> int:
-        """Append an event; inside a caller's transaction when ``conn`` is given."""
+        """Append an event; inside a caller's transaction when ``conn`` is given. Secrets
+        (a server's echo in an error) are redacted: the history is served as is."""
         sql = (
             "INSERT INTO events (at, kind, model, version, data_hash, message, payload) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -233,8 +235,8 @@ class StateStore:
             model,
             version,
             data_hash,
-            message,
-            json.dumps(payload or {}, sort_keys=True, default=str),
+            redact(message),
+            json.dumps(redact_data(payload or {}), sort_keys=True, default=str),
         )
         if conn is not None:
             return int(conn.execute(sql, args).lastrowid or 0)

@@ -371,9 +371,18 @@ def test_file_vanishing_mid_hash_and_symlink_loop(
         (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", "-3"],
          "samples"),
         (["report-accuracy", "--model", "m", "--accuracy", "nan", "--samples", "3"], "accuracy"),
+        (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", str(10**19)],
+         "samples must be at most"),
+        (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", str(10**400)],
+         "a 401-digit number"),
+        (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", "3",
+          "--at", "2099-01-01T00:00Z"], "in the future"),
+        (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", "3",
+          "--at", "4102444800"], "in the future"),
         (["rollback", "--model", "m", "--to", "0", "--yes"], "--to"),
         (["rollback", "--model", "no-such-model", "--yes"], "no-such-model"),
         (["history", "--limit", "0"], "limit"),
+        (["history", "--limit", str(10**30)], "limit"),
         (["hash", "/nonexistent/dir"], "/nonexistent/dir"),
     ],
 )  # fmt: skip
@@ -513,13 +522,6 @@ def test_data_dir_that_is_a_file_exits_2(
     _check_config(["run"], capsys, "watch.data_dir")
     monkeypatch.setenv("WATCHER_WATCH__DATA_DIR", str(tmp_path / "later"))
     assert 0 == cli_main(["check-config"])
-
-
-def test_history_limit_beyond_sqlite_exits_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
-    _check_config(["history", "--limit", str(10**30)], capsys, "--limit")
 
 
 def test_deeply_nested_json_list_in_env_exits_2(

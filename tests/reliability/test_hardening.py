@@ -6,25 +6,43 @@ One test (or a few) per item, each failing on the code before its fix. Bad-input
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
+import json
 import math
 import re
+import sqlite3
 import subprocess
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from alerts.dispatcher import Backoff
 from alerts.notifiers.webhook import sign, verify_signature
-from tests.reliability.conftest import WATCHER, daemon_env
+from tests.reliability.conftest import (
+    WATCHER,
+    daemon_env,
+    db,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+)
+from tests.reliability.test_security import _get
+from tests.services.mlflow_server import free_port
 from tests.watch.conftest import OutageTrigger, drive, make_config, runs
 from watcher.datawatch import DataWatcher
 from watcher.errors import StateError
 from watcher.health import CoreChecks
 from watcher.http import health_body
+from watcher.logging import redact_text, register_secrets
 from watcher.outbox import backoff
 from watcher.state import DB_NAME, iso, open_state
 from watcher.triggers import build_trigger
@@ -241,3 +259,211 @@ def test_healthz_fails_when_the_state_db_stops_taking_writes(tmp_path: Path) -> 
         assert health_body([core.health()])[0]
     finally:
         state.close()
+
+
+# -- 7. Live-accuracy observations: bounded at the CLI, skipped by the daemon -----------------
+
+
+def _log_observation(
+    client: Any, run_id: str, step: int, accuracy: float, samples: float, at_ms: int
+) -> None:
+    """Append one observation straight to MLflow (around the CLI's checks)."""
+    from mlflow.entities import Metric, RunTag
+
+    from watcher.feedback import METRIC_ACCURACY, METRIC_SAMPLES, TAG_COUNT
+
+    client.log_batch(
+        run_id,
+        metrics=[
+            Metric(METRIC_ACCURACY, accuracy, at_ms, step),
+            Metric(METRIC_SAMPLES, samples, at_ms, step),
+        ],
+        tags=[RunTag(TAG_COUNT, str(step + 1))],
+    )
+
+
+def test_daemon_skips_unusable_observations_and_reports_each_once(
+    mlflow_sqlite_uri: str, tmp_path: Path
+) -> None:
+    """Observations already in MLflow with absurd values (10**19 samples, which crashed
+    every poll with "Python int too large to convert to SQLite INTEGER"; accuracy 5; a
+    2099 timestamp, which stayed the newest in the window for ever): the poll leaves them
+    out, logs each once, and the policy and `watcher status` use the good ones."""
+    from mlflow import MlflowClient
+
+    from watcher.config import MonitorConfig
+    from watcher.feedback import FeedbackReader, report_accuracy
+    from watcher.monitor import Monitor
+    from watcher.registry_mlflow import MlflowRegistry
+
+    client = MlflowClient(tracking_uri=mlflow_sqlite_uri, registry_uri=mlflow_sqlite_uri)
+    client.create_registered_model("m")
+    client.create_model_version("m", source="s3://unused-bucket/m/1")
+    client.set_registered_model_alias("m", "production", "1")
+    registry = MlflowRegistry(mlflow_sqlite_uri, "alias")
+    now = datetime.now(UTC)
+    good = report_accuracy("m", 0.95, 500, at=now - timedelta(minutes=2), registry=registry)
+    now_ms = int(now.timestamp() * 1000)
+    _log_observation(client, good.run_id, 1, 0.10, 1e19, now_ms)
+    _log_observation(client, good.run_id, 2, 5.0, 100.0, now_ms)
+    in_2099 = int(datetime(2099, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    _log_observation(client, good.run_id, 3, 0.10, 1000.0, in_2099)
+
+    state = open_state(tmp_path / "state")
+    cfg = MonitorConfig.model_validate({"models": ["m"], "window": 5, "min_samples": 100})
+    mon = Monitor(cfg, state, registry, FeedbackReader(registry), None, use_scheduler=False)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            mon.start()
+            for _ in range(2):
+                result = mon.poll_once()
+                assert result is not None and result.error is None, result
+                mon.tick()
+            # A new good observation re-reads the run's history: still reported once each.
+            report_accuracy("m", 0.93, 500, at=now - timedelta(minutes=1), registry=registry)
+            result = mon.poll_once()
+            assert result is not None and result.error is None, result
+            mon.tick()
+        decision = mon.decisions["m"]
+        assert 1000 == decision.samples
+        assert decision.accuracy == pytest.approx(0.94)
+        row = state.conn.execute("SELECT live_samples FROM registry_models").fetchone()
+        assert (1000,) == row
+        skipped = [e for e in logs if e["event"] == "observation_skipped"]
+        reasons = sorted(str(e["reason"]).split(" ")[0] for e in skipped)
+        assert ["accuracy", "at:", "samples"] == reasons, skipped
+    finally:
+        mon.stop()
+        state.close()
+
+
+# -- 6. Secrets echoed back by a server ------------------------------------------------------
+
+# Quote and backslash (JSON- and Python-escaped differently), URL-reserved characters and
+# a non-ASCII letter: every encoding differs from the raw value.
+ECHOED_PASSWORD = 'af-"PW\\8c/1e+2b=7f&é'
+
+
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    """A debug page: answers 500 with the request it got, raw and re-encoded."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            form = urllib.parse.urlencode(json.loads(body), quote_via=urllib.parse.quote)
+        except ValueError:
+            form = ""
+        page = b"\n".join(
+            [
+                b"request: " + self.requestline.encode(),
+                b"body: " + body,
+                b"body-b64: " + base64.b64encode(body),
+                b"form: " + form.encode(),
+            ]
+        )
+        self.send_response(500)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *_: object) -> None:
+        return
+
+
+def _leaked(text: str, secret: str) -> list[str]:
+    """Encodings of ``secret`` found in ``text``, base64 runs decoded."""
+    forms = {
+        "raw": secret,
+        "json": json.dumps(secret)[1:-1],
+        "json-ascii": json.dumps(secret, ensure_ascii=True)[1:-1],
+        "python": repr(secret)[1:-1],
+        "url": urllib.parse.quote(secret, safe=""),
+        "url-plus": urllib.parse.quote_plus(secret),
+    }
+    found = [name for name, form in forms.items() if form in text]
+    for run in re.findall(r"[A-Za-z0-9+/]{16,}={0,2}", text):
+        decoded = base64.b64decode(run + "=" * (-len(run) % 4), validate=False)
+        if secret.encode() in decoded:
+            found.append(f"base64 {run[:12]}…")
+    return found
+
+
+def test_a_server_echoing_the_password_leaks_it_nowhere(root: Path) -> None:
+    """Airflow's token endpoint is a page echoing the request (the JSON body with the
+    password, its base64 and its form encoding): the outbox error in the state DB,
+    `status --json`, `history --json`, /healthz and the log hold none of the password's
+    encodings (the raw one was redacted only in the log, and not when JSON-escaped)."""
+    (root / "data" / "iris.csv").write_text("a,target\n1,0\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = free_port()
+    env = daemon_env(
+        root,
+        WATCHER_TRIGGER__BACKEND="airflow",
+        WATCHER_TRIGGER__AIRFLOW__URL=f"http://127.0.0.1:{server.server_address[1]}",
+        WATCHER_TRIGGER__AIRFLOW__PASSWORD=ECHOED_PASSWORD,
+        WATCHER_HTTP__LISTEN=f"127.0.0.1:{port}",
+    )
+    outputs: dict[str, str] = {}
+    proc = start_daemon(root, env)
+    try:
+
+        def failed_twice() -> bool:
+            if not (root / "state" / DB_NAME).exists():
+                return False
+            conn = db(root)
+            try:
+                row = conn.execute("SELECT max(attempts) FROM outbox").fetchone()
+            except sqlite3.Error:
+                return False
+            finally:
+                conn.close()
+            return row is not None and (row[0] or 0) >= 2
+
+        wait_for(failed_twice, 90, "two failed trigger deliveries", poll=0.3)
+        outputs["/healthz"] = _get(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        assert 0 == stop_daemon(proc)
+        server.shutdown()
+        server.server_close()
+    for name, argv in {"status": ["status", "--json"], "history": ["history", "--json"]}.items():
+        done = subprocess.run(
+            [*WATCHER, *argv],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert 0 == done.returncode, (name, done.stderr)
+        outputs[name] = done.stdout + done.stderr
+    conn = db(root)
+    try:
+        outputs["state.db dump"] = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    outputs["daemon log"] = (root / "watcher.log").read_text()
+    assert "body-b64" in outputs["state.db dump"], "the echo reached the stored error"
+    assert "body-b64" in outputs["/healthz"]
+    leaks = {name: _leaked(text, ECHOED_PASSWORD) for name, text in outputs.items()}
+    assert {} == {name: found for name, found in leaks.items() if found}
+
+
+def test_every_encoding_of_a_secret_is_redacted() -> None:
+    """One registry for logs, stored and served strings: a registered secret is redacted
+    raw, JSON- and Python-escaped, URL-encoded and in base64 at any offset (a Basic
+    header's `user:password`)."""
+    secret = 'Zq"9\\x/+=&ü-secret'
+    register_secrets([secret])
+    texts = [
+        secret,
+        json.dumps({"password": secret}),
+        repr({"password": secret}),
+        urllib.parse.urlencode({"password": secret}),
+        urllib.parse.quote(secret),
+        *(base64.b64encode(f"{p}{secret}tail".encode()).decode() for p in ("", "u:", "us:")),
+    ]
+    assert [] == [t for t in texts if _leaked(redact_text(t), secret)]
+    assert "ordinary text" == redact_text("ordinary text")

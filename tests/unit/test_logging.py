@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+from alerts.redaction import REDACTED
 from watcher.logging import configure, get_logger, redact_text, register_secrets
 
 
@@ -29,8 +30,8 @@ def test_secrets_redacted_everywhere() -> None:
     get_logger("x").info("auth", header="Bearer tok-123-secret", nested={"k": ["tok-123-secret"]})
     logging.getLogger("httpx").error("sent tok-123-secret")
     assert "tok-123-secret" not in stream.getvalue()
-    assert "********" in stream.getvalue()
-    assert redact_text("Bearer tok-123-secret") == "Bearer ********"
+    assert REDACTED in stream.getvalue()
+    assert redact_text("Bearer tok-123-secret") == f"Bearer {REDACTED}"
 
 
 def test_chatty_loggers_quieted() -> None:

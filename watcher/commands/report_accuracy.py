@@ -28,9 +28,13 @@ def parse_time(text: str) -> datetime:
 @click.option("--model", required=True, help="Registered model name.")
 @click.option("--version", help="Model version (default: the current Production version).")
 @click.option("--accuracy", required=True, type=float, help="Live accuracy in [0, 1].")
-@click.option("--samples", required=True, type=int, help="Labelled predictions behind it (>= 1).")
 @click.option(
-    "--at", "at_text", help="When it was measured (ISO 8601 or Unix seconds; default now)."
+    "--samples", required=True, type=int, help="Labelled predictions behind it (1 to 10**12)."
+)
+@click.option(
+    "--at",
+    "at_text",
+    help="When it was measured (ISO 8601 or Unix seconds; default now; at most 5 min ahead).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the logged observation as JSON.")
 @click.pass_context
@@ -60,6 +64,8 @@ def report_accuracy_cmd(
         # MLflow versions start at 1; say so now rather than after an MLflow round trip.
         raise UsageError(f"--version: {version!r} is not a model version (a positive integer)")
     at = parse_time(at_text) if at_text else None
+    # A time ahead of the clock (beyond skew) would stay the newest in the window for ever.
+    check_observation(accuracy, samples, at, datetime.now(UTC))
     cfg = ctx.obj.config()
     registry = MlflowRegistry(
         cfg.tracking_uri,

@@ -24,6 +24,7 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     """
     from datetime import UTC, datetime
 
+    from alerts.redaction import redact_data
     from watcher.status import collect, open_readonly
 
     cfg = ctx.obj.config()
@@ -32,6 +33,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         doc = collect(
             conn, data_dir=cfg.watch.data_dir, state_dir=cfg.state.dir, now=datetime.now(UTC)
         )
+        # Errors stored by an older release (or echoed by a server) may hold a secret.
+        doc = redact_data(doc)
     finally:
         if conn is not None:
             conn.close()
