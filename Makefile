@@ -64,6 +64,7 @@ bench: sync
 	$(UV) run --locked python benchmarks/rollback.py
 	$(UV) run --locked python benchmarks/soak.py --minutes 5
 	$(UV) run --locked python benchmarks/stop_latency.py
+	$(UV) run --locked python benchmarks/dag_parse.py
 
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

@@ -63,7 +63,8 @@ def finish(proc: subprocess.Popen[str], timeout: float = 280) -> tuple[Any, str]
 
 @pytest.mark.slow
 def test_dagbag_integrity_defaults_and_overrides(tmp_path: Path) -> None:
-    """DagBag: no import errors, parse < 1 s, chain and defaults; env shortens retries."""
+    """DagBag: no import errors, a parse that imports nothing heavy, chain and defaults; env
+    shortens retries. (The parse time itself: benchmarks/dag_parse.py.)"""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     default = start_runner(airflow_env(tmp_path / "a"), "bag", cwd=tmp_path)
@@ -76,7 +77,11 @@ def test_dagbag_integrity_defaults_and_overrides(tmp_path: Path) -> None:
     short_facts, _ = finish(short)
     assert {} == facts["import_errors"]
     assert ["train_pipeline"] == facts["dag_ids"]
-    assert facts["file_seconds"]["train_pipeline.py"] < 1.0
+    # Cheap to parse by construction: mlflow, sklearn and pandas load inside the tasks.
+    heavy = {"mlflow", "sklearn", "pandas", "numpy", "scipy", "pyarrow"}
+    assert heavy.isdisjoint(facts["parse_imported"]), facts["parse_imported"]
+    # Airflow's own limit (core.dagbag_import_timeout) kills a parse after 30 s.
+    assert facts["file_seconds"]["train_pipeline.py"] < 30.0
     tasks = facts["tasks"]
     assert ["train"] == tasks["preprocess"]["downstream"]
     assert ["register"] == tasks["train"]["downstream"]

@@ -51,6 +51,18 @@ class NotifySocket:
     def pings(self, since: float = 0.0) -> list[float]:
         return [at for at, msg in self.drain() if msg == "WATCHDOG=1" and at >= since]
 
+    def wait_pings(self, n: int, since: float, timeout: float = 30.0) -> list[float]:
+        """Block until ``n`` pings arrived at or after ``since``; returns their times."""
+        deadline = time.monotonic() + timeout
+        while len(got := self.pings(since)) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(got)} of {n} pings within {timeout} s")
+            try:
+                self.seen.append(self.messages.get(timeout=0.5))
+            except queue.Empty:
+                continue
+        return got
+
 
 @pytest.fixture
 def notify_socket() -> Iterator[NotifySocket]:
@@ -153,6 +165,32 @@ def wait_settled(cwd: Path, timeout: float = 90.0) -> dict[str, object]:
                 return daemon
         time.sleep(0.5)
     raise AssertionError(f"daemon never settled: {daemon}")
+
+
+def wait_heartbeat(cwd: Path, after: float, timeout: float = 60.0) -> dict[str, object]:
+    """The daemon's state-DB heartbeat once one is written at wall time >= ``after`` (epoch
+    seconds): proof that its main loop ran a full pass (pings, health) after that moment.
+    Written every HEARTBEAT_EVERY (5 s)."""
+    import json
+    from datetime import datetime
+
+    from watcher.status import open_readonly
+
+    deadline = time.monotonic() + timeout
+    doc: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        conn = open_readonly(cwd / ".watcher")
+        if conn is not None:
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
+            finally:
+                conn.close()
+            if row is not None:
+                doc = json.loads(row[0])
+                if datetime.fromisoformat(str(doc["at"])).timestamp() >= after:
+                    return doc
+        time.sleep(0.2)
+    raise AssertionError(f"no heartbeat after {after} within {timeout} s; last: {doc}")
 
 
 def promtool(text: bytes) -> subprocess.CompletedProcess[str]:
