@@ -184,6 +184,13 @@ class Daemon:
             if all(r.get(k) == v for k, v in where.items())
         ]
 
+    def registry_view(self, model: str) -> tuple[str | None, dict[str, str]] | None:
+        """What the watcher last observed of ``model``: (Production version, version → stage)."""
+        rows = self._query(
+            "SELECT production_version, versions FROM registry_models WHERE model = ?", model
+        )
+        return (rows[0]["production_version"], json.loads(rows[0]["versions"])) if rows else None
+
     def outbox_runs(self) -> set[str]:
         """Run ids the watcher ever queued."""
         return {r["run_id"] for r in self._query("SELECT run_id FROM outbox")}

@@ -56,6 +56,7 @@ class Story:
     mlflow: str
     alertmanager: str
     hashes: list[str] = field(default_factory=list)
+    rollbacks: int = 0  # rollback.started events before the restart
 
     @property
     def data(self) -> Path:
@@ -203,34 +204,60 @@ def test_4_low_live_accuracy_alerts_and_rolls_back(story: Story) -> None:
     )
 
 
-def test_5_undo_quarantines_nothing_and_survives_a_restart(story: Story) -> None:
-    """`rollback --undo` returns to v2 and quarantines nobody (issue 13 bug 2); after a
-    restart the daemon does not roll v2 back again for the same breach (bug 3)."""
-    daemon = story.daemon
-    done = daemon.cli("rollback", "--model", story.model, "--undo", "--yes")
+def test_5_undo_returns_to_v2_and_quarantines_nothing(story: Story) -> None:
+    """`rollback --undo` returns to the state before the rollback: v2 Production, and no
+    version quarantined (issue 13 bug 2: it tagged the healthy v1)."""
+    done = story.daemon.cli("rollback", "--model", story.model, "--undo", "--yes")
     assert 0 == done.returncode, done.stdout + done.stderr
     assert "2" == story.production()
-    assert (False, False) == (story.quarantined("1"), story.quarantined("2"))
-    rollbacks = len(daemon.events("rollback.started", model=story.model))
+    assert {"1": False, "2": False} == {v: story.quarantined(v) for v in ("1", "2")}
 
+
+def test_6_after_a_restart_the_first_scrape_has_every_gauge(story: Story) -> None:
+    """SIGTERM → exit 0; after the restart the first /metrics scrape passes promtool and
+    has every gauge (issue 13 bug 4: production version and last trigger were missing)."""
+    daemon = story.daemon
+    story.rollbacks = len(daemon.events("rollback.started", model=story.model))
     assert 0 == daemon.stop()
     daemon.start()
+    text = daemon.metrics()
+    checked = promtool(text)
+    assert 0 == checked.returncode, checked.stdout + checked.stderr
+    exposition = text.decode()
+    production = story.production()
+    assert production is not None
+    assert float(production) == gauge(exposition, "watcher_production_version", model=story.model)
+    assert (gauge(exposition, "watcher_last_trigger_timestamp_seconds") or 0) > 0
+    assert 1 == gauge(exposition, "watcher_dataset_files")
+    assert 1 == gauge(exposition, "watcher_up")
+    assert 0 == gauge(exposition, "watcher_outbox_depth")
+    states = [
+        gauge(exposition, "watcher_alert_state", model=story.model, state=s)
+        for s in ("ok", "inconclusive", "pending", "firing")
+    ]
+    assert 1 == sum(s or 0 for s in states), states
+
+
+def test_7_the_restart_does_not_roll_back_again(story: Story) -> None:
+    """The breach of v2 still fires, but the operator restored v2 by hand: the restarted
+    daemon leaves it alone (issue 13 bug 3: it rolled v2 back again within seconds)."""
+    daemon = story.daemon
     ready = daemon.started_at
 
-    # Positive marker: registry polls well after ready (poll_interval 1 s), each of which
-    # would have acted on the still-firing breach.
+    # Positive marker: registry polls well after ready (poll_interval 1 s); each would
+    # have acted on the still-firing breach.
     def polled_since_ready() -> bool:
         text = daemon.metrics().decode()
         last = gauge(text, "watcher_last_successful_poll_timestamp_seconds", backend="mlflow")
         return (last or 0.0) > ready + 3
 
     wait_for(polled_since_ready, EVENT_DEADLINE_S, "three registry polls after the restart")
-    assert rollbacks == len(daemon.events("rollback.started", model=story.model))
+    assert story.rollbacks == len(daemon.events("rollback.started", model=story.model))
     assert "2" == story.production()
 
 
 @pytest.mark.timeout(600)
-def test_6_broken_csv_fails_the_run_on_the_first_try(story: Story) -> None:
+def test_8_broken_csv_fails_the_run_on_the_first_try(story: Story) -> None:
     """A broken CSV → the DAG run fails at preprocess on try 1 although retries are 2
     (bad data is not retried) → DagRunFailed in Alertmanager, run.failed in history."""
     daemon = story.daemon
@@ -249,28 +276,8 @@ def test_6_broken_csv_fails_the_run_on_the_first_try(story: Story) -> None:
     daemon.wait_event("run.failed", f"the watcher following data__{h3}")
     after = mlflow_client(story.mlflow).search_model_versions(f"name = '{story.model}'")
     assert versions == len(after), "bad data registered nothing"
+    assert {f"data__{h}" for h in story.hashes} == set(story.runs())
 
 
-def test_7_metrics_after_a_restart_and_sigterm(story: Story) -> None:
-    """After a restart the first scrape passes promtool and has every gauge (issue 13
-    bug 4: production version and last trigger were missing); SIGTERM → exit 0."""
-    daemon = story.daemon
-    assert 0 == daemon.stop()
-    daemon.start()
-    text = daemon.metrics()
-    checked = promtool(text)
-    assert 0 == checked.returncode, checked.stdout + checked.stderr
-    exposition = text.decode()
-    production = story.production()
-    assert production is not None
-    assert float(production) == gauge(exposition, "watcher_production_version", model=story.model)
-    assert (gauge(exposition, "watcher_last_trigger_timestamp_seconds") or 0) > 0
-    assert 1 == gauge(exposition, "watcher_dataset_files")
-    assert 1 == gauge(exposition, "watcher_up")
-    states = [
-        gauge(exposition, "watcher_alert_state", model=story.model, state=s)
-        for s in ("ok", "inconclusive", "pending", "firing")
-    ]
-    assert 1 == sum(s or 0 for s in states), states
-    assert gauge(exposition, "watcher_outbox_depth") == 0
-    assert 0 == daemon.stop()
+def test_9_sigterm_exits_0(story: Story) -> None:
+    assert 0 == story.daemon.stop()
