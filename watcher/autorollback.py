@@ -113,8 +113,9 @@ class AutoRollback:
         for model, decision in sorted(self.monitor.decisions.items()):
             version = decision.state.version
             since = decision.state.firing_since
-            if decision.status in (Status.OK, Status.RESOLVED):
-                # The breach episode ended: a new one (firing again) may be acted on.
+            if decision.status in (Status.OK, Status.RESOLVED, Status.INCONCLUSIVE):
+                # Production and not breaching (inconclusive never follows firing): the breach
+                # episode ended, or never began; a new one may be acted on.
                 if self.handled.clear(model, version):
                     self._left_alone.discard((model, version))
                     log.info("rollback_episode_ended", model=model, version=version)

@@ -61,25 +61,46 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _global_options(**extra: Any) -> list[click.Option]:
+    """The global options; on a subcommand too, so `watcher run --config X` works."""
+    return [
+        click.Option(
+            ["--config", "config_path"],
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="TOML config file (default: $WATCHER_CONFIG, else ./watcher.toml if present).",
+            **extra,
+        ),
+        click.Option(
+            ["--debug"], is_flag=True, help="Debug logging and tracebacks on errors.", **extra
+        ),
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(["debug", "info", "warning", "error"]),
+            help="Log level (overrides log.level).",
+            **extra,
+        ),
+        click.Option(
+            ["--log-format"],
+            type=click.Choice(["console", "json"]),
+            help="Log format; default console on a TTY, JSON lines otherwise.",
+            **extra,
+        ),
+    ]
+
+
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the subcommand: it wins over the same one before it."""
+    obj = ctx.find_object(Context)
+    if obj is not None and param.name and value not in (None, False):
+        setattr(obj, param.name, value)
+
+
+def _with_global_options(command: click.Command) -> None:
+    command.params.extend(_global_options(expose_value=False, callback=_set_global))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="watcher")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="TOML config file (default: $WATCHER_CONFIG, else ./watcher.toml if present).",
-)
-@click.option("--debug", is_flag=True, help="Debug logging and tracebacks on errors.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Log level (overrides log.level).",
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["console", "json"]),
-    help="Log format; default console on a TTY, JSON lines otherwise.",
-)
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -96,6 +117,9 @@ def cli(
     """
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     ctx.obj = Context(config_path, debug, log_level, log_format)
+
+
+cli.params.extend(_global_options())
 
 
 @cli.command()
@@ -285,6 +309,8 @@ for _command in (
     demo_cmd,
 ):
     cli.add_command(_command)
+for _command in cli.commands.values():
+    _with_global_options(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from watcher.logging import get_logger
 from watcher.metrics import METRICS
 from watcher.outbox import Outbox, OutboxRow, fault_point
 from watcher.snapshots import SnapshotStale, SnapshotStore
+from watcher.state import iso
 from watcher.trigger_airflow import TriggerUnavailable, run_id_for
 from watcher.triggers import TERMINAL_STATES, Trigger, build_trigger, pipeline_settings
 
@@ -47,6 +49,8 @@ SERIAL_RECHECK = 1.0  # seconds between checks whether a serial backend's run ha
 # Failed deliveries in a row after which the oldest trigger counts as failing (readiness,
 # /healthz 503): the alert dispatcher's default too.
 DELIVERY_FAILING_AFTER = 3
+DAG_META = "trigger.dag"  # {"dag_id", "paused", "since", "unpause"}: what `watcher status` shows
+PAUSED_RECHECK = 60.0  # while the DAG is paused, how often to look whether it was unpaused
 
 Verdict = Literal["trigger", "unchanged", "queued", "empty"]
 
@@ -150,8 +154,9 @@ class DataWatcher:
         self._first_scan = True
         self._said_empty: str | None = None
         self._held: str | None = None  # why the last freeze failed (logged once per cause)
-        self._paused_warned = False
         self._skipped: set[tuple[str, str]] = set()  # (path, why) already reported
+        self._paused: bool | None = None  # the DAG's state as last seen (Airflow only)
+        self._next_paused_check = 0.0
 
     # Component protocol --------------------------------------------------------
 
@@ -232,6 +237,8 @@ class DataWatcher:
                 self._request_scan(self._scan_reason, mono + max(self.quiet_period, SCAN_RETRY))
                 raise
         next_delivery = self._deliver()
+        if self._paused and mono >= self._next_paused_check:
+            self._check_paused()  # unpaused meanwhile? (status and history say so)
         if mono >= self._next_follow:
             self._next_follow = mono + self.follow_interval
             self._follow()
@@ -494,26 +501,41 @@ class DataWatcher:
         self.outbox.mark_delivered(row, created=result.created, run_state=result.state, now=now)
         METRICS.record_trigger("delivered" if result.created else "duplicate", now.timestamp())
         log.info("trigger_delivered", run_id=row.run_id, status=result.status)
-        self._paused_warned = False
         self._check_paused()
         return True
 
     def _check_paused(self) -> None:
-        """Runs of a paused DAG stay queued forever: warn loudly (Airflow only)."""
+        """Runs of a paused DAG stay queued forever: warn loudly once, and keep the state
+        where `watcher status` shows it with how to unpause (Airflow only)."""
         is_paused = getattr(self.trigger, "is_paused", None)
-        if is_paused is None or self._paused_warned:
+        if is_paused is None:
             return
+        self._next_paused_check = self.clock.monotonic() + PAUSED_RECHECK
         try:
             paused = bool(is_paused())
         except (TriggerError, WatcherError) as exc:
             log.debug("paused_check_failed", error=str(exc))
             return
+        if paused == self._paused:
+            return
+        was, self._paused = self._paused, paused
+        dag_id = str(getattr(self.trigger, "dag_id", "?"))
+        unpause = (
+            f"airflow dags unpause {dag_id}, the toggle in the Airflow UI, or PATCH "
+            f'{getattr(self.trigger, "base_url", "")}/api/v2/dags/{dag_id} {{"is_paused": false}}'
+        )
+        doc = {"dag_id": dag_id, "paused": paused, "since": iso(self.clock.now())}
+        with self.state.transaction() as tx:
+            self.state.set_meta(DAG_META, json.dumps({**doc, "unpause": unpause}), conn=tx)
+            if paused:
+                msg = f"DAG {dag_id!r} is paused: its runs stay queued until it is unpaused"
+                self.state.record("trigger.dag_paused", msg, conn=tx)
+            elif was:
+                self.state.record("trigger.dag_unpaused", f"DAG {dag_id!r} unpaused", conn=tx)
         if paused:
-            self._paused_warned = True
-            dag_id = getattr(self.trigger, "dag_id", "?")
-            msg = f"DAG {dag_id!r} is paused: its runs stay queued until it is unpaused"
-            log.warning("dag_paused", dag_id=dag_id, hint="unpause it in the Airflow UI or API")
-            self.state.record("trigger.dag_paused", msg)
+            log.warning("dag_paused", dag_id=dag_id, hint=f"unpause it: {unpause}")
+        elif was:
+            log.info("dag_unpaused", dag_id=dag_id)
 
     def _follow(self) -> None:
         now = self.clock.now()

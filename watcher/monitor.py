@@ -11,6 +11,7 @@ the daemon keeps going and resumes when MLflow returns.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import queue
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from alerts.model import Alert, Notification, NotificationKind, make_alert
 from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
-from watcher.errors import RegistryError, RegistryUnavailable
+from watcher.errors import RegistryError, RegistryUnavailable, StateError
 from watcher.logging import get_logger
 from watcher.policy import (
     Decision,
@@ -49,6 +50,7 @@ MLFLOW_SOURCE = "monitor.mlflow"
 ACCURACY_ALERT = "ModelAccuracyLow"
 MLFLOW_DOWN_ALERT = "MlflowUnreachable"
 POLICY_META = "monitor.policy"
+LAST_POLL_META = "monitor.last_success"  # so /metrics has it from the start after a restart
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
 STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
 
@@ -362,6 +364,8 @@ class Monitor:
                 models=len(result.snapshots),
                 seconds=round(result.seconds, 3),
             )
+        with contextlib.suppress(StateError):  # only for /metrics after a restart: never fatal
+            self.state.set_meta(LAST_POLL_META, iso(result.at))
         if self.metrics is not None:
             self.metrics.last_poll_success.labels(backend="mlflow").set(result.at.timestamp())
         self._process_mlflow_alert(now)
@@ -447,6 +451,10 @@ class Monitor:
         gauges are otherwise set only when a poll sees a change)."""
         if self.metrics is None:
             return
+        last_ok = self.state.get_meta(LAST_POLL_META)
+        if last_ok is not None:
+            at = datetime.fromisoformat(last_ok).timestamp()
+            self.metrics.last_poll_success.labels(backend="mlflow").set(at)
         rows = self.state.conn.execute(
             "SELECT model, production_version, live_accuracy FROM registry_models"
         ).fetchall()

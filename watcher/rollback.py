@@ -47,9 +47,9 @@ class Handled:
 
     A version the daemon rolled back (or refused to, or previewed in dry-run mode), or one
     an operator put into Production by hand (a rollback or an undo), is not rolled back
-    automatically again until its breach episode ends: the monitor sees its live accuracy
-    recover (:meth:`clear`). Kept in the state DB, so it survives restarts, and shared with
-    `watcher rollback`, which runs in another process: always read, never cached.
+    automatically again until its breach episode ends: the monitor sees it in Production
+    and not breaching (:meth:`clear`). Kept in the state DB, so it survives restarts, and
+    shared with `watcher rollback`, which runs in another process: always read, never cached.
     """
 
     def __init__(self, state: StateStore) -> None:

@@ -27,6 +27,7 @@ STALE_AFTER = 6 * HEARTBEAT_EVERY
 POLICY_META = "monitor.policy"  # {model: {"version", "status", ...}} from the monitor
 LAST_DELIVERED_META = "data.last_delivered_hash"  # from the outbox
 LIVE_EVENT_PREFIX = "monitor.accuracy_"  # payload {"accuracy", "samples"} on transitions
+DAG_META = "trigger.dag"  # {"dag_id", "paused", "since", "unpause"} from the Airflow trigger
 
 
 def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
@@ -54,6 +55,7 @@ def collect(
         "state_dir": str(state_dir.resolve()),
         "dataset": _dataset(None, {}),
         "last_trigger": None,
+        "dag": None,
         "models": [],
         "outbox": {"depth": 0, "by_status": {}},
         "daemon": _daemon(None, now),
@@ -66,6 +68,7 @@ def collect(
         doc["last_trigger"] = _last_trigger(conn, tables)
         doc["outbox"] = _outbox(conn, tables)
         doc["dataset"]["last_delivered_hash"] = _meta(conn, tables, LAST_DELIVERED_META)
+        doc["dag"] = _dag(_meta(conn, tables, DAG_META))
         doc["models"] = _models(conn, tables, _policy(_meta(conn, tables, POLICY_META)))
         doc["daemon"] = _daemon(_meta(conn, tables, "heartbeat"), now)
     except sqlite3.Error as exc:
@@ -140,6 +143,15 @@ def _outbox(conn: sqlite3.Connection, tables: dict[str, set[str]]) -> dict[str, 
         for s, n in conn.execute("SELECT status, count(*) FROM outbox GROUP BY status ORDER BY 1")
     }
     return {"depth": by_status.get("pending", 0), "by_status": by_status}
+
+
+def _dag(raw: str | None) -> dict[str, Any] | None:
+    """The Airflow DAG as the daemon last saw it (paused or not), None if never checked."""
+    with contextlib.suppress(ValueError, TypeError):
+        data = json.loads(raw or "null")
+        if isinstance(data, dict) and isinstance(data.get("paused"), bool):
+            return {k: data.get(k) for k in ("dag_id", "paused", "since", "unpause")}
+    return None
 
 
 def _policy(raw: str | None) -> dict[str, str]:

@@ -233,6 +233,10 @@ def test_gauges_restored_from_state_before_the_first_poll(
     assert f'watcher_production_version{{model="{MODEL}"}} 1.0' in text
     assert f'watcher_alert_state{{model="{MODEL}",state="firing"}} 1.0' in text
     assert f'watcher_live_accuracy{{model="{MODEL}"}} 0.25' in text
+    polled = metrics.registry.get_sample_value(
+        "watcher_last_successful_poll_timestamp_seconds", {"backend": "mlflow"}
+    )
+    assert clock.now().timestamp() == polled
 
 
 def test_outage_logged_once_alerted_after_threshold_and_recovered(

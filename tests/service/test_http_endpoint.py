@@ -173,6 +173,8 @@ def test_gauges_right_from_the_first_scrape_after_a_restart(
         assert last_trigger is not None and last_trigger > 1_700_000_000, text
         alert = 'watcher_alert_state{model="iris-classifier",state="inconclusive"}'
         assert 1.0 == _metric(text, alert), text
+        polled = 'watcher_last_successful_poll_timestamp_seconds{backend="mlflow"}'
+        assert (_metric(text, polled) or 0) > 1_700_000_000, text
         assert 0 == promtool(text.encode()).returncode
     finally:
         out = stop_watcher(proc)

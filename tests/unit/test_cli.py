@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -107,6 +108,60 @@ class TestExitCodes:
         assert main(["hash", str(tmp_path / "d")]) == 0
         assert len(capsys.readouterr().out.strip()) == 64
         assert main(["hash", str(tmp_path / "missing")]) == 2
+
+
+class TestGlobalOptionsAfterTheCommand:
+    """`watcher run --config X`, `watcher status --config X --json`: as users type them (#13)."""
+
+    def _config(self, tmp_path: Path, text: str = "") -> Path:
+        cfg = tmp_path / "w.toml"
+        cfg.write_text(f"[watch]\ndata_dir = 'elsewhere'\n{text}", encoding="utf-8")
+        return cfg
+
+    def test_config_after_the_command(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--config after check-config and status (with --json around it) is the file used."""
+        cfg = str(self._config(tmp_path))
+        assert main(["check-config", "--config", cfg]) == 0
+        assert '"data_dir": "elsewhere"' in capsys.readouterr().out
+        assert main(["status", "--config", cfg, "--json"]) == 0
+        assert str(tmp_path / "elsewhere") == json.loads(capsys.readouterr().out)["data_dir"]
+
+    def test_run_reads_config_after_the_command(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`watcher run --config BAD` reads BAD: exit 2 naming the field, not "No such option"."""
+        bad = str(self._config(tmp_path, "max_wait = 'soon'\n"))
+        assert main(["run", "--config", bad, "--log-level", "error"]) == 2
+        err = capsys.readouterr().err
+        assert "error: watch.max_wait:" in err and "No such option" not in err
+
+    def test_logging_flags_after_the_command(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """--debug, --log-level and --log-format are accepted after the command too."""
+        for flags in (["--debug"], ["--log-level", "debug"], ["--log-format", "json"]):
+            assert main(["check-config", *flags]) == 0, flags
+        assert main(["check-config", "--log-level", "loud"]) == 2
+        assert "loud" in capsys.readouterr().err
+
+    def test_after_wins_over_before(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Given on both sides, the one after the command is used."""
+        cfg = str(self._config(tmp_path))
+        assert main(["--config", "nonexistent.toml", "check-config", "--config", cfg]) == 0
+        assert '"data_dir": "elsewhere"' in capsys.readouterr().out
+
+    def test_service_unit_config_is_the_same_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`service-unit --config X` and `--config X service-unit` render the same unit."""
+        cfg = str(self._config(tmp_path))
+        assert main(["service-unit", "--config", cfg]) == 0
+        after = capsys.readouterr().out
+        assert main(["--config", cfg, "service-unit"]) == 0
+        assert after == capsys.readouterr().out
+        assert f"--config {cfg}" in after
 
 
 class TestRunProcess:

@@ -10,27 +10,24 @@ import click
 @click.command("service-unit")
 @click.option("--user", "user_unit", is_flag=True, help="A user unit (systemctl --user).")
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Config file the service runs with; its data/state dirs and secret files shape the unit.",
-)
-@click.option(
     "--exec",
     "exec_path",
     default=None,
     help="Path of the watcher executable in ExecStart= (default: /usr/local/bin/watcher).",
 )
-def service_unit(user_unit: bool, config_path: Path | None, exec_path: str | None) -> None:
+@click.pass_context
+def service_unit(ctx: click.Context, user_unit: bool, exec_path: str | None) -> None:
     """Print a hardened systemd unit (Type=notify, sandboxed) for this watcher.
 
-    Without --config the service runs on embedded defaults inside its state
-    directory (/var/lib/registry-watcher, or ~/.local/state/registry-watcher
-    with --user).
+    --config (before or after the command) is the config file the service runs
+    with; its data/state dirs and secret files shape the unit. Without it the
+    service runs on embedded defaults inside its state directory
+    (/var/lib/registry-watcher, or ~/.local/state/registry-watcher with --user).
     """
     from watcher.errors import UsageError
     from watcher.service_unit import DEFAULT_EXEC, UnitSpec, render_unit, spec_from_config
 
+    config_path: Path | None = ctx.obj.config_path
     exe = exec_path or DEFAULT_EXEC
     if not exe.startswith("/"):
         raise UsageError(f"--exec: {exe!r} must be an absolute path")

@@ -57,19 +57,21 @@ def _pct(value: object) -> str:
     return "—" if not isinstance(value, int | float) else f"{value:.1%}"
 
 
+def _daemon_state(daemon: dict[str, Any]) -> str:
+    if daemon["running"]:
+        health = "[green]healthy[/]" if daemon["healthy"] else "[red]unhealthy[/]"
+        return f"running (pid {daemon['pid']}), {health}"
+    if daemon["heartbeat_at"]:
+        return f"[yellow]not running[/] (last heartbeat {daemon['heartbeat_at']})"
+    return "[yellow]not running[/] (never started on this state dir)"
+
+
 def render(doc: dict[str, Any], console: Console) -> None:
     """The human view of the status document."""
     from rich.table import Table
 
     daemon = doc["daemon"]
-    if daemon["running"]:
-        health = "[green]healthy[/]" if daemon["healthy"] else "[red]unhealthy[/]"
-        state = f"running (pid {daemon['pid']}), {health}"
-    elif daemon["heartbeat_at"]:
-        state = f"[yellow]not running[/] (last heartbeat {daemon['heartbeat_at']})"
-    else:
-        state = "[yellow]not running[/] (never started on this state dir)"
-
+    state = _daemon_state(daemon)
     ds, trig, outbox = doc["dataset"], doc["last_trigger"], doc["outbox"]
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
@@ -87,6 +89,11 @@ def render(doc: dict[str, Any], console: Console) -> None:
         run_state = trig["run_state"] or "not started"
         summary.add_row("last trigger", f"{_short(trig['data_hash'])}  {trig['created_at']}")
         summary.add_row("last run", f"{trig['run_id']}: {trig['status']}, run {run_state}")
+    dag = doc.get("dag")
+    if dag and dag["paused"]:
+        summary.add_row("DAG", f"[red]{dag['dag_id']} is paused[/] since {dag['since']}")
+        summary.add_row("", "its runs stay queued until it is unpaused:")
+        summary.add_row("", str(dag["unpause"]))
     by_status = ", ".join(f"{k} {v}" for k, v in outbox["by_status"].items())
     summary.add_row(
         "outbox", f"{outbox['depth']} pending" + (f" ({by_status})" if by_status else "")

@@ -1,0 +1,109 @@
+"""Breach episodes automatic rollback leaves alone, across restarts (the fake registry; the
+same story against a real `mlflow server` is in test_auto_rollback.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from watcher.autorollback import AutoRollback
+from watcher.config import MonitorConfig, RollbackConfig
+from watcher.monitor import Monitor
+from watcher.ports import TAG_PREVIOUS
+from watcher.rollback import Plan
+from watcher.state import StateStore, open_state
+from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
+
+MODEL = "m"
+
+
+@dataclass
+class Daemon:
+    """The monitor and automatic rollback as `watcher run` builds them, on one state dir."""
+
+    state: StateStore
+    monitor: Monitor
+    rollback: AutoRollback
+
+    def cycle(self, clock: FakeClock) -> None:
+        clock.advance(30)
+        self.monitor.poll_once()
+        self.monitor.tick()
+        self.rollback.tick()
+
+    def automatic(self) -> int:
+        return len(self.rollback.rollbacker.automatic_times(MODEL))
+
+
+def start(
+    tmp_path: Path, registry: FakeRegistry, obs: MemoryObservations, clock: FakeClock
+) -> Daemon:
+    state = open_state(tmp_path / "state")
+    config = MonitorConfig.model_validate({"models": [MODEL], "window": 1, "min_samples": 10})
+    monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
+    monitor.start()
+    guards = RollbackConfig.model_validate({"auto": True, "cooldown": 0, "max_per_window": 10})
+    rollback = AutoRollback(
+        guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
+    )
+    rollback.start()
+    return Daemon(state, monitor, rollback)
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    reg = FakeRegistry()
+    reg.create_version(MODEL, {"accuracy": "0.96"})
+    reg.set_production(MODEL, "1")
+    reg.create_version(MODEL, {"accuracy": "0.95", TAG_PREVIOUS: "1"})
+    reg.set_production(MODEL, "2")
+    return reg
+
+
+def test_operator_choice_holds_across_restart_until_the_episode_ends(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """Rolled back 2 → 1, undone by hand: v2 is left alone, also after a restart; once it
+    stops breaching, a new breach rolls it back again (#13)."""
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock)
+    obs.add(MODEL, "2", 0.5, 100, clock.now())
+    daemon.cycle(clock)
+    assert "1" == registry.production(MODEL)
+    daemon.rollback.rollbacker.execute(Plan(MODEL, "1", "2", "false alarm", "ops", undo=True))
+    daemon.cycle(clock)
+    daemon.state.close()
+
+    daemon = start(tmp_path, registry, obs, clock)  # a restart: nothing kept in memory
+    daemon.cycle(clock)
+    daemon.cycle(clock)
+    assert "2" == registry.production(MODEL)
+    assert 1 == daemon.automatic()
+
+    obs.add(MODEL, "2", 0.97, 100, clock.now())  # recovered: the episode ends
+    daemon.cycle(clock)
+    obs.add(MODEL, "2", 0.4, 100, clock.now())  # a new episode
+    daemon.cycle(clock)
+    assert "1" == registry.production(MODEL)
+    assert 2 == daemon.automatic()
+    daemon.state.close()
+
+
+def test_operator_choice_without_a_breach_does_not_block_a_later_one(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """A version put into Production by hand with no live data yet (inconclusive) is in no
+    breach episode: when its accuracy breaches later, it is rolled back automatically."""
+    registry.create_version(MODEL, {"accuracy": "0.97", TAG_PREVIOUS: "2"})
+    registry.set_production(MODEL, "3")
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock)
+    daemon.rollback.rollbacker.execute(Plan(MODEL, "3", "2", "by hand", "ops"))
+    daemon.cycle(clock)  # v2 inconclusive: no live data yet
+    obs.add(MODEL, "2", 0.4, 100, clock.now())
+    daemon.cycle(clock)
+    assert "1" == registry.production(MODEL)
+    assert 1 == daemon.automatic()
+    daemon.state.close()
