@@ -339,8 +339,13 @@ def _create_private(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        with contextlib.suppress(FileExistsError):  # another process created it first
+        try:
             os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:
+            if not path.exists():  # no hard links on this filesystem
+                tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
 
