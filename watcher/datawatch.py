@@ -245,7 +245,10 @@ class DataWatcher:
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
             return None
         except OSError as exc:
+            # Retried (once logged): EMFILE, a hung mount or a fixed permission clears
+            # without an event, and the reconcile may be an hour away.
             self._error(f"{self.root}: cannot read the data dir: {exc}")
+            self._request_scan(reason, self.clock.monotonic() + max(self.quiet_period, SCAN_RETRY))
             return None
         self._report_skips(result.skipped)
         if not result.settled:
