@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.lineage import DatasetPathError
+from pipeline.lineage import DatasetPathError, printable
 from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
 from watcher.errors import TriggerError, WatcherError
@@ -201,7 +201,8 @@ class DataWatcher:
         if due == 0.0:
             batch = self.fs.take()
             if batch is not None:
-                log.debug("change_batch", events=batch.events, sample=list(batch.sample))
+                sample = [printable(p) for p in batch.sample]
+                log.debug("change_batch", events=batch.events, sample=sample)
             self._request_scan("change", mono)
         if self._scan_at is not None and mono >= self._scan_at:
             self._scan_at = None
@@ -269,9 +270,10 @@ class DataWatcher:
         also goes to the history, since it is data the operator may think is trained on."""
         current = set(skipped)
         for rel, why in sorted(current - self._skipped):
-            log.info("file_skipped", data_dir=str(self.root), path=rel, reason=why)
+            name = printable(rel)  # a skipped link may have any bytes in its name
+            log.info("file_skipped", data_dir=str(self.root), path=name, reason=why)
             if why == "symlink loop":
-                self.state.record("data.skipped", f"{self.root}/{rel}: {why}, skipped")
+                self.state.record("data.skipped", f"{self.root}/{name}: {why}, skipped")
         self._skipped = current
 
     def _error(self, message: str) -> None:
