@@ -73,6 +73,12 @@ def is_ignored(rel_path: str, patterns: Sequence[str] = DEFAULT_IGNORE) -> bool:
     return _ignore_regex(tuple(patterns)).match(name) is not None
 
 
+def printable(rel_path: str) -> str:
+    """The name as text any log, message or SQLite column can hold: bytes that are not
+    UTF-8 shown as ``\\xe9`` (unambiguous: names with a backslash are refused)."""
+    return rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def check_name(rel_path: str) -> None:
     if "\n" in rel_path or "\\" in rel_path or "\r" in rel_path:
         raise DatasetPathError(
@@ -85,9 +91,9 @@ def check_name(rel_path: str) -> None:
         except UnicodeEncodeError:
             # Refused like a newline: such a name cannot be stored (SQLite), logged or
             # tagged as text, and would hash on the CLI but break the daemon and the run.
-            shown = rel_path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             raise DatasetPathError(
-                f"'{shown}': file names that are not valid UTF-8 are not supported; rename the file"
+                f"'{printable(rel_path)}': file names that are not valid UTF-8 are not "
+                "supported; rename the file"
             ) from None
 
 

@@ -12,15 +12,15 @@ undelivered trigger, whose bytes are gone.
 from __future__ import annotations
 
 import contextlib
-import threading
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.lineage import DatasetPathError
+from pipeline.lineage import DatasetPathError, printable
 from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
 from watcher.errors import TriggerError, WatcherError
@@ -225,7 +225,8 @@ class DataWatcher:
         if due == 0.0:
             batch = self.fs.take()
             if batch is not None:
-                log.debug("change_batch", events=batch.events, sample=list(batch.sample))
+                sample = [printable(p) for p in batch.sample]
+                log.debug("change_batch", events=batch.events, sample=sample)
             self._request_scan("change", mono)
         if self._scan_at is not None and mono >= self._scan_at:
             self._scan_at = None
@@ -271,7 +272,10 @@ class DataWatcher:
             self._request_scan(reason, self.clock.monotonic() + self.quiet_period)
             return None
         except OSError as exc:
+            # Retried (once logged): EMFILE, a hung mount or a fixed permission clears
+            # without an event, and the reconcile may be an hour away.
             self._error(f"{self.root}: cannot read the data dir: {exc}")
+            self._request_scan(reason, self.clock.monotonic() + max(self.quiet_period, SCAN_RETRY))
             return None
         self._report_skips(result.skipped)
         if not result.settled:
@@ -292,9 +296,10 @@ class DataWatcher:
         also goes to the history, since it is data the operator may think is trained on."""
         current = set(skipped)
         for rel, why in sorted(current - self._skipped):
-            log.info("file_skipped", data_dir=str(self.root), path=rel, reason=why)
+            name = printable(rel)  # a skipped link may have any bytes in its name
+            log.info("file_skipped", data_dir=str(self.root), path=name, reason=why)
             if why == "symlink loop":
-                self.state.record("data.skipped", f"{self.root}/{rel}: {why}, skipped")
+                self.state.record("data.skipped", f"{self.root}/{name}: {why}, skipped")
         self._skipped = current
 
     def _error(self, message: str) -> None:

@@ -4,12 +4,18 @@ A stdlib ``ThreadingHTTPServer`` on a daemon thread. Request threads never call
 into other components (they are not thread-safe): the main loop refreshes a
 health snapshot in :meth:`HttpEndpoint.tick`, and the handlers only read it. If
 the main loop stops refreshing it, ``/healthz`` reports that too.
+
+Idle or hostile clients cannot starve the daemon: each read and write times out,
+at most ``MAX_CONNECTIONS`` are served at once (more are closed at accept), so the
+endpoint holds a bounded number of file descriptors and threads; errors are log lines.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +35,10 @@ REFRESH_EVERY = 1.0
 # A snapshot older than this means the main loop is stuck (a tick can block on a
 # backend for its request timeout, so leave room for that).
 STALE_AFTER = 60.0
+READ_TIMEOUT = 10.0  # seconds per read/write of a client: an idle connection is dropped
+MAX_CONNECTIONS = 64  # served at once; a scraper and a probe need a handful
+ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE (the listener stays readable)
+WARN_EVERY = 60.0  # seconds between warnings about refused connections
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -65,13 +75,64 @@ class _Snapshot:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst waits in the kernel, costing us no descriptor
     endpoint: HttpEndpoint
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._refused = 0
+        self._warned_at = -WARN_EVERY
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self._refuse("http_accept_failed", error=str(exc))
+                time.sleep(ACCEPT_BACKOFF)  # else serve_forever spins on the pending accept
+            raise  # socketserver drops the attempt
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse("http_connections_refused", limit=MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # the thread never started
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        client = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        if isinstance(exc, OSError):  # the client went away, reset or timed out
+            log.debug("http_connection_dropped", client=client, error=repr(exc))
+        else:
+            log.warning("http_request_failed", client=client, error=f"{type(exc).__name__}: {exc}")
+
+    def _refuse(self, event: str, **detail: object) -> None:
+        """Count a refused connection; warn at most every WARN_EVERY seconds."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            log.warning(event, refused=self._refused, **detail)
+            self._warned_at, self._refused = now, 0
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "registry-watcher"
     sys_version = ""
+    timeout = READ_TIMEOUT  # StreamRequestHandler applies it to the socket
 
     def do_GET(self) -> None:
         self._serve(body=True)

@@ -23,6 +23,9 @@ CREDENTIALS_DIR = "/etc/registry-watcher/credentials"
 # Exit code of a config error (ConfigError/UsageError): restarting cannot fix it.
 CONFIG_ERROR_EXIT = 2
 WATCHDOG_SEC = 60
+# systemd's soft default is 1,024; the HTTP endpoint caps its connections, and the rest
+# (hash pool, state DB, inotify, backend clients, notifiers) needs headroom, not a cliff.
+NOFILE = 65536
 # Paths ProtectHome=yes would hide; a config or data dir there needs read-only instead.
 _HOME_PREFIXES = ("/home", "/root", "/run/user")
 
@@ -140,6 +143,7 @@ def render_unit(spec: UnitSpec) -> str:
         f"RestartPreventExitStatus={CONFIG_ERROR_EXIT}",
         f"WatchdogSec={WATCHDOG_SEC}s",
         "TimeoutStopSec=20s",
+        f"LimitNOFILE={NOFILE}",
         "",
         "# Secrets: a relative `<key>_file` in the config resolves in $CREDENTIALS_DIRECTORY.",
         *_credential_lines(spec.secrets),

@@ -75,16 +75,22 @@ def test_duplicate_header_columns_are_refused_naming_file_and_column(
 # -- A self-symlink with follow_symlinks -----------------------------------------------
 
 
+@pytest.mark.parametrize(("name", "shown"), [(b"self", "self"), (b"s\xe9lf", "s\\xe9lf")])
 def test_self_symlink_is_skipped_and_named_once(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    name: bytes,
+    shown: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`ln -s self data/self` made every scan fail ("Too many levels of symbolic links"), so
     nothing trained; now the link is skipped, named once in the log and the history, and
-    the data around it triggers (twice: the second scan proves the name is not repeated)."""
+    the data around it triggers (twice: the second scan proves the name is not repeated).
+    A link name that is not UTF-8 is named printably (the history is SQLite text)."""
     cfg = make_config(tmp_path, **{"watch.follow_symlinks": "true"})
     data = cfg.watch.data_dir
     data.mkdir()
-    (data / "self").symlink_to("self")
+    (data / os.fsdecode(name)).symlink_to(os.fsdecode(name))
     (data / "a.csv").write_text("x,target\n1,0\n")
     state = open_state(cfg.state.dir)
     dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
@@ -97,7 +103,7 @@ def test_self_symlink_is_skipped_and_named_once(
         assert compute_manifest(data, follow_symlinks=True).dataset_hash == runs(tmp_path)[-1]
         assert 2 == dw.status.last_files and dw.status.last_error is None
         skipped = state.events(kinds=["data.skipped"])
-        assert 1 == len(skipped) and "self: symlink loop" in skipped[0].message, skipped
+        assert 1 == len(skipped) and f"/{shown}: symlink loop" in skipped[0].message, skipped
         logged = caplog.text + capsys.readouterr().out  # wherever structlog writes
         assert 1 == logged.count("file_skipped") and "symlink loop" in logged
     finally:
