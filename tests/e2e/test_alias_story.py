@@ -118,16 +118,15 @@ def test_1_data_lands_one_run_with_the_watchers_settings_v1_production(story: St
     run = wait_run(story.airflow, f"data__{h1}", story.daemon)
     assert "success" == run["state"], run
     assert [f"data__{h1}"] == list(story.runs())
-    assert {"data_hash": h1, "registry_mode": "alias", "model_name": story.model}.items() <= run[
-        "conf"
-    ].items()
+    sent = {"data_hash": h1, "registry_mode": "alias", "model_name": story.model}
+    assert sent.items() <= run["conf"].items()
 
     mlrun = training_run(mlflow_client(story.mlflow), f"data__{h1}")
     assert h1 == mlrun.data.tags["data_hash"]
     assert {"accuracy", "f1_score"} <= set(mlrun.data.metrics)
-    used = {k: mlrun.data.params.get(k) for k in [*SETTINGS, "random_state", "registry_mode"]}
-    assert {**{k: str(v) for k, v in SETTINGS.items()}, "random_state": str(DEFAULT_SEED),
-            "registry_mode": "alias"} == used  # fmt: skip
+    expected = {k: str(v) for k, v in SETTINGS.items()}
+    expected |= {"random_state": str(DEFAULT_SEED), "registry_mode": "alias"}
+    assert expected == {k: mlrun.data.params.get(k) for k in expected}
     assert "1" == story.production()
 
 
