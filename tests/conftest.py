@@ -23,6 +23,30 @@ pytest_plugins = [
 _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
+# Parallel runs (pytest-xdist, `--dist loadgroup`): a file stays on one worker, so its
+# module fixtures start once; every test that uses the session Airflow joins one group,
+# so only one worker pays for starting Airflow. Each worker has its own MLflow server.
+SHARED_SERVER_GROUPS = {"airflow_server": "airflow"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        group = next((g for f, g in SHARED_SERVER_GROUPS.items() if f in fixtures), None)
+        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+    # Long groups first, so the last group to finish is a short one.
+    slow = {
+        _group(i) for i in items if i.get_closest_marker("slow") or i.get_closest_marker("service")
+    }
+    items.sort(key=lambda i: _group(i) not in slow)
+
+
+def _group(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker is not None and marker.args else ""
+
+
 @pytest.fixture(autouse=True)
 def _restore_mlflow_uri_env() -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
