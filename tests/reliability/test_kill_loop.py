@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from tests.reliability.conftest import (
     stop_daemon,
     wait_for,
 )
+from tests.service.conftest import wait_heartbeat
+from tests.watch.conftest import runs_ended
 
 ITERATIONS = 20
 SNAPSHOT_ITERATIONS = 10
@@ -107,9 +110,12 @@ def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) 
         wait_for(lambda: final in run_hashes(root), 60, "the latest data to run")
         wait_for(lambda: bool(notification_keys(alerts)), 30, "the MLflow-down notification")
         wait_for(lambda: delivered_file_keys(root)[1] == 0, 30, "pending notifications")
-        time.sleep(1.0)  # room for a (wrong) second run or notification
+        # Instead of a pause: a heartbeat written from now on proves a full loop pass
+        # (deliveries, alert dispatch) after everything was caught up.
+        wait_heartbeat(root / "state", after=time.time())
     finally:
         assert 0 == stop_daemon(proc), (root / "watcher.log").read_text()[-3000:]
+    wait_for(lambda: runs_ended(root / "state"), 60, "every started run to end")
     ran = run_hashes(root)
     assert [] == duplicates(ran)
     assert final == ran[-1]
@@ -140,6 +146,11 @@ def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) 
 
 
 ROLLBACK_ITERATIONS = 10
+
+
+def _polled_since(heartbeat: dict[str, Any], at: float) -> bool:
+    success = heartbeat.get("checks", {}).get("monitor", {}).get("last_success")
+    return success is not None and datetime.fromisoformat(success).timestamp() >= at
 
 
 def _journal(root: Path) -> list[tuple[str, str, str]]:
@@ -249,7 +260,14 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
             60,
             "every rollback to finish and be notified",
         )
-        time.sleep(1.0)  # room for a (wrong) second rollback or notice
+        # Instead of a pause: a heartbeat after a registry poll that started from now on
+        # proves the loop handled that poll (and the rollback check after it) since.
+        now = time.time()
+        wait_heartbeat(
+            root / "state",
+            after=now,
+            also=lambda doc: _polled_since(doc, now),
+        )
     finally:
         assert 0 == stop_daemon(proc), log.read_text()[-3000:]
     journal = _journal(root)

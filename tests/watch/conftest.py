@@ -51,6 +51,14 @@ def runs(tmp_path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def runs_ended(state_dir: Path) -> bool:
+    """Every run a child backend (local, command) started has written its exit file: once
+    the daemon has stopped too, nothing more can be appended to ``runs.txt``."""
+    runs_dir = state_dir / "runs"
+    started = runs_dir.glob("*.started") if runs_dir.is_dir() else []
+    return all(p.with_suffix(".exit").exists() for p in started)
+
+
 def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> None:
     """Tick the watcher like the daemon loop does until ``until()`` holds."""
     deadline = time.monotonic() + timeout
