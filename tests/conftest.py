@@ -29,9 +29,21 @@ _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 SHARED_SERVER_GROUPS = {"airflow_server": "airflow"}
 
 
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if IS_ROOT:
+        return "privileges: root — tests marked `root` run (real tmpfs mounts, nobody user)"
+    return "privileges: not root — tests marked `root` are skipped (listed with -ra)"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs_root = pytest.mark.skip(reason="needs root (see the `root` marker); not root here")
     for item in items:
+        if not IS_ROOT and item.get_closest_marker("root"):
+            item.add_marker(needs_root)
         fixtures = getattr(item, "fixturenames", ())
         group = next((g for f, g in SHARED_SERVER_GROUPS.items() if f in fixtures), None)
         item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
