@@ -30,6 +30,17 @@ SHARED_SERVER_GROUPS = {"airflow_server": "airflow"}
 
 
 IS_ROOT = os.geteuid() == 0
+# Fixtures that start a server or an MLflow store: their tests are marked `backend` and
+# left out of `make check` (the fast tier); `make test` runs everything.
+BACKEND_FIXTURES = {
+    "mlflow_server",
+    "mlflow_sqlite_uri",
+    "registry_uri",
+    "airflow_server",
+    "alertmanager",
+    "world",
+    "dag_runs",
+}
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -44,6 +55,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if not IS_ROOT and item.get_closest_marker("root"):
             item.add_marker(needs_root)
+        if BACKEND_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.backend)
         fixtures = getattr(item, "fixturenames", ())
         group = next((g for f, g in SHARED_SERVER_GROUPS.items() if f in fixtures), None)
         item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
