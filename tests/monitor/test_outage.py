@@ -107,7 +107,16 @@ def test_daemon_survives_mlflow_outage(
         wait_for(lambda: 503 == healthz(http)[0], 10, "/healthz 503")
         assert "monitor" in healthz(http)[1]["failing"]
         assert mon.health().ok
-        time.sleep(2)  # more failed polls: still one outage event
+        # Two more failed polls handled (positive marker): still one outage event.
+        failures: list[object] = []
+
+        def another_failure() -> bool:
+            last = mon._last_poll
+            if last is not None and last.snapshots is None and last not in failures:
+                failures.append(last)
+            return len(failures) >= 3
+
+        wait_for(another_failure, 60, "two more failed polls")
         server.start()
         wait_for(lambda: "registry.reachable" in kinds(), 60, "polling resumed")
         wait_for(lambda: ["firing", "resolved"] == sent(), 30, "MlflowUnreachable resolved")

@@ -151,19 +151,23 @@ def root(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-def mount_tmpfs(path: Path, options: str) -> bool:
-    """Mount a tmpfs on ``path`` (root only, as here and in CI); False when not possible."""
+def mount_tmpfs(path: Path, options: str) -> None:
+    """Mount a tmpfs on ``path``. For tests marked ``root`` (skipped when not root): a root
+    that still may not mount (a container without CAP_SYS_ADMIN) fails with the reason —
+    never a silent fallback to something else."""
     path.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
             capture_output=True,
+            text=True,
             timeout=10,
             check=False,
         )
-    except OSError:
-        return False
-    return done.returncode == 0
+    except OSError as exc:
+        pytest.fail(f"mount -t tmpfs {path}: {exc}")
+    if done.returncode != 0:
+        pytest.fail(f"mount -t tmpfs {path} refused: {done.stderr.strip()}")
 
 
 def umount(path: Path) -> None:

@@ -6,6 +6,7 @@ checked end to end through `watcher run` (exit 1, path named).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -23,37 +24,24 @@ from watcher.state import DB_NAME, SCHEMA_VERSION, open_state
 
 
 class _Disk:
-    """A 2 MiB tmpfs for the state dir, filled and emptied on demand.
+    """A real 2 MiB tmpfs for the state dir (root only), filled and emptied on demand.
 
-    Falls back to SQLite's ``max_page_count`` (the same SQLITE_FULL error the engine
-    reports for ENOSPC) when tmpfs cannot be mounted (not root).
-    """
+    No fallback: SQLite's ``max_page_count`` did not reliably fail writes in WAL mode, so a
+    stand-in would have passed for the wrong reason; without root the test is skipped."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.mounted = mount_tmpfs(root, "size=2m,mode=0700")
+        mount_tmpfs(root, "size=2m,mode=0700")
         self.filler = root / "filler"
-        self.conn: sqlite3.Connection | None = None
 
-    def fill(self, conn: sqlite3.Connection) -> None:
-        if not self.mounted:
-            pages = conn.execute("PRAGMA page_count").fetchone()[0]
-            conn.execute(f"PRAGMA max_page_count = {pages}")
-            self.conn = conn
-            return
+    def fill(self) -> None:
         chunk = b"\0" * 65536
-        with self.filler.open("wb") as fh:
-            try:
-                while True:
-                    fh.write(chunk)
-                    fh.flush()
-            except OSError:
+        # Unbuffered: the write that hits ENOSPC raises here, not again when closing.
+        with self.filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while fh.write(chunk):
                 pass
-        # The WAL may still have free space inside it: use it up with a scratch write too.
 
     def free(self) -> None:
-        if self.conn is not None:
-            self.conn.execute("PRAGMA max_page_count = 1073741823")
         self.filler.unlink(missing_ok=True)
 
 
@@ -63,11 +51,13 @@ def disk(tmp_path: Path) -> Iterator[_Disk]:
     try:
         yield d
     finally:
-        if d.mounted:
-            umount(d.root)
+        umount(d.root)
 
 
-def test_full_disk_is_a_clear_error_then_recovers(tmp_path: Path, disk: _Disk) -> None:
+@pytest.mark.root
+def test_full_disk_on_a_real_tmpfs_is_a_clear_error_then_recovers(
+    tmp_path: Path, disk: _Disk
+) -> None:
     """State dir on a full filesystem: the data change fails with "disk full" naming the DB,
     the daemon loop survives it, the DB stays intact, and once space returns the pending
     change is triggered exactly once (without waiting for the 5-minute reconcile)."""
@@ -81,7 +71,7 @@ def test_full_disk_is_a_clear_error_then_recovers(tmp_path: Path, disk: _Disk) -
     try:
         dw.start()
         drive(dw, lambda: len(runs(tmp_path)) == 1)
-        disk.fill(state.conn)
+        disk.fill()
         (data / "a.csv").write_text("x,y\n1,1\n2,2\n" + "3,3\n" * 2000)
         with pytest.raises(StateError, match=f"{DB_NAME}: disk full"):
             drive(dw, lambda: False, timeout=10)
@@ -174,21 +164,22 @@ def test_future_schema_makes_watcher_run_exit_1_naming_the_db(tmp_path: Path) ->
     conn.close()
 
 
-@pytest.mark.parametrize("how", ["read-only mount", "parent is a file"])
+@pytest.mark.parametrize(
+    "how", [pytest.param("read-only-mount", marks=pytest.mark.root), "parent-is-a-file"]
+)
 def test_unwritable_state_dir_exits_1_naming_the_path(tmp_path: Path, how: str) -> None:
     """An unwritable state dir (a read-only filesystem — root ignores chmod — or a path
     through a regular file) stops `watcher run` at once: exit 1, the path, no traceback."""
-    if how == "read-only mount":
+    if how == "read-only-mount":
         state_dir = tmp_path / "ro"
-        if not mount_tmpfs(state_dir, "ro,size=1m"):
-            pytest.skip("cannot mount a tmpfs here (not root)")
+        mount_tmpfs(state_dir, "ro,size=1m")
     else:
         (tmp_path / "file").write_text("")
         state_dir = tmp_path / "file" / "state"
     try:
         done = _watcher_run(tmp_path, WATCHER_STATE__DIR=str(state_dir))
     finally:
-        if how == "read-only mount":
+        if how == "read-only-mount":
             umount(state_dir)
     assert 1 == done.returncode, done.stderr
     assert str(state_dir) in done.stderr

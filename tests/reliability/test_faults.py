@@ -155,7 +155,7 @@ def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
         (data / "a.csv").write_text("x,y\n4,4\n")
         last = compute_manifest(data).dataset_hash
         drive(dw, lambda: len(runs(tmp_path)) == 3, timeout=30)
-        settle(dw, 1.0)
+        settle(dw)
         ran = runs(tmp_path)
         assert [hashes[1], last] == ran[1:]
         assert len(set(ran)) == len(ran)

@@ -11,9 +11,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,19 +168,24 @@ def wait_settled(cwd: Path, timeout: float = 90.0) -> dict[str, object]:
     raise AssertionError(f"daemon never settled: {daemon}")
 
 
-def wait_heartbeat(cwd: Path, after: float, timeout: float = 60.0) -> dict[str, object]:
+def wait_heartbeat(
+    state_dir: Path,
+    after: float,
+    timeout: float = 60.0,
+    also: Callable[[dict[str, Any]], bool] = lambda _doc: True,
+) -> dict[str, Any]:
     """The daemon's state-DB heartbeat once one is written at wall time >= ``after`` (epoch
-    seconds): proof that its main loop ran a full pass (pings, health) after that moment.
-    Written every HEARTBEAT_EVERY (5 s)."""
+    seconds) and satisfies ``also``: proof that its main loop ran a full pass (pings,
+    health, every component's tick) after that moment. Written every 5 s."""
     import json
     from datetime import datetime
 
     from watcher.status import open_readonly
 
     deadline = time.monotonic() + timeout
-    doc: dict[str, object] = {}
+    doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        conn = open_readonly(cwd / ".watcher")
+        conn = open_readonly(state_dir)
         if conn is not None:
             try:
                 row = conn.execute("SELECT value FROM meta WHERE key = 'heartbeat'").fetchone()
@@ -187,7 +193,7 @@ def wait_heartbeat(cwd: Path, after: float, timeout: float = 60.0) -> dict[str, 
                 conn.close()
             if row is not None:
                 doc = json.loads(row[0])
-                if datetime.fromisoformat(str(doc["at"])).timestamp() >= after:
+                if datetime.fromisoformat(str(doc["at"])).timestamp() >= after and also(doc):
                     return doc
         time.sleep(0.2)
     raise AssertionError(f"no heartbeat after {after} within {timeout} s; last: {doc}")

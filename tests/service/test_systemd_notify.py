@@ -66,8 +66,8 @@ def test_run_under_fake_systemd(tmp_path: Path, notify_socket: NotifySocket) -> 
         quiet_from = notify_socket.wait_for("STATUS=unhealthy:")
         # Positive marker: a heartbeat written 1 s (two ping intervals) after the status
         # changed proves the loop went past two due pings while unhealthy.
-        detail = wait_heartbeat(tmp_path, after=time.time() + 1.0)
-        assert detail["checks"]["core"]["ok"] is False, detail  # type: ignore[index]
+        detail = wait_heartbeat(tmp_path / ".watcher", after=time.time() + 1.0)
+        assert detail["checks"]["core"]["ok"] is False, detail
         assert [] == notify_socket.pings(since=quiet_from), "pinged while unhealthy"
 
         # It comes back: 200 and pings again.
@@ -105,7 +105,7 @@ def test_no_pings_for_another_watchdog_pid(tmp_path: Path, notify_socket: Notify
     try:
         ready_at = notify_socket.wait_for("READY=1")
         # A heartbeat written 1 s from now: the loop went past two due pings since READY.
-        wait_heartbeat(tmp_path, after=time.time() + 1.0)
+        wait_heartbeat(tmp_path / ".watcher", after=time.time() + 1.0)
         assert [] == notify_socket.pings(since=ready_at)
     finally:
         stop_watcher(proc)  # SIGKILL: the stop path is measured in the test above

@@ -4,7 +4,9 @@ trigger backend that can be switched off."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 from watcher.config import Config, load_config
 from watcher.datawatch import DataWatcher
+from watcher.fswatch import Batch
 from watcher.state import StateStore, open_state
 from watcher.trigger_airflow import SubmitResult, TriggerUnavailable
 from watcher.triggers import Trigger
@@ -48,6 +51,14 @@ def runs(tmp_path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def runs_ended(state_dir: Path) -> bool:
+    """Every run a child backend (local, command) started has written its exit file: once
+    the daemon has stopped too, nothing more can be appended to ``runs.txt``."""
+    runs_dir = state_dir / "runs"
+    started = runs_dir.glob("*.started") if runs_dir.is_dir() else []
+    return all(p.with_suffix(".exit").exists() for p in started)
+
+
 def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> None:
     """Tick the watcher like the daemon loop does until ``until()`` holds."""
     deadline = time.monotonic() + timeout
@@ -59,12 +70,39 @@ def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> 
     raise AssertionError(f"condition not reached within {timeout} s")
 
 
-def settle(dw: DataWatcher, seconds: float) -> None:
-    """Tick for a while (to show that nothing happens)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        dw.tick()
-        time.sleep(0.05)
+def settle(dw: DataWatcher, timeout: float = 30.0) -> None:
+    """Tick until everything that happened before this call has been handled, so a test can
+    assert that nothing (more) came of it. The positive marker: a directory made and removed
+    in the data dir after those changes (inotify delivers events in order, and an empty dir
+    leaves the dataset hash as it was) is seen in a change batch, that batch's scan has
+    finished, no batch is pending, no scan is due (a held trigger's retry may be scheduled)
+    and every delivered run has ended."""
+    marker = dw.root / f"settle-{uuid.uuid4().hex}"
+    seen = threading.Event()
+    take = dw.fs.recorder.take
+
+    def spy() -> Batch | None:
+        batch = take()
+        if batch is not None and any(p.startswith(str(marker)) for p in batch.sample):
+            seen.set()
+        return batch
+
+    dw.fs.recorder.take = spy  # type: ignore[method-assign]
+    try:
+        marker.mkdir()
+        marker.rmdir()
+        drive(
+            dw,
+            lambda: (
+                seen.is_set()
+                and (dw._scan_at is None or dw._scan_at > dw.clock.monotonic())
+                and dw.fs.batch_due() is None
+                and not dw.outbox.following()
+            ),
+            timeout=timeout,
+        )
+    finally:
+        del dw.fs.recorder.take
 
 
 @pytest.fixture

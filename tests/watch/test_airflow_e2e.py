@@ -63,7 +63,7 @@ def test_airflow_exactly_once_per_hash(
 
         before = _runs(airflow_server)
         (data / "iris.csv").write_bytes(IRIS.read_bytes())  # identical bytes
-        settle(dw, 2.0)
+        settle(dw)
         assert before == _runs(airflow_server)
 
         lines = IRIS.read_text().splitlines(keepends=True)

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.lineage import compute_manifest
-from tests.watch.conftest import RECORD_RUN, runs
+from tests.reliability.conftest import wait_for
+from tests.service.conftest import wait_heartbeat
+from tests.watch.conftest import RECORD_RUN, runs, runs_ended
 from watcher.state import open_state
 
 
@@ -69,7 +71,9 @@ def test_kill9_after_outbox_write_then_restart_gives_one_run(tmp_path: Path) -> 
         deadline = time.monotonic() + 60
         while not runs(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)  # room for a (wrong) second delivery
+        # Positive marker instead of a pause: a heartbeat written after the run is in
+        # means the loop made a full pass (deliveries included) since.
+        wait_heartbeat(tmp_path / "state", after=time.time())
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -77,6 +81,7 @@ def test_kill9_after_outbox_write_then_restart_gives_one_run(tmp_path: Path) -> 
         except subprocess.TimeoutExpired:  # a slow stop elsewhere must not hide the result
             proc.kill()
             proc.wait(timeout=10)
+    wait_for(lambda: runs_ended(tmp_path / "state"), 60, "every started run to end")
     assert [expected] == runs(tmp_path)
     state = open_state(tmp_path / "state")
     try:

@@ -185,7 +185,7 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
         assert [hashes] == [[r.data_hash for r in dw.outbox.pending()]]
         trigger.down = False
         drive(dw, lambda: len(_confs(record)) == 3, timeout=30)
-        settle(dw, 1.0)
+        settle(dw)
         ran = _confs(record)[1:]
         assert hashes == [c["data_hash"] for c in ran]
         for conf in ran:
@@ -200,7 +200,7 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
             drive(dw, lambda h=h: dw.status.last_hash == h)  # type: ignore[misc]
         trigger.down = False
         drive(dw, lambda: len(_confs(record)) == 4, timeout=30)
-        settle(dw, 1.0)
+        settle(dw)
         assert [h] == [c["data_hash"] for c in _confs(record)[3:]]
         assert (
             1
@@ -224,7 +224,7 @@ def test_a_failing_snapshot_holds_the_trigger_with_a_reason(tmp_path: Path) -> N
         dw.start()
         drive(dw, lambda: dw.status.last_error is not None)
         assert "trigger held" in str(dw.health().detail["error"])
-        settle(dw, 0.5)
+        settle(dw)
         assert [] == _confs(record)
         assert [] == dw.outbox.pending()
         snaps.unlink()
@@ -253,7 +253,7 @@ def test_back_at_a_delivered_hash_drops_what_was_queued_after_it(tmp_path: Path)
         (data / "a.csv").write_text("x,y\n1,1\n")
         drive(dw, lambda: dw.status.last_hash == delivered[0])
         trigger.down = False
-        settle(dw, 1.5)
+        settle(dw)
         assert delivered == [x["data_hash"] for x in _confs(record)], "A is not run again"
         row = dw.outbox.get(f"data__{c}")
         assert row is not None and "superseded" == row.status
