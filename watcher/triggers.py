@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -188,9 +189,15 @@ class _ChildTrigger:
                 os.killpg(proc.pid, signal.SIGTERM)
 
     def close(self) -> None:
-        """Children keep running (their outcome lands in the exit file); reap the dead."""
+        """Children keep running (their outcome lands in the exit file); reap the dead.
+
+        A live child is handed to a daemon thread that waits on it: dropping its Popen
+        would leave a zombie when it ends (and a ResourceWarning now).
+        """
         for proc in self._procs.values():
-            proc.poll()
+            if proc.poll() is None:
+                threading.Thread(target=proc.wait, name="reap-run", daemon=True).start()
+        self._procs.clear()
 
 
 class LocalTrigger(_ChildTrigger):

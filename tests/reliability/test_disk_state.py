@@ -36,8 +36,9 @@ class _Disk:
 
     def fill(self) -> None:
         chunk = b"\0" * 65536
-        # Unbuffered: the write that hits ENOSPC raises here, not again when closing.
-        with self.filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+        # Unbuffered: the write that hits ENOSPC raises here, not again when closing. The
+        # open itself may hit it too (the state DB's WAL can already have filled the 2 MiB).
+        with contextlib.suppress(OSError), self.filler.open("wb", buffering=0) as fh:
             while fh.write(chunk):
                 pass
 

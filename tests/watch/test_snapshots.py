@@ -213,9 +213,10 @@ def test_outage_with_two_changes_runs_each_hash_once_in_order_on_its_own_bytes(
 def test_a_failing_snapshot_holds_the_trigger_with_a_reason(tmp_path: Path) -> None:
     """The snapshot dir cannot be created: no run on live data, the error is in health;
     once it can, the held trigger goes out."""
+    cfg, record = _snapshot_config(tmp_path)
+    # After the config is built: the config itself refuses a snapshot_dir that is a file.
     snaps = tmp_path / "snaps"
     snaps.write_text("a file where the dir should be")
-    cfg, record = _snapshot_config(tmp_path)
     data = cfg.watch.data_dir
     _data(data, {"a.csv": "x,y\n1,1\n"})
     state = open_state(cfg.state.dir)
