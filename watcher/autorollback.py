@@ -76,6 +76,7 @@ class AutoRollback:
         self.handled = self.rollbacker.handled
         self._waiting: set[tuple[str, str]] = set()
         self._left_alone: set[tuple[str, str]] = set()  # logged once each
+        self._refused_here: set[tuple[str, str]] = set()  # refusals stand for this process only
         self._last_error: str | None = None
         self.rollbacks = 0
 
@@ -131,6 +132,10 @@ class AutoRollback:
 
     def _acted_on(self, model: str, version: str) -> bool:
         why = self.handled.why(model, version)
+        if why == "dry_run" and not self.config.dry_run:
+            why = None  # a preview changed nothing: with dry_run now off, act on the breach
+        elif why == "refused" and (model, version) not in self._refused_here:
+            why = None  # refused by an earlier process: decide again (its guards may differ)
         if why is not None and (model, version) not in self._left_alone:
             self._left_alone.add((model, version))
             log.info("rollback_not_repeated", model=model, version=version, handled=why)
@@ -183,6 +188,7 @@ class AutoRollback:
 
     def _refuse(self, model: str, version: str, reason: str) -> None:
         METRICS.rollbacks.labels(model=model, result="refused").inc()
+        self._refused_here.add((model, version))
         message = f"{model}: automatic rollback of v{version} refused: {reason}"
         log.warning("rollback_refused", model=model, version=version, reason=reason)
         with self.state.transaction() as tx:

@@ -5,13 +5,15 @@ into other components (they are not thread-safe): the main loop refreshes a
 health snapshot in :meth:`HttpEndpoint.tick`, and the handlers only read it. If
 the main loop stops refreshing it, ``/healthz`` reports that too.
 
-Idle or hostile clients cannot starve the daemon: each read and write times out,
+Idle or hostile clients cannot starve the daemon: each read and write times out, and
+a whole connection after ``CONNECTION_DEADLINE``;
 at most ``MAX_CONNECTIONS`` are served at once (more are closed at accept), so the
 endpoint holds a bounded number of file descriptors and threads; errors are log lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -36,6 +38,7 @@ REFRESH_EVERY = 1.0
 # backend for its request timeout, so leave room for that).
 STALE_AFTER = 60.0
 READ_TIMEOUT = 10.0  # seconds per read/write of a client: an idle connection is dropped
+CONNECTION_DEADLINE = 15.0  # seconds a client may take for its whole request and reply
 MAX_CONNECTIONS = 64  # served at once; a scraper and a probe need a handful
 ACCEPT_BACKOFF = 0.5  # seconds without accepting after EMFILE (the listener stays readable)
 WARN_EVERY = 60.0  # seconds between warnings about refused connections
@@ -64,6 +67,12 @@ def safe_health(comp: Component) -> Health:
         return comp.health()
     except Exception as exc:
         return Health(comp.name, False, {"error": f"health check raised {type(exc).__name__}"})
+
+
+def _cut(request: socket.socket) -> None:
+    """Unblock the handler's read: the connection outlived its deadline."""
+    with contextlib.suppress(OSError):  # already closed
+        request.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +114,15 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # A deadline for the whole connection, not only each read: a client trickling a
+        # byte every few seconds would otherwise hold its slot for ever.
+        deadline = threading.Timer(CONNECTION_DEADLINE, _cut, args=(request,))
+        deadline.daemon = True
+        deadline.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            deadline.cancel()
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:

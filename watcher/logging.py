@@ -66,11 +66,13 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_color_message,
+        # Tracebacks become text here, before redaction: a renderer formatting them later
+        # (rich, with frame locals) would print secrets the redaction never saw.
+        structlog.processors.format_exc_info,
     ]
     renderer: Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from alerts.model import Alert, Notification, NotificationKind, make_alert
+from watcher import stopping
 from watcher.clock import Clock, SystemClock
 from watcher.daemon import Health
 from watcher.errors import RegistryError, RegistryUnavailable, StateError
@@ -289,6 +290,8 @@ class Monitor:
             except RegistryError as exc:
                 result = PollResult(self.clock.now(), None, error=str(exc))
                 break
+            except stopping.Stopping:
+                return None  # the daemon is stopping: a poll cut short is not an error
             except Exception as exc:  # never let the job die silently
                 result = PollResult(self.clock.now(), None, error=f"{type(exc).__name__}: {exc}")
                 break

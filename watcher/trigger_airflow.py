@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from alerts.redaction import redact
 from watcher.errors import ConfigError, TriggerError
 from watcher.logging import register_secrets
 
@@ -79,7 +80,7 @@ def _detail(resp: httpx.Response) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text[:500] or resp.reason_phrase
+        return redact(resp.text)[:500] or resp.reason_phrase
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, list):
         parts = []
@@ -89,8 +90,9 @@ def _detail(resp: httpx.Response) -> str:
                 parts.append(f"{where}: {item.get('msg', item)}" if where else str(item.get("msg")))
             else:
                 parts.append(str(item))
-        return "; ".join(parts)
-    return str(detail)[:500]
+        return redact("; ".join(parts))
+    # Redact before cutting: a cut can split an echoed secret past recognition.
+    return redact(str(detail))[:500]
 
 
 class AirflowTrigger:

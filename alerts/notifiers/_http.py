@@ -30,7 +30,7 @@ def post(
     except httpx.HTTPError as exc:
         raise NotifyError(channel, f"{type(exc).__name__}: {redact(str(exc))}") from None
     if not response.is_success:
-        body = redact(response.text[:200]).strip()
+        body = redact(response.text)[:200].strip()  # redact first: a cut hides a secret
         raise NotifyError(channel, f"HTTP {response.status_code}" + (f": {body}" if body else ""))
     return response
 

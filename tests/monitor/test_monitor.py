@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -16,7 +17,7 @@ from watcher.metrics import Metrics
 from watcher.monitor import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
 from watcher.policy import Status
 from watcher.ports import ModelSnapshot
-from watcher.state import StateStore
+from watcher.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
 
 MODEL = "iris-classifier"
@@ -335,3 +336,21 @@ def _wait(mon: Monitor, cond: Callable[[], bool], what: str, timeout: float = 60
             return
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_a_poll_cut_short_by_a_stop_is_not_an_error(tmp_path: Path) -> None:
+    """SIGTERM during a poll raises Stopping inside the registry call (stopping.interruptible):
+    the poll ends quietly, with no error recorded and nothing for APScheduler to log."""
+    from watcher import stopping
+
+    class StoppingRegistry(FakeRegistry):
+        def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+            raise stopping.Stopping
+
+    state = open_state(tmp_path / "state")
+    config = MonitorConfig.model_validate({"models": ["m"]})
+    monitor = Monitor(
+        config, state, StoppingRegistry(), MemoryObservations(), None, use_scheduler=False
+    )
+    assert monitor.poll_once() is None
+    state.close()

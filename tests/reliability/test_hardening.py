@@ -467,3 +467,21 @@ def test_every_encoding_of_a_secret_is_redacted() -> None:
     ]
     assert [] == [t for t in texts if _leaked(redact_text(t), secret)]
     assert "ordinary text" == redact_text("ordinary text")
+
+
+def test_an_echo_cut_at_the_length_limit_leaks_no_part_of_the_secret() -> None:
+    """Server replies are kept to 500 characters: redacted before the cut, so an echoed
+    password straddling the limit does not leave its first half behind (#15 review)."""
+    import httpx
+
+    from watcher.trigger_airflow import _detail
+
+    secret = "Sup3rS3cretPassw0rd!-echo"
+    register_secrets([secret])
+    pad = "x" * (500 - len('{"password":"') - 10)
+    for resp in (
+        httpx.Response(502, text=f'{pad}{{"password":"{secret}"}}'),
+        httpx.Response(502, json={"detail": f'{pad}{{"password":"{secret}"}}'}),
+    ):
+        detail = _detail(resp)
+        assert secret[:10] not in detail, detail[-40:]

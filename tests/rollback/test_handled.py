@@ -38,13 +38,19 @@ class Daemon:
 
 
 def start(
-    tmp_path: Path, registry: FakeRegistry, obs: MemoryObservations, clock: FakeClock
+    tmp_path: Path,
+    registry: FakeRegistry,
+    obs: MemoryObservations,
+    clock: FakeClock,
+    **rollback: object,
 ) -> Daemon:
     state = open_state(tmp_path / "state")
     config = MonitorConfig.model_validate({"models": [MODEL], "window": 1, "min_samples": 10})
     monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
     monitor.start()
-    guards = RollbackConfig.model_validate({"auto": True, "cooldown": 0, "max_per_window": 10})
+    guards = RollbackConfig.model_validate(
+        {"auto": True, "cooldown": 0, "max_per_window": 10, **rollback}
+    )
     rollback = AutoRollback(
         guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
     )
@@ -103,6 +109,34 @@ def test_operator_choice_without_a_breach_does_not_block_a_later_one(
     daemon.rollback.rollbacker.execute(Plan(MODEL, "3", "2", "by hand", "ops"))
     daemon.cycle(clock)  # v2 inconclusive: no live data yet
     obs.add(MODEL, "2", 0.4, 100, clock.now())
+    daemon.cycle(clock)
+    assert "1" == registry.production(MODEL)
+    assert 1 == daemon.automatic()
+    daemon.state.close()
+
+
+def test_a_dry_run_or_a_refusal_does_not_block_a_real_rollback_after_a_restart(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """A dry run changed nothing and a refusal followed the guards of their day: restarted
+    with dry_run off and the refusal's cause fixed, the breach is rolled back (#13 review)."""
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock, dry_run=True)
+    obs.add(MODEL, "2", 0.5, 100, clock.now())
+    daemon.cycle(clock)
+    daemon.cycle(clock)
+    assert "2" == registry.production(MODEL), "dry run: nothing moved"
+    daemon.state.close()
+
+    registry.set_tags(MODEL, "1", {"accuracy": "0.5"})  # the target looks worse: refused
+    daemon = start(tmp_path, registry, obs, clock)
+    daemon.cycle(clock)
+    assert "2" == registry.production(MODEL), "refused: the target is below the threshold"
+    assert daemon.state.events(kinds=["rollback.refused"])
+    daemon.state.close()
+
+    registry.set_tags(MODEL, "1", {"accuracy": "0.96"})  # corrected by an operator
+    daemon = start(tmp_path, registry, obs, clock)
     daemon.cycle(clock)
     assert "1" == registry.production(MODEL)
     assert 1 == daemon.automatic()

@@ -40,3 +40,17 @@ def test_chatty_loggers_quieted() -> None:
     configure("info", "json", stream)
     logging.getLogger("apscheduler.executors.default").info('Running job "poll"')
     assert stream.getvalue() == ""
+
+
+def test_console_tracebacks_are_redacted() -> None:
+    """A traceback is rendered as text before redaction, in console format too (rich used
+    to print it, with its frame locals, after the redaction had run)."""
+    stream = io.StringIO()
+    configure("info", "console", stream)
+    register_secrets(["TopS3cretValue-1"])
+    try:
+        raise RuntimeError("auth failed for TopS3cretValue-1")
+    except RuntimeError:
+        get_logger("x").exception("boom")
+    assert "TopS3cretValue-1" not in stream.getvalue()
+    assert "RuntimeError" in stream.getvalue()
