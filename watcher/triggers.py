@@ -194,10 +194,9 @@ class _ChildTrigger:
         A live child is handed to a daemon thread that waits on it: dropping its Popen
         would leave a zombie when it ends (and a ResourceWarning now).
         """
-        for proc in self._procs.values():
+        for proc in self._procs.values():  # kept: cancel() may still stop one
             if proc.poll() is None:
                 threading.Thread(target=proc.wait, name="reap-run", daemon=True).start()
-        self._procs.clear()
 
 
 class LocalTrigger(_ChildTrigger):
