@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -24,9 +25,42 @@ _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 # Parallel runs (pytest-xdist, `--dist loadgroup`): a file stays on one worker, so its
-# module fixtures start once; every test that uses the session Airflow joins one group,
-# so only one worker pays for starting Airflow. Each worker has its own MLflow server.
-SHARED_SERVER_GROUPS = {"airflow_server": "airflow"}
+# module fixtures start once (the e2e stories are ordered steps on one module fixture);
+# every file that uses the session Airflow joins one group, so only one worker pays for
+# starting Airflow. Each worker has its own MLflow server. pytest 9 builds nodeids from
+# an internal id, so xdist 3.8's own loadgroup (it renames nodeids to carry the group)
+# groups nothing: pytest_xdist_make_scheduler below schedules by this rule instead, and
+# collection checks that every test using Airflow is in one of these files.
+AIRFLOW_FIXTURE = "airflow_server"
+AIRFLOW_FILES = frozenset(
+    {
+        "tests/e2e/test_alias_story.py",
+        "tests/e2e/test_stage_story.py",
+        "tests/reliability/test_faults.py",
+        "tests/trigger/test_dag_paused.py",
+        "tests/trigger/test_trigger_airflow.py",
+        "tests/watch/test_airflow_e2e.py",
+    }
+)
+
+
+def _scope(nodeid: str) -> str:
+    """The unit of work a worker takes whole: the Airflow group, else the test's file."""
+    path = nodeid.split("::", 1)[0]
+    return "airflow" if path in AIRFLOW_FILES else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class _GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return _GroupScheduling(config, log)
 
 
 IS_ROOT = os.geteuid() == 0
@@ -57,19 +91,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(needs_root)
         if BACKEND_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.backend)
-        fixtures = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SHARED_SERVER_GROUPS.items() if f in fixtures), None)
-        item.add_marker(pytest.mark.xdist_group(group or item.nodeid.split("::")[0]))
+        path = item.nodeid.split("::", 1)[0]
+        if AIRFLOW_FIXTURE in getattr(item, "fixturenames", ()) and path not in AIRFLOW_FILES:
+            raise pytest.UsageError(f"{path} uses {AIRFLOW_FIXTURE}: add it to AIRFLOW_FILES")
     # Long groups first, so the last group to finish is a short one.
     slow = {
-        _group(i) for i in items if i.get_closest_marker("slow") or i.get_closest_marker("service")
+        _scope(i.nodeid)
+        for i in items
+        if i.get_closest_marker("slow") or i.get_closest_marker("service")
     }
-    items.sort(key=lambda i: _group(i) not in slow)
-
-
-def _group(item: pytest.Item) -> str:
-    marker = item.get_closest_marker("xdist_group")
-    return str(marker.args[0]) if marker is not None and marker.args else ""
+    items.sort(key=lambda i: _scope(i.nodeid) not in slow)
 
 
 @pytest.fixture(autouse=True)

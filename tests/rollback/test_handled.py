@@ -42,14 +42,14 @@ def start(
     registry: FakeRegistry,
     obs: MemoryObservations,
     clock: FakeClock,
-    **rollback: object,
+    **overrides: object,
 ) -> Daemon:
     state = open_state(tmp_path / "state")
     config = MonitorConfig.model_validate({"models": [MODEL], "window": 1, "min_samples": 10})
     monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
     monitor.start()
     guards = RollbackConfig.model_validate(
-        {"auto": True, "cooldown": 0, "max_per_window": 10, **rollback}
+        {"auto": True, "cooldown": 0, "max_per_window": 10, **overrides}
     )
     rollback = AutoRollback(
         guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
