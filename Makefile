@@ -71,7 +71,7 @@ pytest: sync system-deps node-deps
 
 test: sync system-deps lint typecheck pytest
 
-check: sync node-deps lint typecheck
+check: sync system-deps node-deps lint typecheck
 	$(UV) run --locked pytest -q -n 2 --dist loadgroup -m "$(CHECK_MARKERS)"
 
 test-stress: sync system-deps

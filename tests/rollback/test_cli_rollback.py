@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pty
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from watcher.cli import main
 from watcher.ports import TAG_PREVIOUS, RegistryMode
 from watcher.registry_mlflow import MlflowRegistry
 
@@ -101,8 +104,33 @@ def test_rollback_quarantine_force_and_undo(
     assert not reg.get_version(name, "1").quarantined  # type: ignore[union-attr]
 
 
+def run_in_process(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str]:
+    """`watcher rollback ARGS` through the same main() in this process (no `import mlflow`
+    per call); returns the exit code and stdout + stderr. The process boundary itself
+    (exit statuses, a TTY, SIGKILL) is covered by the subprocess runs."""
+    with monkeypatch.context() as m:
+        for key in [k for k in os.environ if k.startswith(("WATCHER_", "MLFLOW_HTTP_"))]:
+            m.delenv(key)
+        for key, value in env.items():
+            if key.startswith("WATCHER_"):
+                m.setenv(key, value)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["rollback", *args])
+        # mlflow_client() exports its request budget to os.environ; the context undoes it.
+        for key in [k for k in os.environ if k.startswith("MLFLOW_HTTP_")]:
+            m.delenv(key)
+    return code, out.getvalue() + err.getvalue()
+
+
 def test_exit_codes_and_confirmation(
-    mlflow_server: str, mode: RegistryMode, env: dict[str, str], tmp_path: Path
+    mlflow_server: str,
+    mode: RegistryMode,
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Bad input exits 2; off a TTY it needs --yes; on one it asks; --dry-run changes nothing."""
     name = seed(mlflow_server, mode)
@@ -112,15 +140,17 @@ def test_exit_codes_and_confirmation(
         (("--model", name, "--to", "7", "--yes"), "has no version 7"),
         (("--model", name, "--to", "0", "--yes"), "not a model version"),
         (("--model", name, "--to", "2", "--yes"), "already Production"),
-        (("--model", name), "pass --yes"),
     ]
     for args, needle in cases:
-        result = run(env, *args)
-        assert 2 == result.returncode, (args, result.stderr)
-        assert needle in result.stderr, (args, result.stderr)
-    dry = run(env, "--model", name, "--dry-run")
-    assert 0 == dry.returncode, dry.stderr
-    assert "would roll back" in dry.stdout
+        code, text = run_in_process(env, monkeypatch, *args)
+        assert 2 == code, (args, text)
+        assert needle in text, (args, text)
+    result = run(env, "--model", name)  # a real process with no TTY on stdin
+    assert 2 == result.returncode, result.stderr
+    assert "pass --yes" in result.stderr
+    code, text = run_in_process(env, monkeypatch, "--model", name, "--dry-run")
+    assert 0 == code, text
+    assert "would roll back" in text
     assert "2" == reg.production(name)
     assert not (tmp_path / "state" / "alerts.jsonl").exists()  # a preview notifies no one
     history = subprocess.run(
