@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 import traceback
@@ -59,6 +60,7 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _global_options(**extra: Any) -> list[click.Option]:
@@ -313,6 +315,11 @@ for _command in cli.commands.values():
     _with_global_options(_command)
 
 
+def _one_line(text: str) -> str:
+    """Control characters escaped (a value may hold a CR or a newline): one error, one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code instead of raising SystemExit."""
     global _process_entry  # noqa: PLW0603  (set once, by the console script)
@@ -328,14 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except click.ClickException as exc:
         # Bad arguments: one line plus the usage hint, exit 2.
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"error: {_one_line(exc.format_message())}", err=True)
         return 2
     except WatcherError as exc:
         if debug:
             traceback.print_exc()
         errors = getattr(exc, "errors", None) or [str(exc)]
         for line in errors:
-            click.echo(f"error: {line}", err=True)
+            click.echo(f"error: {_one_line(line)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -346,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from watcher.logging import redact_text
 
             text = redact_text(f"{type(exc).__name__}: {exc}")
-            click.echo(f"error: {text} (use --debug for a traceback)", err=True)
+            click.echo(f"error: {_one_line(text)} (use --debug for a traceback)", err=True)
         return 1
     return 0
 

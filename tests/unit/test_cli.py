@@ -218,3 +218,19 @@ class TestRunProcess:
         finally:
             first.terminate()
             first.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("value", ["\r", "a\nb", "x\x1b[2Jy"])
+def test_an_error_stays_one_line_whatever_the_value_holds(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A value with a CR, a newline or an escape sequence is echoed escaped: one error, one
+    line (hypothesis found `password_file = "\\r"` splitting the check-config error)."""
+    config = tmp_path / "w.toml"
+    config.write_text(
+        '[alerts.email]\nhost = "x"\nto = ["a@b"]\npassword_file = ' + json.dumps(value) + "\n"
+    )
+    assert 2 == main(["--config", str(config), "check-config"])
+    err = capsys.readouterr().err
+    assert 1 == len(err.splitlines()), err
+    assert "password_file" in err
