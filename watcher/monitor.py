@@ -458,10 +458,18 @@ class Monitor:
         if last_ok is not None:
             at = datetime.fromisoformat(last_ok).timestamp()
             self.metrics.last_poll_success.labels(backend="mlflow").set(at)
+        # A rollback (`watcher rollback`, by hand) that moved Production after the last poll
+        # saw it is newer than the poll's row: show what it left.
         rows = self.state.conn.execute(
-            "SELECT model, production_version, live_accuracy FROM registry_models"
+            "SELECT m.model, COALESCE((SELECT j.to_version FROM rollback_journal j"
+            "  WHERE j.model = m.model AND j.step IN ('moved', 'tagged', 'done')"
+            "  AND j.updated_at >= m.observed_at ORDER BY j.id DESC LIMIT 1),"
+            " m.production_version), m.production_version, m.live_accuracy"
+            " FROM registry_models m"
         ).fetchall()
-        for model, prod, live in rows:
+        for model, prod, polled, live in rows:
+            if prod != polled:
+                live = None  # the row's live accuracy was the polled version's
             self.metrics.set_production(str(model), prod)
             policy = self._policy.get(str(model))
             if prod is None or policy is None or policy.version != str(prod):

@@ -240,6 +240,35 @@ def test_gauges_restored_from_state_before_the_first_poll(
     assert clock.now().timestamp() == polled
 
 
+def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """`watcher rollback` moved Production after the daemon's last poll, then the daemon
+    restarted: the first scrape shows where the rollback left it, not the stale poll."""
+    from watcher.rollback import Plan, Rollbacker
+
+    mon = make_monitor(state, clock, channels, registry, MemoryObservations())
+    cycle(mon, channels, clock)
+    mon.stop()
+    registry.create_version(MODEL, {"accuracy": "0.95"})
+    clock.advance(5)
+    Rollbacker(registry, state, clock, None).execute(Plan(MODEL, "1", "2", "by hand", "ops"))
+    metrics = Metrics()
+    config = MonitorConfig.model_validate({"models": ["iris-*"]})
+    restarted = Monitor(
+        config,
+        state,
+        registry,
+        MemoryObservations(),
+        None,
+        clock=clock,
+        metrics=metrics,
+        use_scheduler=False,
+    )
+    restarted.start()
+    assert f'watcher_production_version{{model="{MODEL}"}} 2.0' in metrics.render().decode()
+
+
 def test_outage_logged_once_alerted_after_threshold_and_recovered(
     state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
 ) -> None:
