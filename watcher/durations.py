@@ -43,9 +43,12 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+MIN_INTERVAL = 0.01  # seconds: a nanosecond interval is as hot a loop as 0
+
+
 def _positive(seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError("must be greater than 0")
+    if seconds < MIN_INTERVAL:
+        raise ValueError("must be greater than 0 (at least 10ms)")
     return seconds
 
 

@@ -467,9 +467,8 @@ class Monitor:
             " m.production_version), m.production_version, m.live_accuracy"
             " FROM registry_models m"
         ).fetchall()
-        for model, prod, polled, live in rows:
-            if prod != polled:
-                live = None  # the row's live accuracy was the polled version's
+        for model, prod, polled, polled_live in rows:
+            live = polled_live if prod == polled else None  # it was the polled version's
             self.metrics.set_production(str(model), prod)
             policy = self._policy.get(str(model))
             if prod is None or policy is None or policy.version != str(prod):

@@ -448,12 +448,13 @@ def _check_config(argv: list[str], capsys: pytest.CaptureFixture[str], needle: s
 
 
 @pytest.mark.parametrize("key", _ZERO_DURATIONS)
-@pytest.mark.parametrize("value", ["0", "0s", "0ms"])
+@pytest.mark.parametrize("value", ["0", "0s", "0ms", "0.000000001", "5ms"])
 def test_zero_durations_are_refused(
     key: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Intervals, timeouts and retry delays of 0 (accepted before: 99 delivery attempts and
-    1,024 log lines in 10 s): exit 2 naming the key and its source."""
+    """Intervals, timeouts and retry delays of 0, or so close to it that they loop as hot
+    (accepted before: 99 delivery attempts and 1,024 log lines in 10 s): exit 2 naming the
+    key and its source."""
     monkeypatch.setenv(_env_name(key), value)
     lines = _check_config(["check-config"], capsys, key)
     assert any("greater than 0" in line and _env_name(key) in line for line in lines), lines
