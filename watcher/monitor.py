@@ -470,8 +470,13 @@ class Monitor:
         for model, prod, polled, polled_live in rows:
             live = polled_live if prod == polled else None  # it was the polled version's
             self.metrics.set_production(str(model), prod)
+            if prod is None:
+                continue
             policy = self._policy.get(str(model))
-            if prod is None or policy is None or policy.version != str(prod):
+            if policy is None or policy.version != str(prod):
+                # Not evaluated since it became Production: what the policy says of a
+                # version before its first evaluation, until the first poll.
+                self.metrics.set_alert_state(str(model), Status.INCONCLUSIVE.value)
                 continue
             shown = "ok" if policy.status is Status.RESOLVED else policy.status.value
             self.metrics.set_alert_state(str(model), shown)

@@ -266,7 +266,11 @@ def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(
         use_scheduler=False,
     )
     restarted.start()
-    assert f'watcher_production_version{{model="{MODEL}"}} 2.0' in metrics.render().decode()
+    text = metrics.render().decode()
+    assert f'watcher_production_version{{model="{MODEL}"}} 2.0' in text
+    # v2 not evaluated yet: inconclusive until the first poll, and no other state set.
+    assert f'watcher_alert_state{{model="{MODEL}",state="inconclusive"}} 1.0' in text
+    assert f'watcher_alert_state{{model="{MODEL}",state="firing"}} 1.0' not in text
 
 
 def test_outage_logged_once_alerted_after_threshold_and_recovered(
