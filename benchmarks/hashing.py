@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.lineage import compute_manifest
-from watcher.hashing import IncrementalHasher
-from watcher.state import open_state
+from watcher.data.hashing import IncrementalHasher
+from watcher.runtime.state import open_state
 
 OLD_NS = time.time_ns() - 3600 * 10**9
 

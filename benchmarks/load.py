@@ -53,8 +53,8 @@ def write_files(directory: Path, n: int, prefix: str) -> None:
 
 
 def hash_phases(root: Path, files: int) -> dict[str, float]:
-    from watcher.hashing import IncrementalHasher
-    from watcher.state import open_state
+    from watcher.data.hashing import IncrementalHasher
+    from watcher.runtime.state import open_state
 
     data = root / "data"
     data.mkdir()
@@ -83,8 +83,8 @@ def hash_phases(root: Path, files: int) -> dict[str, float]:
 
 def burst_phase(root: Path, events: int) -> dict[str, float]:
     from watcher.config import load_config
-    from watcher.datawatch import DataWatcher
-    from watcher.state import open_state
+    from watcher.data.watcher import DataWatcher
+    from watcher.runtime.state import open_state
 
     data = root / "burst"
     data.mkdir()

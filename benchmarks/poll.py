@@ -46,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     _count_http()
 
-    from watcher.feedback import FeedbackReader, report_accuracy
-    from watcher.registry_mlflow import MlflowRegistry
+    from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+    from watcher.backends.mlflow_registry import MlflowRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(Path(tmp))

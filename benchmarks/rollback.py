@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.mlflow_server import start_server, stop_server
 
 if TYPE_CHECKING:
-    from watcher.autorollback import AutoRollback
-    from watcher.monitor import Monitor, PollResult
+    from watcher.monitor.poll import Monitor, PollResult
+    from watcher.rollback.auto import AutoRollback
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 BAD_ACCURACY = 0.5
@@ -45,7 +45,7 @@ BAD_ACCURACY = 0.5
 
 def _register(url: str, mode: str, names: list[str]) -> None:
     """v1 and v2 per model, v2 Production with the lineage tag the pipeline writes."""
-    from watcher.registry_mlflow import MlflowRegistry
+    from watcher.backends.mlflow_registry import MlflowRegistry
 
     reg = MlflowRegistry(url, "stage" if mode == "stage" else "alias")
     for name in names:
@@ -97,14 +97,14 @@ def _instrument(
 
 def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dict[str, Any]:
     from watcher.app import build_components
-    from watcher.autorollback import AutoRollback
+    from watcher.backends.mlflow_observations import report_accuracy
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
-    from watcher.daemon import Daemon
-    from watcher.feedback import report_accuracy
-    from watcher.monitor import Monitor
-    from watcher.registry_mlflow import MlflowRegistry
-    from watcher.sdnotify import SystemdNotifier
-    from watcher.state import open_state
+    from watcher.monitor.poll import Monitor
+    from watcher.rollback.auto import AutoRollback
+    from watcher.runtime.daemon import Daemon
+    from watcher.runtime.sdnotify import SystemdNotifier
+    from watcher.runtime.state import open_state
 
     prefix = f"rb-{mode}-"
     names = [f"{prefix}{i:02d}" for i in range(trials)]
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5, help="rollbacks per registry mode")
     args = parser.parse_args()
 
-    from watcher.logging import configure
+    from watcher.runtime.logging import configure
 
     configure("error")  # the rollbacks log warnings by design; the figures are the output
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:

@@ -173,7 +173,7 @@ def soak(
     seed: int = 7,
 ) -> SoakResult:
     """Run the scripted soak in ``root``; the daemon is stopped before returning."""
-    from watcher.feedback import report_accuracy
+    from watcher.backends.mlflow_observations import report_accuracy
 
     rng = random.Random(seed)
     data = root / "data"

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 # Tests whose assertions depend on things happening in time (waits, kills, signals, pings).
 DEFAULT_TESTS = [
     "tests/reliability/test_prompt_stop.py",
-    "tests/service/test_systemd_notify.py",
-    "tests/unit/test_cli.py",
-    "tests/watch/test_datawatch.py",
-    "tests/watch/test_crash.py",
+    "tests/runtime/test_systemd_notify.py",
+    "tests/cli/test_cli.py",
+    "tests/data/test_datawatch.py",
+    "tests/data/test_crash.py",
     "tests/monitor/test_outage.py",
     "tests/reliability/test_soak.py",
     "tests/reliability/test_kill_loop.py",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from watcher.runtime.state import StateStore, open_state
+from watcher.testing import FakeClock
 
 # Keep MLflow from installing its own log handlers and from spawning job runners.
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -39,7 +43,7 @@ AIRFLOW_FILES = frozenset(
         "tests/reliability/test_faults.py",
         "tests/trigger/test_dag_paused.py",
         "tests/trigger/test_trigger_airflow.py",
-        "tests/watch/test_airflow_e2e.py",
+        "tests/trigger/test_airflow_e2e.py",
     }
 )
 
@@ -112,3 +116,15 @@ def _restore_mlflow_uri_env() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[StateStore]:
+    store = open_state(tmp_path / "state")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

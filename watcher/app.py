@@ -6,20 +6,20 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from watcher.config import Config
-    from watcher.daemon import Component
-    from watcher.state import StateStore
+    from watcher.runtime.daemon import Component
+    from watcher.runtime.state import StateStore
 
 
 def build_components(config: Config, state: StateStore) -> list[Component]:
     """Components in start order (stopped in reverse)."""
-    from watcher.alerting import Alerting
-    from watcher.autorollback import AutoRollback
-    from watcher.clock import SystemClock
-    from watcher.datawatch import DataWatcher
-    from watcher.drift_watch import DriftWatch
-    from watcher.health import CoreChecks
-    from watcher.monitor import build_monitor
-    from watcher.registry_mlflow import MlflowRegistry
+    from watcher.backends.mlflow_registry import MlflowRegistry
+    from watcher.data.watcher import DataWatcher
+    from watcher.drift.watch import DriftWatch
+    from watcher.monitor.poll import build_monitor
+    from watcher.rollback.auto import AutoRollback
+    from watcher.runtime.alerting import Alerting
+    from watcher.runtime.clock import SystemClock
+    from watcher.runtime.health import CoreChecks
 
     config.watch.data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
@@ -55,12 +55,12 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         rollback,
     ]
     if config.monitor.feedback_dir is not None:
-        from watcher.evaluator import Evaluator
+        from watcher.monitor.evaluator import Evaluator
 
         components.append(Evaluator(config, state, clock=clock))
     if config.http.listen:
         # Last, so it starts after and stops before what it reports on.
-        from watcher.http import HttpEndpoint
+        from watcher.runtime.http import HttpEndpoint
 
         components.append(HttpEndpoint(config.http.listen, components))
     return components

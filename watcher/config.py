@@ -32,7 +32,7 @@ from pydantic import (
 from pipeline.lineage import DEFAULT_IGNORE
 from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
-from watcher.policy import MAX_SAMPLES
+from watcher.monitor.policy import MAX_SAMPLES
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_ENV = "WATCHER_CONFIG"

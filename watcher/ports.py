@@ -1,6 +1,6 @@
 """Ports: the registry as the daemon sees it, and the plain values crossing it.
 
-The MLflow adapter (watcher/registry_mlflow.py) and the in-memory fake
+The MLflow adapter (watcher/backends/mlflow_registry.py) and the in-memory fake
 (watcher/testing.py) implement :class:`Registry` and pass the same contract
 tests. Versions are always ``str`` (MLflow returns ints in-process, strings
 over REST).

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from watcher.errors import RegistryError, RegistryUnavailable
-from watcher.policy import Observation
+from watcher.monitor.policy import Observation
 from watcher.ports import (
     ARCHIVED_STAGE,
     PRODUCTION_STAGE,

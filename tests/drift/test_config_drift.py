@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from watcher.config import load_config
-from watcher.drift import DriftOptions
-from watcher.drift_check import drift_options
+from watcher.drift.check import drift_options
+from watcher.drift.stats import DriftOptions
 from watcher.errors import ConfigError
 
 

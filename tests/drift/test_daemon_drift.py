@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.sample_data import iris_table, shift, write_csv
-from tests.watch.conftest import drive
-from watcher.alerting import Alerting
+from tests.data.conftest import drive
+from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config, load_config
-from watcher.datawatch import DataWatcher
-from watcher.drift_watch import DriftWatch
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.state import StateStore, open_state
+from watcher.data.watcher import DataWatcher
+from watcher.drift.watch import DriftWatch
+from watcher.runtime.alerting import Alerting
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.profile import PROFILE_ARTIFACT, load_profile
-from watcher.cli import main
+from watcher.cli.main import main
 
 MODEL = "iris-drift"
 LEGACY = "iris-legacy"  # Production version trained before profiles existed
@@ -182,11 +182,11 @@ class TestAgainstProduction:
         """The daemon's calls: production_reference → drift_for_dataset → conf_fields."""
 
         from watcher.config import load_config
-        from watcher.drift import conf_fields
-        from watcher.drift_check import drift_for_dataset, production_reference
+        from watcher.drift.check import drift_for_dataset, production_reference
+        from watcher.drift.stats import conf_fields
 
         cfg = load_config(world.config, env={})
-        from watcher.registry_mlflow import MlflowRegistry
+        from watcher.backends.mlflow_registry import MlflowRegistry
 
         ref = production_reference(MlflowRegistry(world.uri, "alias"), MODEL)
         assert ("1", None) == (ref.version, ref.note)

@@ -1,4 +1,4 @@
-"""watcher.drift: each statistic against scipy and hand-computed values, and the decisions."""
+"""watcher.drift.stats: each statistic against scipy and hand-computed values, and the decisions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from watcher.drift import (
+from watcher.drift.stats import (
     ColumnDrift,
     DriftOptions,
     DriftReport,

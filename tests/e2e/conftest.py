@@ -27,7 +27,7 @@ import pytest
 from pipeline import sample_data
 from pipeline.lineage import compute_manifest
 from tests.reliability.conftest import start_daemon, stop_daemon, wait_for
-from tests.service.conftest import free_port
+from tests.runtime.conftest import free_port
 from tests.services.airflow_server import DAG_ID, E2E_EXPERIMENT, AirflowServer
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from tests.e2e.conftest import (
     write_toml,
 )
 from tests.reliability.conftest import wait_for
-from tests.service.conftest import promtool
+from tests.runtime.conftest import promtool
 from tests.services.airflow_server import AirflowServer
 from watcher.ports import TAG_QUARANTINED
 

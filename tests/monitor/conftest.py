@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -12,8 +11,7 @@ import pytest
 
 from alerts import AlertStore, Dispatcher
 from alerts.notifiers.file import FileNotifier
-from watcher.state import StateStore, open_state
-from watcher.testing import FakeClock
+from watcher.runtime.state import StateStore
 
 CHANNELS = ("ops", "audit")
 
@@ -39,18 +37,6 @@ class Channels:
         path = self.dir / f"{channel}.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
         return [r["annotations"].get("summary", "") for r in rows]
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[StateStore]:
-    store = open_state(tmp_path / "state")
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

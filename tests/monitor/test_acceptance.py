@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.monitor.conftest import CHANNELS, Channels
-from watcher.cli import main
+from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+from watcher.backends.mlflow_registry import MlflowRegistry
+from watcher.cli.main import main
 from watcher.config import MonitorConfig
-from watcher.feedback import FeedbackReader, report_accuracy
-from watcher.monitor import ACCURACY_ALERT, Monitor
-from watcher.policy import Status
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.state import StateStore
+from watcher.monitor.policy import Status
+from watcher.monitor.poll import ACCURACY_ALERT, Monitor
+from watcher.runtime.state import StateStore
 from watcher.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]

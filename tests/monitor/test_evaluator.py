@@ -2,7 +2,7 @@
 
 Real pieces: pipeline.run trains and promotes the model into an in-process
 SQLite MLflow; the evaluator watches a real directory (FsWatch + hasher) and
-logs through watcher.feedback.report_accuracy; observations are read back with
+logs through watcher.backends.mlflow_observations.report_accuracy; observations are read back with
 the monitor's FeedbackReader. Expected accuracies come from loading the
 Production model independently (models:/NAME@production) and scoring with it.
 """
@@ -19,8 +19,10 @@ import pytest
 import structlog
 
 from pipeline.lineage import FileEntry
+from watcher.backends.mlflow_observations import FeedbackReader
+from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config, load_config
-from watcher.evaluator import (
+from watcher.monitor.evaluator import (
     Evaluator,
     Scored,
     Work,
@@ -28,10 +30,8 @@ from watcher.evaluator import (
     count_correct,
     plan,
 )
-from watcher.feedback import FeedbackReader
-from watcher.policy import Observation
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.state import StateStore
+from watcher.monitor.policy import Observation
+from watcher.runtime.state import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
 IRIS = REPO / "examples" / "data" / "iris.csv"

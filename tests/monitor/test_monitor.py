@@ -13,11 +13,11 @@ from structlog.testing import capture_logs
 
 from tests.monitor.conftest import CHANNELS, Channels
 from watcher.config import MonitorConfig
-from watcher.metrics import Metrics
-from watcher.monitor import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
-from watcher.policy import Status
+from watcher.monitor.policy import Status
+from watcher.monitor.poll import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
 from watcher.ports import ModelSnapshot
-from watcher.state import StateStore, open_state
+from watcher.runtime.metrics import Metrics
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
 
 MODEL = "iris-classifier"
@@ -245,7 +245,7 @@ def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(
 ) -> None:
     """`watcher rollback` moved Production after the daemon's last poll, then the daemon
     restarted: the first scrape shows where the rollback left it, not the stale poll."""
-    from watcher.rollback import Plan, Rollbacker
+    from watcher.rollback.journal import Plan, Rollbacker
 
     mon = make_monitor(state, clock, channels, registry, MemoryObservations())
     cycle(mon, channels, clock)
@@ -374,7 +374,7 @@ def _wait(mon: Monitor, cond: Callable[[], bool], what: str, timeout: float = 60
 def test_a_poll_cut_short_by_a_stop_is_not_an_error(tmp_path: Path) -> None:
     """SIGTERM during a poll raises Stopping inside the registry call (stopping.interruptible):
     the poll ends quietly, with no error recorded and nothing for APScheduler to log."""
-    from watcher import stopping
+    from watcher.runtime import stopping
 
     class StoppingRegistry(FakeRegistry):
         def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:

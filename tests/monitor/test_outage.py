@@ -19,15 +19,15 @@ import pytest
 
 from alerts.notifiers.file import FileNotifier
 from tests.services.mlflow_server import MlflowServer
-from watcher.alerting import Alerting
-from watcher.clock import SystemClock
+from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config
-from watcher.daemon import Daemon
-from watcher.http import HttpEndpoint
-from watcher.monitor import MLFLOW_DOWN_ALERT, Monitor
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.sdnotify import SystemdNotifier
-from watcher.state import StateStore
+from watcher.monitor.poll import MLFLOW_DOWN_ALERT, Monitor
+from watcher.runtime.alerting import Alerting
+from watcher.runtime.clock import SystemClock
+from watcher.runtime.daemon import Daemon
+from watcher.runtime.http import HttpEndpoint
+from watcher.runtime.sdnotify import SystemdNotifier
+from watcher.runtime.state import StateStore
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Table tests for the pure live-accuracy policy (watcher/policy.py)."""
+"""Table tests for the pure live-accuracy policy (watcher/monitor/policy.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.policy import Observation, PolicyConfig, PolicyState, Status, evaluate, window_stats
+from watcher.monitor.policy import (
+    Observation,
+    PolicyConfig,
+    PolicyState,
+    Status,
+    evaluate,
+    window_stats,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """Helpers for the whole-system reliability suite: `watcher run` as a subprocess on tmp dirs.
 
-The daemon runs with the ``command`` trigger backend (``tests.watch.conftest.RECORD_RUN``
+The daemon runs with the ``command`` trigger backend (``tests.data.conftest.RECORD_RUN``
 appends each run's data hash to ``runs.txt``), the ``file`` alert channel (JSONL in the
 state dir) and, unless a test needs a registry, an MLflow URL nobody listens on with no
 client retries: the monitor then fails fast and raises ``MlflowUnreachable``, which gives
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.watch.conftest import RECORD_RUN
+from tests.data.conftest import RECORD_RUN
 
 WATCHER = [sys.executable, "-m", "watcher.cli"]
 Popen = subprocess.Popen[bytes]

@@ -3,7 +3,7 @@
 Every case ends in a clear error naming what is wrong (exit 2 on the CLI), never a
 traceback, and never in anything half-trained or registered. Cases already proved by
 the feature suites are referenced, not repeated: names `sha256sum` would escape
-(tests/watch/test_hashing.py), report-accuracy out-of-range accuracy, samples 0,
+(tests/data/test_hashing.py), report-accuracy out-of-range accuracy, samples 0,
 unknown model and version 99 (tests/monitor/test_acceptance.py), rollback exit codes
 (tests/rollback/test_cli_rollback.py).
 """
@@ -29,13 +29,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.run import main as pipeline_main
+from tests.data.conftest import drive, make_config, runs
 from tests.reliability.conftest import WATCHER
-from tests.watch.conftest import drive, make_config, runs
-from watcher.cli import main as cli_main
+from watcher.cli.main import main as cli_main
 from watcher.config import Config, load_config
-from watcher.datawatch import DataWatcher
+from watcher.data.watcher import DataWatcher
 from watcher.errors import ConfigError
-from watcher.state import open_state
+from watcher.runtime.state import open_state
 
 # -- Configs, property-based --------------------------------------------------------------
 

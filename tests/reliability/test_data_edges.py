@@ -18,6 +18,7 @@ import pytest
 
 from pipeline.lineage import compute_manifest
 from pipeline.run import main as pipeline_main
+from tests.data.conftest import drive, make_config, runs
 from tests.reliability.conftest import (
     daemon_env,
     run_hashes,
@@ -25,12 +26,11 @@ from tests.reliability.conftest import (
     stop_daemon,
     wait_for,
 )
-from tests.watch.conftest import drive, make_config, runs
-from watcher.cli import main as cli_main
-from watcher.datawatch import DataWatcher
-from watcher.fswatch import FsWatch
-from watcher.http import HttpEndpoint
-from watcher.state import open_state
+from watcher.cli.main import main as cli_main
+from watcher.data.fswatch import FsWatch
+from watcher.data.watcher import DataWatcher
+from watcher.runtime.http import HttpEndpoint
+from watcher.runtime.state import open_state
 
 
 def _preprocess_fails(data: Path, tmp_path: Path) -> str:

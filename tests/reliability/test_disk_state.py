@@ -1,6 +1,6 @@
 """The state dir under stress: full disk, DB deleted while running, future schema, unwritable.
 
-The future-schema refusal itself is unit-tested in tests/unit/test_state.py; here it is
+The future-schema refusal itself is unit-tested in tests/runtime/test_state.py; here it is
 checked end to end through `watcher run` (exit 1, path named).
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.conftest import drive, make_config, runs
 from tests.reliability.conftest import WATCHER, daemon_env, mount_tmpfs, umount
-from tests.watch.conftest import drive, make_config, runs
-from watcher.daemon import Daemon
-from watcher.datawatch import DataWatcher
+from watcher.data.watcher import DataWatcher
 from watcher.errors import StateError
-from watcher.health import CoreChecks
-from watcher.state import DB_NAME, SCHEMA_VERSION, open_state
+from watcher.runtime.daemon import Daemon
+from watcher.runtime.health import CoreChecks
+from watcher.runtime.state import DB_NAME, SCHEMA_VERSION, open_state
 
 
 class _Disk:

@@ -1,7 +1,7 @@
 """Backends failing under the daemon: MLflow killed mid-rollback, trigger outages, webhook down.
 
 Feature suites prove each piece alone (tests/monitor/test_outage.py: MLflow killed during
-a poll; tests/watch/test_airflow_e2e.py: one change during an Airflow outage;
+a poll; tests/trigger/test_airflow_e2e.py: one change during an Airflow outage;
 tests/alerts/test_dispatcher.py: 500 x3 then 200). Here the daemon's own components
 meet the faults together, and every check is "nothing lost, nothing twice, in order".
 """
@@ -20,9 +20,7 @@ import pytest
 
 from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
-from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
-from tests.services.mlflow_server import MlflowServer, free_port
-from tests.watch.conftest import (
+from tests.data.conftest import (
     OutageTrigger,
     change_while_down,
     drive,
@@ -30,15 +28,17 @@ from tests.watch.conftest import (
     runs,
     settle,
 )
-from watcher.alerting import Alerting
-from watcher.datawatch import DataWatcher
+from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
+from tests.services.mlflow_server import MlflowServer, free_port
+from watcher.backends.mlflow_registry import MlflowRegistry
+from watcher.data.watcher import DataWatcher
 from watcher.errors import RegistryError
 from watcher.ports import TAG_PREVIOUS
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.rollback import Plan, Rollbacker
-from watcher.state import StateStore, open_state
+from watcher.rollback.journal import Plan, Rollbacker
+from watcher.runtime.alerting import Alerting
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock
-from watcher.triggers import build_trigger
+from watcher.trigger.base import build_trigger
 
 # -- MLflow server killed and restarted in the middle of a rollback ---------------------
 

@@ -27,6 +27,7 @@ import structlog
 
 from alerts.dispatcher import Backoff
 from alerts.notifiers.webhook import sign, verify_signature
+from tests.data.conftest import OutageTrigger, drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     daemon_env,
@@ -37,15 +38,14 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.test_security import _get
 from tests.services.mlflow_server import free_port
-from tests.watch.conftest import OutageTrigger, drive, make_config, runs
-from watcher.datawatch import DataWatcher
+from watcher.data.watcher import DataWatcher
 from watcher.errors import StateError
-from watcher.health import CoreChecks
-from watcher.http import health_body
-from watcher.logging import redact_text, register_secrets
-from watcher.outbox import backoff
-from watcher.state import DB_NAME, iso, open_state
-from watcher.triggers import build_trigger
+from watcher.runtime.health import CoreChecks
+from watcher.runtime.http import health_body
+from watcher.runtime.logging import redact_text, register_secrets
+from watcher.runtime.state import DB_NAME, iso, open_state
+from watcher.trigger.base import build_trigger
+from watcher.trigger.outbox import backoff
 
 # -- 1. A long trigger outage ---------------------------------------------------------------
 
@@ -270,7 +270,7 @@ def _log_observation(
     """Append one observation straight to MLflow (around the CLI's checks)."""
     from mlflow.entities import Metric, RunTag
 
-    from watcher.feedback import METRIC_ACCURACY, METRIC_SAMPLES, TAG_COUNT
+    from watcher.backends.mlflow_observations import METRIC_ACCURACY, METRIC_SAMPLES, TAG_COUNT
 
     client.log_batch(
         run_id,
@@ -291,10 +291,10 @@ def test_daemon_skips_unusable_observations_and_reports_each_once(
     out, logs each once, and the policy and `watcher status` use the good ones."""
     from mlflow import MlflowClient
 
+    from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import MonitorConfig
-    from watcher.feedback import FeedbackReader, report_accuracy
-    from watcher.monitor import Monitor
-    from watcher.registry_mlflow import MlflowRegistry
+    from watcher.monitor.poll import Monitor
 
     client = MlflowClient(tracking_uri=mlflow_sqlite_uri, registry_uri=mlflow_sqlite_uri)
     client.create_registered_model("m")
@@ -474,7 +474,7 @@ def test_an_echo_cut_at_the_length_limit_leaks_no_part_of_the_secret() -> None:
     password straddling the limit does not leave its first half behind (#15 review)."""
     import httpx
 
-    from watcher.trigger_airflow import _detail
+    from watcher.backends.airflow import _detail
 
     secret = "Sup3rS3cretPassw0rd!-echo"
     register_secrets([secret])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.conftest import drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     closed_port,
@@ -31,11 +32,10 @@ from tests.reliability.conftest import (
     stop_daemon,
     wait_for,
 )
-from tests.watch.conftest import drive, make_config, runs
-from watcher.datawatch import DataWatcher
-from watcher.hashing import ScanResult
-from watcher.service_unit import UnitSpec, render_unit
-from watcher.state import open_state
+from watcher.cli.service_unit import UnitSpec, render_unit
+from watcher.data.hashing import ScanResult
+from watcher.data.watcher import DataWatcher
+from watcher.runtime.state import open_state
 
 IDLE_CONNECTIONS = 1000
 NOFILE = 256

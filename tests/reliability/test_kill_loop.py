@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline.lineage import compute_manifest
+from tests.data.conftest import runs_ended
 from tests.reliability.conftest import (
     daemon_env,
     db,
@@ -32,8 +33,7 @@ from tests.reliability.conftest import (
     stop_daemon,
     wait_for,
 )
-from tests.service.conftest import wait_heartbeat
-from tests.watch.conftest import runs_ended
+from tests.runtime.conftest import wait_heartbeat
 
 ITERATIONS = 20
 SNAPSHOT_ITERATIONS = 10
@@ -188,9 +188,9 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
     (before, during or after the rollback). After every kill the model has a Production
     version that is not quarantined; no rollback is notified twice. A final clean run
     finishes every journaled rollback: each quarantined its version and was notified once."""
-    from watcher.feedback import report_accuracy
+    from watcher.backends.mlflow_observations import report_accuracy
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.ports import TAG_PREVIOUS
-    from watcher.registry_mlflow import MlflowRegistry
 
     rng = random.Random(SEED + 1)
     model = f"kill-{uuid.uuid4().hex[:8]}"

@@ -1,7 +1,7 @@
 """Load, scaled down: 20,000 files hashed first cold, then incrementally, in bounded memory.
 
 The full-size figures (100,000 files, a 50,000-event burst) come from benchmarks/load.py;
-the 10,000-file event burst is tests/watch/test_datawatch.py
+the 10,000-file event burst is tests/data/test_datawatch.py
 test_burst_of_10000_files_is_one_trigger.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.load import write_files
-from watcher.hashing import IncrementalHasher
-from watcher.state import open_state
+from watcher.data.hashing import IncrementalHasher
+from watcher.runtime.state import open_state
 
 FILES = 20_000
 

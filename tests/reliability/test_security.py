@@ -1,8 +1,8 @@
 """Security of a whole run: secrets in no output, private files, no shell anywhere.
 
 Referenced, not repeated: the HTTP endpoint binds 127.0.0.1 by default and refuses a
-public address unless `http.allow_public = true` (tests/unit/test_config.py
-test_public_bind_refused, tests/service/test_http_endpoint.py test_public_bind_needs_opt_in);
+public address unless `http.allow_public = true` (tests/test_config.py
+test_public_bind_refused, tests/runtime/test_http_endpoint.py test_public_bind_needs_opt_in);
 webhook signatures verify and expire (tests/alerts/test_webhook.py; also checked end to
 end by tests/reliability/test_faults.py::test_webhook_down_through_the_alerting_component).
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.conftest import drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     closed_port,
@@ -29,9 +30,8 @@ from tests.reliability.conftest import (
     wait_for,
 )
 from tests.services.mlflow_server import free_port
-from tests.watch.conftest import drive, make_config, runs
-from watcher.datawatch import DataWatcher
-from watcher.state import open_state
+from watcher.data.watcher import DataWatcher
+from watcher.runtime.state import open_state
 
 AIRFLOW_PASSWORD = "af-PW-8c1e2b7f"
 WEBHOOK_TOKEN = "wh-TOKEN-51d0aa93"

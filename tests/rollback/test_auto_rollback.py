@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from watcher.alerting import Alerting
-from watcher.autorollback import AutoRollback
-from watcher.cli import main
+from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+from watcher.backends.mlflow_registry import MlflowRegistry
+from watcher.cli.main import main
 from watcher.config import Config, load_config
-from watcher.feedback import FeedbackReader, report_accuracy
-from watcher.monitor import Monitor
+from watcher.monitor.poll import Monitor
 from watcher.ports import RegistryMode
-from watcher.registry_mlflow import MlflowRegistry
-from watcher.state import StateStore, open_state
+from watcher.rollback.auto import AutoRollback
+from watcher.runtime.alerting import Alerting
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from watcher.cli import main
+from watcher.backends.mlflow_registry import MlflowRegistry
+from watcher.cli.main import main
 from watcher.ports import TAG_PREVIOUS, RegistryMode
-from watcher.registry_mlflow import MlflowRegistry
 
 WATCHER = str(Path(sys.executable).parent / "watcher")
 pytestmark = pytest.mark.service

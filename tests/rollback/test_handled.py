@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from watcher.autorollback import AutoRollback
 from watcher.config import MonitorConfig, RollbackConfig
-from watcher.monitor import Monitor
+from watcher.monitor.poll import Monitor
 from watcher.ports import TAG_PREVIOUS
-from watcher.rollback import Plan
-from watcher.state import StateStore, open_state
+from watcher.rollback.auto import AutoRollback
+from watcher.rollback.journal import Plan
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
 
 MODEL = "m"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from watcher.ports import TAG_PREVIOUS, TAG_QUARANTINED, VersionInfo
-from watcher.rollback_policy import AutoGuards, Target, decide_auto, prior_stable
+from watcher.rollback.policy import AutoGuards, Target, decide_auto, prior_stable
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from watcher.alerting import Alerting
-from watcher.autorollback import ACTOR
 from watcher.config import load_config
 from watcher.errors import RollbackRefused
 from watcher.ports import TAG_PREVIOUS, RegistryMode
-from watcher.rollback import TAG_RESTORED_FROM, Plan, Rollbacker
-from watcher.rollback_policy import prior_stable
-from watcher.state import StateStore, open_state
+from watcher.rollback.auto import ACTOR
+from watcher.rollback.journal import TAG_RESTORED_FROM, Plan, Rollbacker
+from watcher.rollback.policy import prior_stable
+from watcher.runtime.alerting import Alerting
+from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry
 
 

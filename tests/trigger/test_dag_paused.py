@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from tests.data.conftest import make_config
 from tests.services.airflow_server import AirflowServer
-from tests.watch.conftest import make_config
-from watcher.cli import main
-from watcher.datawatch import PAUSED_RECHECK, DataWatcher
-from watcher.state import open_state
+from watcher.backends.airflow import AirflowTrigger
+from watcher.cli.main import main
+from watcher.data.watcher import PAUSED_RECHECK, DataWatcher
+from watcher.runtime.state import open_state
 from watcher.testing import FakeClock
-from watcher.trigger_airflow import AirflowTrigger
 
 pytestmark = pytest.mark.service
 DAG_URL = "/api/v2/dags/train_pipeline"

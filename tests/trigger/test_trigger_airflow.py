@@ -13,14 +13,14 @@ import httpx
 import pytest
 
 from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer, listening_sockets
-from watcher.errors import BackendError, ConfigError, TriggerError
-from watcher.trigger_airflow import (
+from watcher.backends.airflow import (
     AirflowTrigger,
     SubmitResult,
     TriggerAuthError,
     TriggerUnavailable,
     run_id_for,
 )
+from watcher.errors import BackendError, ConfigError, TriggerError
 
 RUN_DEADLINE_S = 120.0
 FAKE_PASSWORD = "pw-Secret-9"

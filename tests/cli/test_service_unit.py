@@ -1,0 +1,125 @@
+"""`watcher service-unit`: the repo copy, `systemd-analyze verify` and `security` on the output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from watcher.cli.main import main
+from watcher.cli.service_unit import DEFAULT_EXEC, UNIT_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+WATCHER = str(Path(sys.executable).parent / "watcher")
+MAX_EXPOSURE = 3.0
+
+
+def _unit(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    assert 0 == main(["service-unit", *args])
+    return capsys.readouterr().out
+
+
+def _analyze(tmp_path: Path, *args: str, user: bool = False) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if user:
+        # The user manager wants a runtime dir even offline.
+        runtime = tmp_path / "runtime"
+        runtime.mkdir(exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    return subprocess.run(
+        ["systemd-analyze", *(["--user"] if user else []), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    # verify checks that ExecStart's binary exists: point it at this venv's watcher.
+    path = tmp_path / UNIT_NAME
+    path.write_text(text.replace(f"ExecStart={DEFAULT_EXEC}", f"ExecStart={WATCHER}"), "utf-8")
+    return path
+
+
+def test_repo_copy_matches_default_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """systemd/registry-watcher.service is exactly what `watcher service-unit` prints."""
+    assert (REPO / "systemd" / UNIT_NAME).read_text(encoding="utf-8") == _unit(capsys)
+
+
+def test_system_unit_verifies_and_scores_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The system unit: the required keys, no verify warnings, exposure ≤ 3.0."""
+    text = _unit(capsys)
+    for key in (
+        "Type=notify",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=registry-watcher",
+        "NoNewPrivileges=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "WatchdogSec=",
+        "ReadWritePaths=",
+        "LoadCredential=",
+    ):
+        assert key in text, key
+    unit = _write(tmp_path, text)
+    verify = _analyze(tmp_path, "verify", str(unit))
+    assert 0 == verify.returncode, verify.stderr
+    assert "" == verify.stderr.strip() + verify.stdout.strip()
+    security = _analyze(tmp_path, "security", "--offline=true", str(unit))
+    line = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert line is not None, security.stdout + security.stderr
+    assert float(line.group(1)) <= MAX_EXPOSURE, security.stdout
+
+
+def test_config_shapes_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--config: ExecStart passes it, absolute dirs become ReadWritePaths, secrets credentials."""
+    cfg = tmp_path / "watcher.toml"
+    cfg.write_text(
+        "[watch]\ndata_dir = '/srv/training-data'\nsnapshot_dir = '/srv/snapshots'\n"
+        "[trigger.airflow]\npassword_file = 'airflow-password'\n"
+        "[alerts.slack]\nwebhook_url_file = '/etc/rw/slack-url'\n",
+        encoding="utf-8",
+    )
+    text = _unit(capsys, "--config", str(cfg), "--exec", WATCHER)
+    assert f"ExecStart={WATCHER} --config {cfg.resolve()} run" in text
+    assert "ReadWritePaths=-/srv/training-data" in text
+    assert "ReadWritePaths=-/srv/snapshots" in text
+    assert (
+        "LoadCredential=airflow-password:/etc/registry-watcher/credentials/airflow-password" in text
+    )
+    assert "alerts.slack.webhook_url_file = /etc/rw/slack-url is a path" in text
+    unit = _write(tmp_path, text)
+    verify = _analyze(tmp_path, "verify", str(unit))
+    assert 0 == verify.returncode, verify.stderr
+    assert "" == verify.stderr.strip()
+
+
+def test_user_unit_verifies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--user: no DynamicUser, default.target, and `systemd-analyze --user verify` is clean."""
+    text = _unit(capsys, "--user", "--exec", WATCHER)
+    assert "DynamicUser" not in text
+    assert "WantedBy=default.target" in text
+    unit = _write(tmp_path, text)
+    verify = _analyze(tmp_path, "verify", str(unit), user=True)
+    assert 0 == verify.returncode, verify.stderr
+    assert "" == verify.stderr.strip()
+
+
+def test_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A relative --exec or an unreadable/invalid config is bad input (exit 2)."""
+    assert 2 == main(["service-unit", "--exec", "watcher"])
+    assert 2 == main(["service-unit", "--config", str(tmp_path / "missing.toml")])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[watch\n", encoding="utf-8")
+    assert 2 == main(["service-unit", "--config", str(bad)])
+    assert "bad.toml: invalid TOML" in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""Helpers for the data-watching tests: a config on tmp dirs, a run-counting command and a
+trigger backend that can be switched off."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from watcher.backends.airflow import SubmitResult, TriggerUnavailable
+from watcher.config import Config, load_config
+from watcher.data.fswatch import Batch
+from watcher.data.watcher import DataWatcher
+from watcher.runtime.state import StateStore, open_state
+from watcher.trigger.base import Trigger
+
+# The `command` backend target: appends the data hash it was given to a file.
+RECORD_RUN = (
+    "import json, sys\n"
+    "conf = json.load(sys.stdin)\n"
+    "with open(sys.argv[1], 'a') as fh:\n"
+    "    fh.write(conf['data_hash'] + '\\n')\n"
+)
+
+
+def make_config(tmp_path: Path, **overrides: object) -> Config:
+    values: dict[str, object] = {
+        "watch.data_dir": str(tmp_path / "data"),
+        "state.dir": str(tmp_path / "state"),
+        "watch.quiet_period": "0.3",
+        "watch.max_wait": "5",
+        "watch.polling_interval": "0.2",
+        "trigger.backend": "command",
+        "trigger.command": [sys.executable, "-c", RECORD_RUN, str(tmp_path / "runs.txt")],
+        "trigger.retry_initial": "0.2",
+        "trigger.retry_max": "1",
+    }
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    return load_config(None, env={}, overrides=values)
+
+
+def runs(tmp_path: Path) -> list[str]:
+    """Data hashes the command backend was run with, in order."""
+    path = tmp_path / "runs.txt"
+    return path.read_text().split() if path.exists() else []
+
+
+def runs_ended(state_dir: Path) -> bool:
+    """Every run a child backend (local, command) started has written its exit file: once
+    the daemon has stopped too, nothing more can be appended to ``runs.txt``."""
+    runs_dir = state_dir / "runs"
+    started = runs_dir.glob("*.started") if runs_dir.is_dir() else []
+    return all(p.with_suffix(".exit").exists() for p in started)
+
+
+def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Tick the watcher like the daemon loop does until ``until()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        wait = dw.tick()
+        if until():
+            return
+        time.sleep(min(max(wait, 0.01), 0.05))
+    raise AssertionError(f"condition not reached within {timeout} s")
+
+
+def settle(dw: DataWatcher, timeout: float = 30.0) -> None:
+    """Tick until everything that happened before this call has been handled, so a test can
+    assert that nothing (more) came of it. The positive marker: a directory made and removed
+    in the data dir after those changes (inotify delivers events in order, and an empty dir
+    leaves the dataset hash as it was) is seen in a change batch, that batch's scan has
+    finished, no batch is pending, no scan is due (a held trigger's retry may be scheduled)
+    and every delivered run has ended."""
+    marker = dw.root / f"settle-{uuid.uuid4().hex}"
+    seen = threading.Event()
+    take = dw.fs.recorder.take
+
+    def spy() -> Batch | None:
+        batch = take()
+        if batch is not None and any(p.startswith(str(marker)) for p in batch.sample):
+            seen.set()
+        return batch
+
+    dw.fs.recorder.take = spy  # type: ignore[method-assign]
+    try:
+        marker.mkdir()
+        marker.rmdir()
+        drive(
+            dw,
+            lambda: (
+                seen.is_set()
+                and (dw._scan_at is None or dw._scan_at > dw.clock.monotonic())
+                and dw.fs.batch_due() is None
+                and not dw.outbox.following()
+            ),
+            timeout=timeout,
+        )
+    finally:
+        del dw.fs.recorder.take
+
+
+
+class OutageTrigger:
+    """Wraps the real command backend; while ``down`` every submit is a retryable outage."""
+
+    def __init__(self, inner: Trigger) -> None:
+        self.inner = inner
+        self.serial = inner.serial
+        self.down = False
+        self.refused = 0
+
+    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
+        if self.down:
+            self.refused += 1
+            raise TriggerUnavailable("connection refused (injected outage)")
+        return self.inner.submit(run_id, conf)
+
+    def run_state(self, run_id: str) -> str | None:
+        return self.inner.run_state(run_id)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def change_while_down(
+    dw: DataWatcher, trigger: OutageTrigger, path: Path, rows: list[str]
+) -> list[str]:
+    """Take the backend down, rewrite ``path`` once per row (x,y CSV), wait until each is
+    hashed and delivery has been refused a few times; the dataset hashes, in order."""
+    from pipeline.lineage import compute_manifest
+
+    trigger.down = True
+    hashes: list[str] = []
+    for row in rows:
+        path.write_text(f"x,y\n{row}\n")
+        hashes.append(compute_manifest(path.parent).dataset_hash)
+        drive(dw, lambda h=hashes[-1]: dw.status.last_hash == h)  # type: ignore[misc]
+    drive(dw, lambda: trigger.refused >= 3, timeout=30)
+    return hashes

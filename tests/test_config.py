@@ -1,0 +1,176 @@
+"""Config loading: precedence, validation errors with field paths, secrets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from watcher.config import REDACTED, Config, load_config
+from watcher.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "watcher.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class TestPrecedence:
+    def test_defaults_without_file(self) -> None:
+        """With no file and no env, embedded defaults apply."""
+        cfg = load_config(env={})
+        assert Path("data") == cfg.watch.data_dir
+        assert cfg.trigger.backend == "local"
+        assert cfg.watch.quiet_period == 2.0
+
+    def test_file_over_default(self, tmp_path: Path) -> None:
+        """A value in the file beats the default."""
+        cfg = load_config(write(tmp_path, "[watch]\nquiet_period = '5s'\n"), env={})
+        assert cfg.watch.quiet_period == 5.0
+
+    def test_env_over_file(self, tmp_path: Path) -> None:
+        """WATCHER_<SECTION>__<KEY> beats the file."""
+        path = write(tmp_path, "[watch]\nquiet_period = '5s'\n")
+        cfg = load_config(path, env={"WATCHER_WATCH__QUIET_PERIOD": "7"})
+        assert cfg.watch.quiet_period == 7.0
+
+    def test_flag_over_env(self, tmp_path: Path) -> None:
+        """A command-line override beats env and file."""
+        path = write(tmp_path, "[log]\nlevel = 'info'\n")
+        cfg = load_config(
+            path, env={"WATCHER_LOG__LEVEL": "error"}, overrides={"log.level": "debug"}
+        )
+        assert cfg.log.level == "debug"
+
+    def test_watcher_config_env_names_the_file(self, tmp_path: Path) -> None:
+        """WATCHER_CONFIG points at the file when --config is absent."""
+        path = write(tmp_path, "[trigger]\ndag_id = 'other'\n")
+        cfg = load_config(env={"WATCHER_CONFIG": str(path)})
+        assert cfg.trigger.dag_id == "other"
+
+    def test_nested_env_and_lists(self) -> None:
+        """Nested sections use one __ per level; lists accept commas or JSON."""
+        cfg = load_config(
+            env={
+                "WATCHER_TRIGGER__AIRFLOW__USERNAME": "ops",
+                "WATCHER_MONITOR__MODELS": "a, b",
+                "WATCHER_ALERTS__EMAIL__TO": '["x@example.com"]',
+            }
+        )
+        assert cfg.trigger.airflow.username == "ops"
+        assert cfg.monitor.models == ["a", "b"]
+        assert cfg.alerts.email.to == ["x@example.com"]
+
+    def test_mlflow_tracking_uri_env_wins_over_default(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The standard MLFLOW_TRACKING_URI beats the embedded SQLite default."""
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+        assert load_config(env={}).tracking_uri == "http://127.0.0.1:5999"
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+        assert load_config(env={}).tracking_uri.endswith(".watcher/mlflow.db")
+
+
+class TestErrors:
+    def test_three_independent_mistakes_all_reported(self, tmp_path: Path) -> None:
+        """Every error is listed with its field path, not just the first."""
+        path = write(
+            tmp_path,
+            "[watch]\nquiet_period = -1\n[trigger]\nbackend = 'carrier-pigeon'\n"
+            "[alerts.alertmanager]\nurl = 'ftp://nowhere'\n",
+        )
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env={})
+        text = "\n".join(info.value.errors)
+        assert len(info.value.errors) == 3, text
+        assert "watch.quiet_period: must not be negative" in text
+        assert "trigger.backend:" in text
+        assert "alerts.alertmanager.url: not a URL" in text
+
+    def test_unknown_key(self, tmp_path: Path) -> None:
+        """Unknown keys are rejected, naming where they came from."""
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, "[watch]\nquiet = 1\n"), env={"WATCHER_NOPE__X": "1"})
+        text = "\n".join(info.value.errors)
+        assert "watch.quiet: unknown key" in text
+        assert "nope: unknown key (from env WATCHER_NOPE__X)" in text
+
+    def test_bad_toml_names_file_and_line(self, tmp_path: Path) -> None:
+        """A TOML syntax error names the file and the line."""
+        path = write(tmp_path, "[watch]\nquiet_period = \n")
+        with pytest.raises(ConfigError, match=r"watcher.toml: invalid TOML: .*line 2"):
+            load_config(path, env={})
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """An explicit config path that does not exist is an error."""
+        with pytest.raises(ConfigError, match="config file not found"):
+            load_config(tmp_path / "absent.toml", env={})
+
+    def test_public_bind_refused(self) -> None:
+        """The HTTP endpoint refuses a public address unless allowed."""
+        with pytest.raises(ConfigError, match="not a loopback address"):
+            load_config(env={"WATCHER_HTTP__LISTEN": "0.0.0.0:9464"})
+        cfg = load_config(
+            env={"WATCHER_HTTP__LISTEN": "0.0.0.0:9464", "WATCHER_HTTP__ALLOW_PUBLIC": "true"}
+        )
+        assert cfg.http.listen == "0.0.0.0:9464"
+
+
+class TestSecrets:
+    def test_secret_in_file_refused(self, tmp_path: Path) -> None:
+        """Secrets may not be written into the TOML file."""
+        path = write(tmp_path, "[trigger.airflow]\npassword = 'hunter2'\n")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env={})
+        text = "\n".join(info.value.errors)
+        assert "WATCHER_TRIGGER__AIRFLOW__PASSWORD" in text
+        assert "hunter2" not in text
+
+    def test_secret_from_env_is_redacted(self) -> None:
+        """An env secret is usable but redacted in dumps and repr."""
+        cfg = load_config(env={"WATCHER_TRIGGER__AIRFLOW__PASSWORD": "hunter2"})
+        assert cfg.trigger.airflow.password is not None
+        assert cfg.trigger.airflow.password.get_secret_value() == "hunter2"
+        assert cfg.redacted()["trigger"]["airflow"]["password"] == REDACTED
+        assert "hunter2" not in repr(cfg)
+        assert "hunter2" not in str(cfg.redacted())
+        assert cfg.secret_values() == ["hunter2"]
+
+    def test_secret_from_file_key(self, tmp_path: Path) -> None:
+        """`<key>_file` reads the secret; relative names resolve in $CREDENTIALS_DIRECTORY."""
+        (tmp_path / "slack").write_text("https://hooks.example/T0/B0/XYZ\n", encoding="utf-8")
+        path = write(tmp_path, "[alerts.slack]\nwebhook_url_file = 'slack'\n")
+        env = {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+            cfg = load_config(path, env=env)
+        assert cfg.alerts.slack.webhook_url is not None
+        assert cfg.alerts.slack.webhook_url.get_secret_value() == "https://hooks.example/T0/B0/XYZ"
+
+    def test_missing_secret_file(self, tmp_path: Path) -> None:
+        """A secret file that cannot be read is a config error naming the path."""
+        path = write(tmp_path, f"[trigger.airflow]\npassword_file = '{tmp_path}/nope'\n")
+        with pytest.raises(ConfigError, match=r"trigger.airflow.password_file: cannot read"):
+            load_config(path, env={})
+
+
+def _keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for name, info in cls.model_fields.items():
+        key = prefix + (info.alias or name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _keys(ann, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def test_readme_documents_every_key() -> None:
+    """The README's configuration table lists every key (so it cannot drift from the code)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.MULTILINE))
+    assert [] == [k for k in _keys(Config) if k not in documented]

@@ -1,0 +1,276 @@
+"""Live accuracy in MLflow: write observations (report_accuracy), read them back (FeedbackReader).
+
+Layout: experiment ``watcher-monitoring``, one run per model version (tags
+``watcher.model`` / ``watcher.version``), metrics ``live_accuracy`` and
+``live_samples`` logged together with the observation's timestamp and a step
+that numbers the observations (so the two series pair up exactly). The run tag
+``watcher.observations`` holds the count: the poller sees in one search which
+runs changed and fetches histories only for those.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
+from watcher.errors import UsageError
+from watcher.monitor.policy import Observation, observation_problem
+from watcher.runtime.logging import get_logger
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from watcher.ports import RegistryMode
+
+EXPERIMENT = "watcher-monitoring"
+METRIC_ACCURACY = "live_accuracy"
+METRIC_SAMPLES = "live_samples"
+TAG_MODEL = "watcher.model"
+TAG_VERSION = "watcher.version"
+TAG_COUNT = "watcher.observations"
+_RUNS_PAGE = 1000
+log = get_logger("watcher.backends.mlflow_observations")
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    model: str
+    version: str
+    accuracy: float
+    samples: int
+    at: datetime
+    run_id: str
+    sequence: int  # 0-based number of this observation for the version
+
+
+def check_observation(
+    accuracy: float, samples: int, at: datetime | None = None, now: datetime | None = None
+) -> None:
+    """Raise UsageError naming the bad field (see :func:`observation_problem`)."""
+    problem = observation_problem(accuracy, samples, at, now)
+    if problem is not None:
+        raise UsageError(problem)
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _experiment_id(client: MlflowClient, create: bool) -> str | None:
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return str(exp.experiment_id)
+    if not create:
+        return None
+    try:
+        return str(client.create_experiment(EXPERIMENT))
+    except Exception as exc:  # a concurrent reporter created it first
+        if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        again = client.get_experiment_by_name(EXPERIMENT)
+        if again is None:
+            raise
+        return str(again.experiment_id)
+
+
+def _find_run(client: MlflowClient, experiment_id: str, model: str, version: str) -> Any | None:
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{TAG_MODEL}` = '{_quote(model)}' AND tags.`{TAG_VERSION}` = '{_quote(version)}'"
+        ),
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def _resolve_version(registry: MlflowRegistry, model: str, version: str | None) -> str:
+    if version is None:
+        prod = registry.production(model)
+        if prod is not None:
+            return prod
+        if not registry.model_exists(model):
+            raise UsageError(f"--model: no registered model named {model!r}")
+        raise UsageError(
+            f"--model {model!r} has no Production version; pass --version to report for one"
+        )
+    version = str(version).strip()
+    if not version.isdigit():
+        raise UsageError(f"--version must be a version number, got {version!r}")
+    if registry.get_version(model, version) is None:
+        if not registry.model_exists(model):
+            raise UsageError(f"--model: no registered model named {model!r}")
+        raise UsageError(f"--version: model {model!r} has no version {version}")
+    return version
+
+
+def report_accuracy(
+    model: str,
+    accuracy: float,
+    samples: int,
+    *,
+    version: str | int | None = None,
+    at: datetime | None = None,
+    tracking_uri: str | None = None,
+    registry_mode: RegistryMode = "alias",
+    registry: MlflowRegistry | None = None,
+) -> Reported:
+    """Log one live-accuracy observation; ``version`` defaults to the current Production.
+
+    Raises UsageError for bad input (range, unknown model/version) and
+    RegistryError / RegistryUnavailable when MLflow fails.
+    """
+    check_observation(accuracy, samples)
+    if at is not None and at.tzinfo is None:
+        raise UsageError(f"at must be timezone-aware, got {at.isoformat()}")
+    if registry is None:
+        uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise UsageError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
+        registry = MlflowRegistry(uri, registry_mode)
+    when = at or datetime.now(UTC)
+    ver = _resolve_version(registry, model, None if version is None else str(version))
+    client = registry.client
+    with translate_errors("report live accuracy", registry.uri):
+        from mlflow.entities import Metric, RunTag
+
+        exp_id = _experiment_id(client, create=True)
+        assert exp_id is not None  # noqa: S101  (create=True)
+        run = _find_run(client, exp_id, model, ver)
+        if run is None:
+            run = client.create_run(
+                exp_id,
+                run_name=f"{model}-v{ver}",
+                tags={TAG_MODEL: model, TAG_VERSION: ver, TAG_COUNT: "0"},
+            )
+            # update_run, not set_terminated: that one prints the run URL to stdout.
+            client.update_run(run.info.run_id, status="FINISHED")
+        seq = int(run.data.tags.get(TAG_COUNT, "0") or 0)
+        ts = _ms(when)
+        client.log_batch(
+            run.info.run_id,
+            metrics=[
+                Metric(METRIC_ACCURACY, float(accuracy), ts, seq),
+                Metric(METRIC_SAMPLES, float(samples), ts, seq),
+            ],
+            tags=[RunTag(TAG_COUNT, str(seq + 1))],
+        )
+    return Reported(model, ver, float(accuracy), samples, when, run.info.run_id, seq)
+
+
+def _pair(
+    accuracy: Iterable[Any], samples: Iterable[Any]
+) -> tuple[list[Observation], list[tuple[int, str]]]:
+    """Observations from the two metric histories, and (step, why) of each one that cannot
+    be used (absurd values written around the CLI), which is left out."""
+    by_step = {int(m.step): m for m in samples}
+    out: list[Observation] = []
+    skipped: list[tuple[int, str]] = []
+    for m in accuracy:
+        s = by_step.get(int(m.step))
+        if s is None:
+            continue  # half-written observation: the other metric lands on the next poll
+        problem = observation_problem(float(m.value), float(s.value))
+        try:
+            at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
+        except (OverflowError, ValueError, OSError):
+            problem = problem or f"timestamp {m.timestamp} ms is out of range"
+        if problem is not None:
+            skipped.append((int(m.step), problem))
+            continue
+        out.append(Observation(at, float(m.value), int(s.value)))
+    return sorted(out, key=lambda o: o.at), skipped
+
+
+class FeedbackReader:
+    """Reads observations per (model, version), fetching histories only for changed runs.
+
+    Used from the poll thread only (it shares the registry's client).
+    """
+
+    def __init__(self, registry: MlflowRegistry) -> None:
+        self._registry = registry
+        self._experiment_id: str | None = None
+        self._cache: dict[tuple[str, str], tuple[str, list[Observation]]] = {}
+        self._skipped: set[tuple[str, int]] = set()  # (run id, step) already reported
+
+    def observations(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Observation]]:
+        wanted_set = set(wanted)
+        out: dict[tuple[str, str], list[Observation]] = {k: [] for k in wanted_set}
+        if not wanted_set:
+            return out
+        reg = self._registry
+        if self._experiment_id is None:
+            reg.count()
+            with translate_errors("get_experiment_by_name", reg.uri):
+                self._experiment_id = _experiment_id(reg.client, create=False)
+            if self._experiment_id is None:
+                return out  # nobody reported yet
+        runs: list[Any] = []
+        token: str | None = None
+        while True:
+            reg.count()
+            with translate_errors("search_runs", reg.uri):
+                page = reg.client.search_runs(
+                    [self._experiment_id], max_results=_RUNS_PAGE, page_token=token
+                )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        changed: list[tuple[tuple[str, str], str, str]] = []  # key, count tag, run id
+        for run in runs:
+            tags = run.data.tags
+            key = (tags.get(TAG_MODEL, ""), tags.get(TAG_VERSION, ""))
+            if key not in wanted_set:
+                continue
+            count = tags.get(TAG_COUNT, "")
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] == count:
+                out[key] = cached[1]
+            else:
+                changed.append((key, count, run.info.run_id))
+
+        def history(run_id: str) -> tuple[list[Observation], list[tuple[int, str]]]:
+            reg.count(2)
+            with translate_errors("get_metric_history", reg.uri):
+                acc = reg.client.get_metric_history(run_id, METRIC_ACCURACY)
+                smp = reg.client.get_metric_history(run_id, METRIC_SAMPLES)
+            return _pair(acc, smp)
+
+        fetched = reg.map(history, [run_id for _, _, run_id in changed])
+        for (key, count, run_id), (obs, skipped) in zip(changed, fetched, strict=True):
+            self._cache[key] = (count, obs)
+            out[key] = obs
+            self._report_skipped(key, run_id, skipped)
+        for key in list(self._cache):
+            if key not in wanted_set:
+                del self._cache[key]
+        return out
+
+    def _report_skipped(
+        self, key: tuple[str, str], run_id: str, skipped: Iterable[tuple[int, str]]
+    ) -> None:
+        """Log each unusable observation once (histories are re-read as runs grow)."""
+        for step, why in skipped:
+            if (run_id, step) in self._skipped:
+                continue
+            self._skipped.add((run_id, step))
+            log.warning(
+                "observation_skipped",
+                model=key[0],
+                version=key[1],
+                observation=step + 1,
+                reason=why,
+                run_id=run_id,
+            )

@@ -1,0 +1,304 @@
+"""The MLflow Model Registry adapter (alias and stage modes).
+
+One ``MlflowClient``, created lazily on first use with a small retry budget
+(MLflow's default is 7 retries over ~2 minutes, POSTs included): the daemon
+retries per poll cycle itself. MLflow exceptions are translated here, at the
+edge: unreachable → RegistryUnavailable, anything else → RegistryError.
+
+Per-model reads against an MLflow *server* go out ``concurrency`` at a time (a poll
+of 100 models is 100 round trips; one after another they cost seconds). A local
+store (``sqlite:``, a file path) is read one call at a time: it is in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pipeline.tracking import is_not_found
+from watcher.errors import RegistryError, RegistryUnavailable
+from watcher.ports import (
+    ARCHIVED_STAGE,
+    PRODUCTION_ALIAS,
+    PRODUCTION_STAGE,
+    ModelSnapshot,
+    RegistryMode,
+    VersionInfo,
+    matches,
+)
+from watcher.runtime import stopping
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+_MODELS_PAGE = 1000  # MLflow's maximum for search_registered_models
+_VERSIONS_PAGE = 10000
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Connection refused, DNS, timeouts and gateway 5xx: the server is not there right now."""
+    for err in _chain(exc):
+        if isinstance(err, ConnectionError | TimeoutError):
+            return True
+        kind = type(err).__name__
+        if kind in {"ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout", "MaxRetryError"}:
+            return True
+        text = str(err)
+        # MLflow's REST layer wraps requests' errors in MlflowException with these phrases.
+        if "failed with exception" in text or "Max retries exceeded" in text:
+            return True
+        if any(f"failed with error code {c}" in text for c in ("502", "503", "504")):
+            return True
+        if "unable to open database file" in text:
+            return True
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def translate_errors(what: str, uri: str = "") -> Iterator[None]:
+    """Map any backend exception raised inside to RegistryError / RegistryUnavailable."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as exc:
+        where = f" at {uri}" if uri else ""
+        if is_unavailable(exc):
+            raise RegistryUnavailable(
+                f"MLflow unreachable{where} ({what}): {_first_line(exc)}"
+            ) from exc
+        raise RegistryError(f"MLflow {what} failed{where}: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _stage_api() -> Iterator[None]:
+    # Stage mode is a supported product feature; MLflow's deprecation notice is noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*Model registry stages will be removed", category=FutureWarning
+        )
+        yield
+
+
+def _version_info(mv: Any) -> VersionInfo:
+    return VersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        stage=str(mv.current_stage or "None"),
+        tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
+        run_id=mv.run_id or None,
+        status=str(mv.status or "READY"),
+    )
+
+
+def _quote(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def mlflow_client(uri: str, timeout: float, max_retries: int) -> MlflowClient:
+    """An MlflowClient with a daemon's budget: few retries, short timeouts.
+
+    MLflow's defaults (7 retries, 120 s, POST retried) would stall the loop for
+    minutes in an outage; we retry per cycle ourselves instead.
+    """
+    # Read by MLflow's REST layer per request; set before the first one.
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(max_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, round(timeout)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+class MlflowRegistry:
+    """Registry port over ``MlflowClient``. Use one instance per thread."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        mode: RegistryMode = "alias",
+        *,
+        timeout: float = 15.0,
+        max_retries: int = 2,
+        concurrency: int = 8,
+    ) -> None:
+        self.uri = tracking_uri
+        self.mode: RegistryMode = mode
+        self._timeout = timeout
+        self._max_retries = max_retries
+        remote = tracking_uri.startswith(("http://", "https://", "databricks"))
+        self.concurrency = max(1, concurrency) if remote else 1
+        self._client: MlflowClient | None = None
+        self._lock = threading.Lock()
+        self.calls = 0  # MLflow client calls made (benchmarks, tests)
+
+    # Plumbing -------------------------------------------------------------
+
+    @property
+    def client(self) -> MlflowClient:
+        """The lazily created client (the observations adapter uses it for tracking calls)."""
+        with self._lock:
+            if self._client is None:
+                with stopping.interruptible():  # `import mlflow` takes seconds
+                    self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
+            return self._client
+
+    def count(self, n: int = 1) -> None:
+        with self._lock:
+            self.calls += n
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[MlflowClient]:
+        self.count()
+        # A slow MLflow (or `import mlflow` on first use) must not hold up a SIGTERM: on
+        # the daemon's main thread the call is abandoned; every caller is crash-safe.
+        with stopping.interruptible(), translate_errors(what, self.uri):
+            yield self.client
+
+    def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``fn`` over ``items``, in order; up to ``concurrency`` calls in flight. The first
+        error is raised once the calls already started have returned."""
+        if self.concurrency == 1 or len(items) < 2:
+            return [fn(item) for item in items]
+        self.client  # noqa: B018  (create it once, before the threads race to)
+        workers = min(self.concurrency, len(items))
+        with ThreadPoolExecutor(workers, thread_name_prefix="mlflow-read") as pool:
+            return list(pool.map(fn, items))
+
+    # Reading --------------------------------------------------------------
+
+    def _registered_models(self) -> list[Any]:
+        out: list[Any] = []
+        token: str | None = None
+        while True:
+            with self._call("search_registered_models") as c:
+                page = c.search_registered_models(max_results=_MODELS_PAGE, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+    def _search_versions(self, name: str) -> list[VersionInfo]:
+        out: list[VersionInfo] = []
+        token: str | None = None
+        while True:
+            with self._call("search_model_versions") as c:
+                page = c.search_model_versions(
+                    f"name = '{_quote(name)}'", max_results=_VERSIONS_PAGE, page_token=token
+                )
+            out.extend(_version_info(mv) for mv in page)
+            token = page.token
+            if not token:
+                return sorted(out, key=lambda v: int(v.version))
+
+    def _production_from(
+        self, aliases: Mapping[str, Any], versions: Sequence[VersionInfo]
+    ) -> str | None:
+        if self.mode == "alias":
+            value = aliases.get(PRODUCTION_ALIAS)
+            return None if value is None else str(value)
+        prod = [v for v in versions if v.stage == PRODUCTION_STAGE]
+        # Several Production versions only after a manual mistake: newest wins, as in pipeline/.
+        return max(prod, key=lambda v: int(v.version)).version if prod else None
+
+    def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
+        """1 listing call per 1000 models + 1 versions call per watched model."""
+        watched = [rm for rm in self._registered_models() if matches(rm.name, patterns)]
+
+        def one(rm: Any) -> ModelSnapshot:
+            versions = self._search_versions(rm.name)
+            production = self._production_from(rm.aliases or {}, versions)
+            return ModelSnapshot(rm.name, production, {v.version: v for v in versions})
+
+        return sorted(self.map(one, watched), key=lambda s: s.name)
+
+    def model_exists(self, name: str) -> bool:
+        try:
+            with self._call("get_registered_model") as c:
+                c.get_registered_model(name)
+        except RegistryError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                return False
+            raise
+        return True
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        return self._search_versions(name)
+
+    def get_version(self, name: str, version: str) -> VersionInfo | None:
+        try:
+            with self._call("get_model_version") as c:
+                mv = c.get_model_version(name, str(version))
+        except RegistryError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                return None
+            raise
+        return _version_info(mv)
+
+    def production(self, name: str) -> str | None:
+        if self.mode == "alias":
+            try:
+                with self._call("get_model_version_by_alias") as c:
+                    mv = c.get_model_version_by_alias(name, PRODUCTION_ALIAS)
+            except RegistryError as exc:
+                if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                    return None
+                raise
+            return str(mv.version)
+        return self._production_from({}, self._search_versions(name))
+
+    # Writing (used by rollback) -------------------------------------------
+
+    def set_production(self, name: str, version: str) -> None:
+        if self.mode == "alias":
+            with self._call("set_registered_model_alias") as c:
+                c.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
+            return
+        # One transaction in MLflow: the new version is Production and the old one archived,
+        # so the registry is never without a Production version.
+        with self._call("transition_model_version_stage") as c, _stage_api():
+            c.transition_model_version_stage(
+                name, str(version), PRODUCTION_STAGE, archive_existing_versions=True
+            )
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            with self._call("set_model_version_tag") as c:
+                c.set_model_version_tag(name, str(version), key, value)
+
+    def delete_tag(self, name: str, version: str, key: str) -> None:
+        try:
+            with self._call("delete_model_version_tag") as c:
+                c.delete_model_version_tag(name, str(version), key)
+        except RegistryError as exc:
+            if exc.__cause__ is None or not is_not_found(exc.__cause__):
+                raise
+
+    def archive(self, name: str, version: str) -> None:
+        if self.mode == "alias":
+            return
+        with self._call("transition_model_version_stage") as c, _stage_api():
+            c.transition_model_version_stage(name, str(version), ARCHIVED_STAGE)

@@ -1,0 +1,514 @@
+"""The built-in evaluator: score Production on labelled feedback files, log live accuracy.
+
+``monitor.feedback_dir`` holds CSV (or Parquet) files with the model's feature
+columns and the true ``pipeline.target_column``. It is watched like the data
+dir (FsWatch hints + the incremental hasher as the truth). When its content
+changes, the *new* rows are scored with the current Production version of
+``pipeline.model_name`` and one observation (accuracy, samples = rows scored)
+goes to MLflow through :func:`watcher.backends.mlflow_observations.report_accuracy`.
+
+"New" is decided from the state DB: content (SHA-256) already scored is never
+scored again, whatever its name (copies, renames); a CSV that grew by appended
+lines is scored from the first new row; any other changed file is scored whole.
+A bad file is logged once per content (naming file, column and row) and
+skipped; a registry outage or a missing Production version leaves the work
+pending and retried every ``monitor.poll_interval``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import DataValidationError
+from pipeline.lineage import DatasetPathError, FileEntry
+from watcher.backends.mlflow_observations import report_accuracy
+from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
+from watcher.data.watcher import watch_tree
+from watcher.errors import WatcherError
+from watcher.runtime.clock import Clock, SystemClock
+from watcher.runtime.daemon import Health
+from watcher.runtime.logging import get_logger
+from watcher.runtime.state import iso
+
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
+    from watcher.config import Config
+    from watcher.runtime.state import StateStore
+
+log = get_logger("watcher.monitor.evaluator")
+
+FEEDBACK_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+# Pure decisions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """What the state DB knows about the content last scored at one path."""
+
+    sha256: str
+    size: int
+    rows: int
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A feedback file whose current content has not been scored."""
+
+    path: str
+    sha256: str
+    size: int
+    previous: Scored | None  # the content scored at this path before (append detection)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    work: tuple[Work, ...]
+    # Paths whose content was scored under another name (copy, rename): remembered, not scored.
+    known: tuple[tuple[str, Scored], ...]
+
+
+def is_feedback_file(path: str) -> bool:
+    return path.lower().endswith(FEEDBACK_SUFFIXES)
+
+
+def plan(
+    entries: Iterable[FileEntry],
+    files: Mapping[str, Scored],
+    scored_rows: Mapping[str, int],
+    skip: Mapping[str, str],
+) -> Plan:
+    """Which files need scoring, from the manifest and what was scored before.
+
+    ``files``: path → content last scored there; ``scored_rows``: content hash →
+    rows, for every content ever scored; ``skip``: path → hash of known-bad content.
+    """
+    work: list[Work] = []
+    known: list[tuple[str, Scored]] = []
+    for e in entries:
+        if not is_feedback_file(e.path):
+            continue
+        at = files.get(e.path)
+        if at is not None and at.sha256 == e.sha256:
+            continue
+        rows = scored_rows.get(e.sha256)
+        if rows is not None:
+            known.append((e.path, Scored(e.sha256, e.size, rows)))
+            continue
+        if skip.get(e.path) == e.sha256:
+            continue
+        work.append(Work(e.path, e.sha256, e.size, at))
+    return Plan(tuple(work), tuple(known))
+
+
+def already_scored_rows(work: Work, data: bytes) -> int:
+    """Rows of ``data`` scored before: the old rows when a CSV only grew by whole lines."""
+    prev = work.previous
+    if prev is None or not work.path.lower().endswith(".csv"):
+        return 0
+    if prev.size <= 0 or len(data) <= prev.size or data[prev.size - 1 : prev.size] != b"\n":
+        return 0
+    if hashlib.sha256(data[: prev.size]).hexdigest() != prev.sha256:
+        return 0
+    return prev.rows
+
+
+def _label_key(value: object) -> str:
+    """Labels compare by value: 1, 1.0, "1" and numpy's 1 are one class."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def count_correct(predicted: Iterable[object], actual: Iterable[object]) -> int:
+    return sum(_label_key(p) == _label_key(a) for p, a in zip(predicted, actual, strict=True))
+
+
+# Model loading -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    version: str
+    model: Any
+    features: tuple[str, ...] | None  # None: the model does not say; use the file's columns
+
+
+def load_version(uri: str, name: str, version: str) -> LoadedModel:
+    """Download ``models:/name/version`` and load it with mlflow.sklearn.
+
+    Pinned to the version the registry named as Production, so the observation
+    is attributed to exactly the model that scored it, even if the alias moves
+    meanwhile. Explicit URIs: no global MLflow state is touched.
+    """
+    with translate_errors(f"load model {name} v{version}", uri):
+        import mlflow.artifacts
+        import mlflow.sklearn
+        from mlflow.models import Model
+
+        with tempfile.TemporaryDirectory(prefix="watcher-evaluator-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}",
+                dst_path=tmp,
+                tracking_uri=uri,
+                registry_uri=uri,
+            )
+            model = mlflow.sklearn.load_model(local)
+            names = getattr(model, "feature_names_in_", None)
+            if names is None:
+                signature = Model.load(local).signature
+                names = signature.inputs.input_names() if signature is not None else None
+    features = tuple(str(n) for n in names) if names is not None else None
+    return LoadedModel(version, model, features)
+
+
+# The component -------------------------------------------------------------------
+
+
+@dataclass
+class _Status:
+    pending_files: int = 0
+    last_scan_at: datetime | None = None
+    last_error: str | None = None
+    observations: int = 0
+    last_observation: dict[str, object] | None = None
+    bad_files: dict[str, str] = field(default_factory=dict)  # path -> error
+
+
+@dataclass(frozen=True, slots=True)
+class _FileScore:
+    work: Work
+    rows: int  # data rows in the file's current content
+    scored: int  # new rows scored now
+    correct: int
+
+
+class Evaluator:
+    """Daemon component; all work (hashing, model loading, scoring) happens in :meth:`tick`."""
+
+    name = "evaluator"
+
+    def __init__(
+        self,
+        config: Config,
+        state: StateStore,
+        *,
+        clock: Clock | None = None,
+        registry: MlflowRegistry | None = None,
+        loader: Callable[[str, str, str], LoadedModel] = load_version,
+        observer_factory: Callable[[], BaseObserver] | None = None,
+    ) -> None:
+        if config.monitor.feedback_dir is None:
+            raise WatcherError("the evaluator needs monitor.feedback_dir")
+        w = config.watch
+        self.state = state
+        self.clock: Clock = clock or SystemClock()
+        self.root = Path(config.monitor.feedback_dir).absolute()
+        self.model_name = config.pipeline.model_name
+        self.target = config.pipeline.target_column
+        # Its own client: MLflow clients are used from one thread each.
+        self.registry = registry or MlflowRegistry(
+            config.tracking_uri,
+            config.mlflow.registry_mode,
+            timeout=config.mlflow.request_timeout,
+            max_retries=config.mlflow.max_retries,
+        )
+        self.loader = loader
+        self.hasher, self.fs = watch_tree(
+            self.root, state, w, self.clock, observer_factory, progress=False
+        )
+        self.quiet_period = w.quiet_period
+        self.reconcile_interval = w.reconcile_interval
+        self.retry_interval = config.monitor.poll_interval
+        self.status = _Status()
+        self._model: LoadedModel | None = None
+        self._bad: dict[str, str] = {}  # path -> sha256 of content known to be bad
+        self._scan_at: float | None = None
+        self._next_reconcile = 0.0
+
+    # Component protocol --------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._error(f"{self.root}: cannot create the feedback dir: {exc.strerror or exc}")
+        if not self.fs.start():
+            log.warning("feedback_dir_missing", feedback_dir=str(self.root), hint="waiting for it")
+        now = self.clock.monotonic()
+        self._scan_at = now  # feedback that arrived while the daemon was down
+        self._next_reconcile = now + self.reconcile_interval
+
+    def stop(self) -> None:
+        self.fs.stop()
+
+    def health(self) -> Health:
+        st = self.status
+        detail: dict[str, object] = {
+            "feedback_dir": str(self.root),
+            "model": self.model_name,
+            "watch_mode": self.fs.active_mode,
+            "pending_files": st.pending_files,
+            "observations": st.observations,
+            "last_scan_at": st.last_scan_at,
+        }
+        if self._model is not None:
+            detail["model_version"] = self._model.version
+        if st.last_observation is not None:
+            detail["last_observation"] = st.last_observation
+        if st.last_error:
+            detail["error"] = st.last_error
+        if st.bad_files:
+            detail["bad_files"] = dict(st.bad_files)
+        # Bad files and MLflow outages are not fixed by a restart: only a dead watch is unhealthy.
+        return Health(self.name, self.fs.watching or not self.root.exists(), detail)
+
+    def tick(self) -> float:
+        mono = self.clock.monotonic()
+        self.fs.check()  # a rebuilt watch records a change: events may have been missed
+        if mono >= self._next_reconcile:
+            self._next_reconcile = mono + self.reconcile_interval
+            self._request_scan(mono)
+        if self.fs.batch_due() == 0.0:
+            self.fs.take()
+            self._request_scan(mono)
+        if self._scan_at is not None and mono >= self._scan_at:
+            self._scan_at = None
+            try:
+                self._scan()
+            except Exception as exc:  # never take the loop down; retry later, show in health
+                log.exception("evaluator_failed", error=str(exc))
+                self._error(f"evaluation failed: {type(exc).__name__}: {exc}")
+                self._request_scan(self.clock.monotonic() + self.retry_interval)
+        waits = [self._next_reconcile - mono]
+        due = self.fs.batch_due()
+        if due is not None:
+            waits.append(due)
+        if self._scan_at is not None:
+            waits.append(self._scan_at - mono)
+        return max(0.0, min(waits))
+
+    # Scanning ------------------------------------------------------------------
+
+    def _request_scan(self, at: float) -> None:
+        if self._scan_at is None or at < self._scan_at:
+            self._scan_at = at
+
+    def _error(self, message: str) -> None:
+        if message != self.status.last_error:
+            log.error("feedback_not_scored", feedback_dir=str(self.root), error=message)
+            self.state.record("feedback.error", message, model=self.model_name)
+        self.status.last_error = message
+
+    def _scan(self) -> None:
+        if not self.root.is_dir():
+            return
+        try:
+            result = self.hasher.scan()
+        except DatasetPathError as exc:
+            self._error(f"{self.root}/{exc}")
+            return
+        except FileNotFoundError:
+            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            return
+        if not result.settled:
+            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            return
+        self.status.last_scan_at = self.clock.now()
+        files, scored_rows = self._load_scored()
+        p = plan(result.manifest.entries, files, scored_rows, self._bad)
+        if p.known:
+            self._remember(p.known)
+            log.info("feedback_already_scored", files=[path for path, _ in p.known])
+        present = {e.path for e in result.manifest.entries}
+        for gone in [path for path in self.status.bad_files if path not in present]:
+            del self.status.bad_files[gone]
+            self._bad.pop(gone, None)
+        self.status.pending_files = len(p.work)
+        if p.work:
+            self._score(p.work)
+
+    def _load_scored(self) -> tuple[dict[str, Scored], dict[str, int]]:
+        conn = self.state.conn
+        files = {
+            path: Scored(sha, size, rows)
+            for path, sha, size, rows in conn.execute(
+                "SELECT path, sha256, size, rows FROM feedback_files"
+            )
+        }
+        rows = dict(conn.execute("SELECT sha256, rows FROM feedback_scored").fetchall())
+        return files, rows
+
+    def _remember(self, known: Sequence[tuple[str, Scored]]) -> None:
+        with self.state.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO feedback_files (path, sha256, size, rows) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
+                "size = excluded.size, rows = excluded.rows",
+                [(path, s.sha256, s.size, s.rows) for path, s in known],
+            )
+
+    def _production_model(self) -> LoadedModel | None:
+        version = self.registry.production(self.model_name)
+        if version is None:
+            return None
+        if self._model is None or self._model.version != version:
+            started = self.clock.monotonic()
+            self._model = self.loader(self.registry.uri, self.model_name, version)
+            log.info(
+                "evaluator_model_loaded",
+                model=self.model_name,
+                version=version,
+                seconds=round(self.clock.monotonic() - started, 3),
+            )
+        return self._model
+
+    def _score(self, work: Sequence[Work]) -> None:
+        retry_at = self.clock.monotonic() + self.retry_interval
+        try:
+            model = self._production_model()
+        except WatcherError as exc:
+            self._error(f"cannot load the Production model of {self.model_name!r}: {exc}")
+            self._request_scan(retry_at)
+            return
+        if model is None:
+            self._error(
+                f"{self.model_name!r} has no Production version: "
+                f"{len(work)} feedback file(s) wait to be scored"
+            )
+            self._request_scan(retry_at)
+            return
+        scores: list[_FileScore] = []
+        for w in work:
+            score = self._score_file(w, model)
+            if score is not None:
+                scores.append(score)
+        done = {s.work.path for s in scores}
+        self.status.pending_files = sum(
+            1 for w in work if w.path not in done and self._bad.get(w.path) != w.sha256
+        )
+        samples = sum(s.scored for s in scores)
+        if samples == 0:
+            if scores:
+                self._mark(scores, model.version)
+            return
+        correct = sum(s.correct for s in scores)
+        accuracy = correct / samples
+        now = self.clock.now()
+        try:
+            reported = report_accuracy(
+                self.model_name,
+                accuracy,
+                samples,
+                version=model.version,
+                at=now,
+                registry=self.registry,
+            )
+        except WatcherError as exc:
+            self._error(f"cannot log the live accuracy of {self.model_name!r}: {exc}")
+            self._request_scan(retry_at)
+            return
+        # Observation first, then the bookkeeping: a crash in between rescores these rows
+        # once (a duplicate observation) rather than losing them.
+        self._mark(scores, model.version)
+        self.status.last_error = None
+        self.status.observations += 1
+        self.status.last_observation = {
+            "version": model.version,
+            "accuracy": round(accuracy, 6),
+            "samples": samples,
+            "at": iso(now),
+        }
+        paths = [s.work.path for s in scores if s.scored]
+        message = (
+            f"{self.model_name} v{model.version}: live accuracy {accuracy:.4f} on {samples} "
+            f"new feedback row(s) from {', '.join(paths)}"
+        )
+        self.state.record(
+            "feedback.scored",
+            message,
+            model=self.model_name,
+            version=model.version,
+            payload={
+                "accuracy": accuracy,
+                "samples": samples,
+                "files": paths,
+                "run_id": reported.run_id,
+                "sequence": reported.sequence,
+            },
+        )
+        log.info(
+            "feedback_scored",
+            model=self.model_name,
+            version=model.version,
+            accuracy=round(accuracy, 6),
+            samples=samples,
+            files=paths,
+        )
+
+    def _score_file(self, w: Work, model: LoadedModel) -> _FileScore | None:
+        from pipeline.data import load_labelled_file
+
+        try:
+            data = (self.root / w.path).read_bytes()
+        except OSError:
+            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            return None
+        if hashlib.sha256(data).hexdigest() != w.sha256:
+            # Changed since it was hashed: the next scan sees the new content.
+            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            return None
+        try:
+            x, y = load_labelled_file(w.path, data, target=self.target, features=model.features)
+            start = already_scored_rows(w, data)
+            x_new, y_new = x.iloc[start:], y.iloc[start:]
+            predicted = model.model.predict(x_new) if len(x_new) else []
+            correct = count_correct(predicted, y_new)
+        except DataValidationError as exc:
+            self._bad_file(w, str(exc))
+            return None
+        except Exception as exc:  # the model refused these rows: a problem of this file
+            self._bad_file(w, f"file {w.path!r}: model v{model.version} cannot score it: {exc}")
+            return None
+        self.status.bad_files.pop(w.path, None)
+        return _FileScore(w, len(y), len(y_new), correct)
+
+    def _bad_file(self, w: Work, message: str) -> None:
+        self._bad[w.path] = w.sha256
+        self.status.bad_files[w.path] = message
+        log.error(
+            "feedback_file_invalid",
+            feedback_dir=str(self.root),
+            file=w.path,
+            error=message,
+            hint="fix or remove the file; it is skipped until its content changes",
+        )
+        self.state.record("feedback.invalid", f"{self.root}: {message}", model=self.model_name)
+
+    def _mark(self, scores: Sequence[_FileScore], version: str) -> None:
+        at = iso(self.clock.now())
+        with self.state.transaction() as tx:
+            for s in scores:
+                w = s.work
+                tx.execute(
+                    "INSERT OR IGNORE INTO feedback_scored "
+                    "(sha256, path, rows, model, version, scored_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (w.sha256, w.path, s.rows, self.model_name, version, at),
+                )
+                tx.execute(
+                    "INSERT INTO feedback_files (path, sha256, size, rows) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
+                    "size = excluded.size, rows = excluded.rows",
+                    (w.path, w.sha256, w.size, s.rows),
+                )
