@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from watcher.config import Config
-    from watcher.runtime.daemon import Component
+    from watcher.runtime.component import Component
     from watcher.runtime.state import StateStore
 
 

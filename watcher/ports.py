@@ -1,4 +1,4 @@
-"""Ports: the registry as the daemon sees it, and the plain values crossing it.
+"""Ports: every protocol between components and adapters, and the plain values crossing them.
 
 The MLflow adapter (watcher/backends/mlflow_registry.py) and the in-memory fake
 (watcher/testing.py) implement :class:`Registry` and pass the same contract
@@ -105,3 +105,20 @@ def quarantine_tags(reason: str, at: datetime, by: str) -> dict[str, str]:
         TAG_ROLLED_BACK_AT: at.isoformat(),
         TAG_ROLLED_BACK_BY: by,
     }
+
+
+# --- Data and trigger ports (the Trigger protocol, run hooks) --------------------------
+
+
+class RetrainQueue(Protocol):
+    """What rollback asks of the delivery side: queue a deliberate retrain."""
+
+    def request_retrain(self, reason: str) -> str | None:
+        """Queue a retrain of the current data; its run id, or None when nothing was queued."""
+        ...
+
+
+# --- Monitor, alerting and rollback ports (AlertSink, ObservationSource, verdicts) -----
+
+
+# --- Model artifacts ports (profiles, lineage tags) -------------------------------------

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from watcher.cli.main import main
-from watcher.runtime.state import StateStore, iso, open_state
+from watcher.runtime.state import META_HEARTBEAT, META_LAST_DELIVERED, StateStore, iso, open_state
 
 REPO = Path(__file__).resolve().parents[2]
 H1, H2 = "1" * 64, "2" * 64
@@ -63,7 +63,7 @@ def _scenario(state: StateStore, now: datetime) -> None:
             " 'policy', ?, ?)",
             (MODEL, iso(t[8]), iso(t[9])),
         )
-        state.set_meta("data.last_delivered_hash", H1, conn=tx)
+        state.set_meta(META_LAST_DELIVERED, H1, conn=tx)
         state.set_meta(
             "monitor.policy", json.dumps({MODEL: {"version": "1", "status": "ok"}}), conn=tx
         )
@@ -91,7 +91,7 @@ def _scenario(state: StateStore, now: datetime) -> None:
 
 def _heartbeat(state: StateStore, at: datetime, *, pid: int, data_ok: bool) -> None:
     checks = {"core": {"ok": True, "outbox_depth": 1}, "data": {"ok": data_ok}}
-    state.set_meta("heartbeat", json.dumps({"pid": pid, "at": iso(at), "checks": checks}))
+    state.set_meta(META_HEARTBEAT, json.dumps({"pid": pid, "at": iso(at), "checks": checks}))
 
 
 def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from watcher.runtime import keepalive
-from watcher.runtime.daemon import MAX_IDLE, Daemon, Health
+from watcher.runtime.component import Health
+from watcher.runtime.daemon import MAX_IDLE, Daemon
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.runtime.state import open_state
 from watcher.testing import FakeClock

@@ -12,7 +12,7 @@ import pytest
 
 import watcher.runtime.http
 from tests.runtime.conftest import NotifySocket, free_port, promtool, start_watcher, stop_watcher
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.http import HttpEndpoint
 from watcher.runtime.metrics import Metrics
 

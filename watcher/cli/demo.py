@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from watcher.errors import UsageError, WatcherError
+from watcher.runtime.state import META_HEARTBEAT, META_POLICY
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -245,7 +246,7 @@ class Demo:
 
     def policy(self) -> tuple[str, str] | None:
         """(version, status) of the live-accuracy policy for the model."""
-        raw = self.state.get_meta("monitor.policy")
+        raw = self.state.get_meta(META_POLICY)
         doc = json.loads(raw).get(MODEL) if raw else None
         return None if not doc else (str(doc["version"]), str(doc["status"]))
 
@@ -410,7 +411,7 @@ class Demo:
 
         self.story.begin(4)
         # A heartbeat from the running daemon, so status shows it alive and healthy.
-        self.wait("the daemon's heartbeat", lambda: self.state.get_meta("heartbeat"))
+        self.wait("the daemon's heartbeat", lambda: self.state.get_meta(META_HEARTBEAT))
         cfg = self.config
         conn = open_readonly(cfg.state.dir)
         try:

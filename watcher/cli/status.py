@@ -17,17 +17,22 @@ from typing import Any
 from watcher.errors import StateError
 from watcher.runtime.daemon import HEARTBEAT_EVERY
 from watcher.runtime.lock import pid_alive
-from watcher.runtime.state import DB_NAME, iso, refuse_empty
+from watcher.runtime.state import (
+    DB_NAME,
+    META_DAG,
+    META_HEARTBEAT,
+    META_LAST_DELIVERED,
+    META_POLICY,
+    iso,
+    refuse_empty,
+)
 
 SCHEMA_VERSION = 1
 # The daemon writes its heartbeat every HEARTBEAT_EVERY seconds; several missed
 # beats mean it is gone (or stuck, which systemd's watchdog handles).
 STALE_AFTER = 6 * HEARTBEAT_EVERY
 # Where the features leave what status shows (all optional):
-POLICY_META = "monitor.policy"  # {model: {"version", "status", ...}} from the monitor
-LAST_DELIVERED_META = "data.last_delivered_hash"  # from the outbox
 LIVE_EVENT_PREFIX = "monitor.accuracy_"  # payload {"accuracy", "samples"} on transitions
-DAG_META = "trigger.dag"  # {"dag_id", "paused", "since", "unpause"} from the Airflow trigger
 
 
 def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
@@ -67,10 +72,10 @@ def collect(
         doc["dataset"] = _dataset(conn, tables)
         doc["last_trigger"] = _last_trigger(conn, tables)
         doc["outbox"] = _outbox(conn, tables)
-        doc["dataset"]["last_delivered_hash"] = _meta(conn, tables, LAST_DELIVERED_META)
-        doc["dag"] = _dag(_meta(conn, tables, DAG_META))
-        doc["models"] = _models(conn, tables, _policy(_meta(conn, tables, POLICY_META)))
-        doc["daemon"] = _daemon(_meta(conn, tables, "heartbeat"), now)
+        doc["dataset"]["last_delivered_hash"] = _meta(conn, tables, META_LAST_DELIVERED)
+        doc["dag"] = _dag(_meta(conn, tables, META_DAG))
+        doc["models"] = _models(conn, tables, _policy(_meta(conn, tables, META_POLICY)))
+        doc["daemon"] = _daemon(_meta(conn, tables, META_HEARTBEAT), now)
     except sqlite3.Error as exc:
         raise StateError(f"{state_dir / DB_NAME}: cannot read the state database: {exc}") from None
     return doc

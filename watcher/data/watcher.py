@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.lineage import DatasetPathError, printable
 from watcher.runtime.clock import Clock, SystemClock
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.errors import TriggerError, WatcherError
 from watcher.data.fswatch import FsWatch
 from watcher.data.hashing import IncrementalHasher, ScanResult, record_snapshot
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS
-from watcher.trigger.outbox import Outbox, OutboxRow, fault_point
+from watcher.runtime.faults import fault_point
+from watcher.trigger.outbox import Outbox, OutboxRow
 from watcher.data.snapshots import SnapshotStale, SnapshotStore
-from watcher.runtime.state import iso
+from watcher.runtime.state import META_DAG, META_LAST_DELIVERED, iso
 from watcher.backends.airflow import TriggerUnavailable, run_id_for
 from watcher.trigger.base import TERMINAL_STATES, Trigger, build_trigger, pipeline_settings
 
@@ -49,7 +50,6 @@ SERIAL_RECHECK = 1.0  # seconds between checks whether a serial backend's run ha
 # Failed deliveries in a row after which the oldest trigger counts as failing (readiness,
 # /healthz 503): the alert dispatcher's default too.
 DELIVERY_FAILING_AFTER = 3
-DAG_META = "trigger.dag"  # {"dag_id", "paused", "since", "unpause"}: what `watcher status` shows
 PAUSED_RECHECK = 60.0  # while the DAG is paused, how often to look whether it was unpaused
 
 Verdict = Literal["trigger", "unchanged", "queued", "empty"]
@@ -377,7 +377,7 @@ class DataWatcher:
             row = self.outbox.get(run_id)
             log.info("trigger_exists", run_id=run_id, status=row.status if row else None)
             if row is not None and row.status == "delivered":
-                self.state.set_meta("data.last_delivered_hash", current)
+                self.state.set_meta(META_LAST_DELIVERED, current)
                 self._drop_after(current, now)
 
     def _drop_after(self, current: str, now: datetime) -> int:
@@ -531,7 +531,7 @@ class DataWatcher:
         )
         doc = {"dag_id": dag_id, "paused": paused, "since": iso(self.clock.now())}
         with self.state.transaction() as tx:
-            self.state.set_meta(DAG_META, json.dumps({**doc, "unpause": unpause}), conn=tx)
+            self.state.set_meta(META_DAG, json.dumps({**doc, "unpause": unpause}), conn=tx)
             if paused:
                 msg = f"DAG {dag_id!r} is paused: its runs stay queued until it is unpaused"
                 self.state.record("trigger.dag_paused", msg, conn=tx)

@@ -32,7 +32,7 @@ from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
 from watcher.data.watcher import watch_tree
 from watcher.errors import WatcherError
 from watcher.runtime.clock import Clock, SystemClock
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.state import iso
 

@@ -36,9 +36,9 @@ from watcher.monitor.policy import (
 from watcher.ports import ARCHIVED_STAGE, ModelSnapshot, Registry, matches
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.logging import get_logger
-from watcher.runtime.state import StateStore, iso
+from watcher.runtime.state import META_LAST_POLL, META_POLICY, StateStore, iso
 
 if TYPE_CHECKING:
     from watcher.config import Config, MonitorConfig
@@ -50,8 +50,6 @@ ACCURACY_SOURCE = "monitor.accuracy"
 MLFLOW_SOURCE = "monitor.mlflow"
 ACCURACY_ALERT = "ModelAccuracyLow"
 MLFLOW_DOWN_ALERT = "MlflowUnreachable"
-POLICY_META = "monitor.policy"
-LAST_POLL_META = "monitor.last_success"  # so /metrics has it from the start after a restart
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
 STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
 
@@ -368,7 +366,7 @@ class Monitor:
                 seconds=round(result.seconds, 3),
             )
         with contextlib.suppress(StateError):  # only for /metrics after a restart: never fatal
-            self.state.set_meta(LAST_POLL_META, iso(result.at))
+            self.state.set_meta(META_LAST_POLL, iso(result.at))
         if self.metrics is not None:
             self.metrics.last_poll_success.labels(backend="mlflow").set(result.at.timestamp())
         self._process_mlflow_alert(now)
@@ -443,7 +441,7 @@ class Monitor:
         for model, prod, versions in rows:
             stages = json.loads(versions)
             self._known[str(model)] = _Known(prod, stages if isinstance(stages, dict) else {})
-        raw = self.state.get_meta(POLICY_META)
+        raw = self.state.get_meta(META_POLICY)
         if raw:
             for model, data in json.loads(raw).items():
                 self._policy[model] = PolicyState.from_json(data)
@@ -454,7 +452,7 @@ class Monitor:
         gauges are otherwise set only when a poll sees a change)."""
         if self.metrics is None:
             return
-        last_ok = self.state.get_meta(LAST_POLL_META)
+        last_ok = self.state.get_meta(META_LAST_POLL)
         if last_ok is not None:
             at = datetime.fromisoformat(last_ok).timestamp()
             self.metrics.last_poll_success.labels(backend="mlflow").set(at)
@@ -610,7 +608,7 @@ class Monitor:
         if policies != self._policy:
             self._policy = policies
             self.state.set_meta(
-                POLICY_META, json.dumps({m: s.to_json() for m, s in sorted(policies.items())})
+                META_POLICY, json.dumps({m: s.to_json() for m, s in sorted(policies.items())})
             )
         self._due = min(due) if due else None
         if self.alerts is not None:

@@ -18,7 +18,7 @@ from watcher.errors import LockHeld, RegistryError
 from watcher.monitor.policy import Status, window_stats
 from watcher.rollback.journal import Plan, Rollbacker
 from watcher.rollback.policy import AutoGuards, decide_auto, prior_stable
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.lock import ROLLBACK_LOCK_NAME, StateLock
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS

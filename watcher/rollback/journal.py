@@ -10,8 +10,6 @@ registry is never left without a Production version.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,8 +23,9 @@ from watcher.ports import (
     TAG_ROLLED_BACK_BY,
     quarantine_tags,
 )
+from watcher.runtime.faults import fault_point
 from watcher.runtime.logging import get_logger
-from watcher.runtime.state import iso
+from watcher.runtime.state import META_ROLLBACK_HANDLED, iso
 
 if TYPE_CHECKING:
     from watcher.ports import Registry
@@ -38,8 +37,6 @@ log = get_logger("watcher.rollback.journal")
 
 STEPS = ("intent", "moved", "tagged", "done")
 TAG_RESTORED_FROM = "watcher.restored_from"
-FAULT_ENV = "WATCHER_FAULT"  # test-only: "rollback_after_<step>" SIGKILLs us after that step
-HANDLED_META = "rollback.handled"  # {model: {version: why}}: breaches automatic rollback leaves
 
 
 class Handled:
@@ -56,7 +53,7 @@ class Handled:
         self.state = state
 
     def _load(self) -> dict[str, dict[str, str]]:
-        raw = self.state.get_meta(HANDLED_META)
+        raw = self.state.get_meta(META_ROLLBACK_HANDLED)
         data = json.loads(raw) if raw else {}
         return data if isinstance(data, dict) else {}
 
@@ -68,7 +65,7 @@ class Handled:
         """Inside the caller's transaction, with the act it records."""
         data = self._load()
         data.setdefault(model, {})[version] = why
-        self.state.set_meta(HANDLED_META, json.dumps(data, sort_keys=True), conn=conn)
+        self.state.set_meta(META_ROLLBACK_HANDLED, json.dumps(data, sort_keys=True), conn=conn)
 
     def clear(self, model: str, version: str) -> bool:
         """The breach episode of ``version`` ended; True if there was something to forget."""
@@ -79,7 +76,7 @@ class Handled:
             data.get(model, {}).pop(version, None)
             if not data.get(model):
                 data.pop(model, None)
-            self.state.set_meta(HANDLED_META, json.dumps(data, sort_keys=True), conn=tx)
+            self.state.set_meta(META_ROLLBACK_HANDLED, json.dumps(data, sort_keys=True), conn=tx)
         return True
 
 
@@ -107,11 +104,6 @@ class Outcome:
             "would roll back" if self.dry_run else ("undid rollback" if p.undo else "rolled back")
         )
         return f"{p.model}: {verb} Production v{p.from_version} → v{p.to_version} ({p.reason})"
-
-
-def _fault(step: str) -> None:
-    if os.environ.get(FAULT_ENV) == f"rollback_after_{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Rollbacker:
@@ -181,7 +173,7 @@ class Rollbacker:
             )
             if automatic:  # acted on: this breach episode is not rolled back twice
                 self.handled.mark(plan.model, plan.from_version, "rolled_back", tx)
-        _fault("intent")
+        fault_point("rollback_after_intent")
         return self._advance(journal_id)
 
     def pending(self) -> list[int]:
@@ -230,7 +222,7 @@ class Rollbacker:
             if self.registry.production(plan.model) != plan.to_version:
                 self.registry.set_production(plan.model, plan.to_version)
             self._set_step(journal_id, "moved")
-            _fault("moved")
+            fault_point("rollback_after_moved")
             step = "moved"
         if step == "moved":
             if plan.undo:
@@ -239,7 +231,7 @@ class Rollbacker:
                 self._tag_rollback(plan)
             self.registry.archive(plan.model, plan.from_version)
             self._set_step(journal_id, "tagged")
-            _fault("tagged")
+            fault_point("rollback_after_tagged")
             step = "tagged"
         outcome = Outcome(journal_id, plan, dry_run=False, recovered=recovered)
         if step == "tagged":

@@ -19,7 +19,7 @@ from alerts.notifiers.file import FileNotifier
 from alerts.notifiers.log import LogNotifier
 from alerts.notifiers.slack import SlackNotifier
 from alerts.notifiers.webhook import WebhookNotifier
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS
 

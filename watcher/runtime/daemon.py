@@ -14,16 +14,14 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
 
-from alerts.redaction import redact_data
 from watcher.errors import StateError
 from watcher.runtime import keepalive, stopping
 from watcher.runtime.clock import Clock, SystemClock
+from watcher.runtime.component import Component, Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.sdnotify import SystemdNotifier
-from watcher.runtime.state import StateStore, iso
+from watcher.runtime.state import META_HEARTBEAT, StateStore, iso
 
 log = get_logger("watcher.runtime.daemon")
 
@@ -33,40 +31,6 @@ MAX_IDLE = 1.0
 # asks for this much more start time, this often.
 EXTEND_START_USEC = 60_000_000
 EXTEND_START_EVERY = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """One component's health, for /healthz and `watcher status`.
-
-    ``ok`` is liveness: only it gates systemd's watchdog (a restart can fix a dead
-    thread). ``ready`` is readiness: a backend we need is unreachable (MLflow
-    down) or the data is unusable; /healthz reports it, but restarting us would not
-    bring MLflow back or fix the data.
-    """
-
-    name: str
-    ok: bool
-    detail: dict[str, object] = field(default_factory=dict)
-    ready: bool = True
-
-    def __post_init__(self) -> None:
-        # Served by /healthz and saved in the heartbeat: an error may echo a secret.
-        object.__setattr__(self, "detail", redact_data(self.detail))
-
-
-class Component(Protocol):
-    name: str
-
-    def start(self) -> None: ...
-
-    def tick(self) -> float | None:
-        """Do due work; return seconds until the next call is needed (None: no opinion)."""
-        ...
-
-    def health(self) -> Health: ...
-
-    def stop(self) -> None: ...
 
 
 class Daemon:
@@ -152,7 +116,7 @@ class Daemon:
             checks = {h.name: {"ok": h.ok, **h.detail} for h in health}
             doc = {"pid": os.getpid(), "at": iso(self.clock.now()), "checks": checks}
             try:
-                self.state.set_meta("heartbeat", json.dumps(doc, default=str))
+                self.state.set_meta(META_HEARTBEAT, json.dumps(doc, default=str))
             except StateError as exc:
                 # A briefly locked or full disk must not kill the loop; status shows staleness.
                 log.warning("heartbeat_not_saved", error=str(exc))
@@ -247,7 +211,8 @@ class Daemon:
                     log.exception("component_stop_failed", component=comp.name, error=str(exc))
             self.state.record("daemon.stopped", f"watcher stopped (pid {os.getpid()})")
             self.state.set_meta(
-                "heartbeat", json.dumps({"pid": None, "at": iso(self.clock.now()), "stopped": True})
+                META_HEARTBEAT,
+                json.dumps({"pid": None, "at": iso(self.clock.now()), "stopped": True}),
             )
             log.info("stopped")
         return 0

@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 
 from watcher.errors import StateError
-from watcher.runtime.daemon import Health
+from watcher.runtime.component import Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS, Metrics
 from watcher.runtime.state import StateStore

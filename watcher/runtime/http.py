@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from watcher.errors import ConfigError
-from watcher.runtime.daemon import Component, Health
+from watcher.runtime.component import Component, Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import CONTENT_TYPE, METRICS, Metrics
 

@@ -17,9 +17,7 @@ in production.
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,22 +25,12 @@ from typing import Any
 
 from alerts.dispatcher import backoff_seconds
 from alerts.redaction import redact
-from watcher.runtime.state import StateStore, iso
-
-FAULT_ENV = "WATCHER_FAULT"
-META_LAST_DELIVERED = "data.last_delivered_hash"
-META_LAST_RUN = "data.last_delivered_run_id"
+from watcher.runtime.state import META_LAST_DELIVERED, META_LAST_RUN, StateStore, iso
 
 _COLS = (
     "id, run_id, data_hash, reason, conf, status, attempts, next_attempt_at, last_error, "
     "created_at, delivered_at, run_state, finished_at"
 )
-
-
-def fault_point(name: str) -> None:
-    """Test-only crash injection (see module docstring); a no-op unless the env var names it."""
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
