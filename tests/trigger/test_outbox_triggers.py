@@ -11,11 +11,11 @@ from typing import Any
 
 from pipeline.config import from_conf
 from pipeline.lineage import compute_manifest
-from tests.data.conftest import drive, make_config
-from watcher.backends.airflow import SubmitResult, TriggerUnavailable
-from watcher.data.watcher import DataWatcher
+from tests.data.conftest import DataSide, drive, make_config
+from watcher.backends.child import CommandTrigger, LocalTrigger
+from watcher.ports import SubmitResult, TriggerUnavailable
 from watcher.runtime.state import StateStore, iso
-from watcher.trigger.base import CommandTrigger, LocalTrigger, wait_terminal
+from watcher.trigger.base import wait_terminal
 from watcher.trigger.outbox import Outbox, backoff
 
 H1, H2 = "a" * 64, "b" * 64
@@ -155,7 +155,7 @@ def test_every_run_conf_carries_the_pipeline_settings(tmp_path: Path, state: Sta
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.csv").write_text("x,label\n1,0\n")
     data_hash = compute_manifest(tmp_path / "data").dataset_hash
-    dw = DataWatcher(config, state, follow_interval=0.1)
+    dw = DataSide(config, state, follow_interval=0.1)
     dw.start()
     try:
         drive(

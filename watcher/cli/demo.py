@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
-    from watcher.data.watcher import DataWatcher
     from watcher.ports import RegistryMode
     from watcher.runtime.state import StateStore
+    from watcher.trigger.delivery import Delivery
 
 T = TypeVar("T")
 
@@ -136,7 +136,7 @@ class DaemonThread:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
-        self.data: DataWatcher | None = None
+        self.delivery: Delivery | None = None
         self._thread = threading.Thread(target=self._run, name="watcher-daemon", daemon=True)
 
     def start(self) -> None:
@@ -147,19 +147,19 @@ class DaemonThread:
 
     def _run(self) -> None:
         from watcher.app import build_components
-        from watcher.data.watcher import DataWatcher
         from watcher.runtime.daemon import Daemon
         from watcher.runtime.sdnotify import SystemdNotifier
         from watcher.runtime.state import open_state
+        from watcher.trigger.delivery import Delivery
 
         try:
             state = open_state(self.config.state.dir)
             try:
                 components = build_components(self.config, state)
                 for comp in components:
-                    if isinstance(comp, DataWatcher):
+                    if isinstance(comp, Delivery):
                         comp.follow_interval = FOLLOW_INTERVAL
-                        self.data = comp
+                        self.delivery = comp
                 # Not under systemd even if the demo is started from a unit.
                 daemon = Daemon(
                     state, components, notifier=SystemdNotifier(env={}), stop=self.stop_event
@@ -174,12 +174,8 @@ class DaemonThread:
 
     def _cancel_runs(self) -> None:
         """Runs still going (a step that timed out) end with the demo: stop their groups."""
-        if self.data is None:
-            return
-        cancel = getattr(self.data.trigger, "cancel", None)
-        if cancel is not None:
-            for row in self.data.outbox.following():
-                cancel(row.run_id)
+        if self.delivery is not None:
+            self.delivery.cancel_following()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -29,7 +29,7 @@ from pipeline.errors import DataValidationError
 from pipeline.lineage import DatasetPathError, FileEntry
 from watcher.backends.mlflow_observations import report_accuracy
 from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
-from watcher.data.watcher import watch_tree
+from watcher.data.tree import WatchedTree
 from watcher.errors import WatcherError
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Health
@@ -225,17 +225,13 @@ class Evaluator:
             max_retries=config.mlflow.max_retries,
         )
         self.loader = loader
-        self.hasher, self.fs = watch_tree(
-            self.root, state, w, self.clock, observer_factory, progress=False
-        )
+        self.tree = WatchedTree(self.root, state, w, self.clock, observer_factory, progress=False)
+        self.hasher, self.fs = self.tree.hasher, self.tree.fs
         self.quiet_period = w.quiet_period
-        self.reconcile_interval = w.reconcile_interval
         self.retry_interval = config.monitor.poll_interval
         self.status = _Status()
         self._model: LoadedModel | None = None
         self._bad: dict[str, str] = {}  # path -> sha256 of content known to be bad
-        self._scan_at: float | None = None
-        self._next_reconcile = 0.0
 
     # Component protocol --------------------------------------------------------
 
@@ -244,14 +240,12 @@ class Evaluator:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self._error(f"{self.root}: cannot create the feedback dir: {exc.strerror or exc}")
-        if not self.fs.start():
+        # Scans at once: feedback may have arrived while the daemon was down.
+        if not self.tree.start():
             log.warning("feedback_dir_missing", feedback_dir=str(self.root), hint="waiting for it")
-        now = self.clock.monotonic()
-        self._scan_at = now  # feedback that arrived while the daemon was down
-        self._next_reconcile = now + self.reconcile_interval
 
     def stop(self) -> None:
-        self.fs.stop()
+        self.tree.stop()
 
     def health(self) -> Health:
         st = self.status
@@ -275,35 +269,16 @@ class Evaluator:
         return Health(self.name, self.fs.watching or not self.root.exists(), detail)
 
     def tick(self) -> float:
-        mono = self.clock.monotonic()
-        self.fs.check()  # a rebuilt watch records a change: events may have been missed
-        if mono >= self._next_reconcile:
-            self._next_reconcile = mono + self.reconcile_interval
-            self._request_scan(mono)
-        if self.fs.batch_due() == 0.0:
-            self.fs.take()
-            self._request_scan(mono)
-        if self._scan_at is not None and mono >= self._scan_at:
-            self._scan_at = None
+        if self.tree.due() is not None:
             try:
                 self._scan()
             except Exception as exc:  # never take the loop down; retry later, show in health
                 log.exception("evaluator_failed", error=str(exc))
                 self._error(f"evaluation failed: {type(exc).__name__}: {exc}")
-                self._request_scan(self.clock.monotonic() + self.retry_interval)
-        waits = [self._next_reconcile - mono]
-        due = self.fs.batch_due()
-        if due is not None:
-            waits.append(due)
-        if self._scan_at is not None:
-            waits.append(self._scan_at - mono)
-        return max(0.0, min(waits))
+                self.tree.retry_in(self.retry_interval)
+        return self.tree.wait()
 
     # Scanning ------------------------------------------------------------------
-
-    def _request_scan(self, at: float) -> None:
-        if self._scan_at is None or at < self._scan_at:
-            self._scan_at = at
 
     def _error(self, message: str) -> None:
         if message != self.status.last_error:
@@ -320,10 +295,10 @@ class Evaluator:
             self._error(f"{self.root}/{exc}")
             return
         except FileNotFoundError:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return
         if not result.settled:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return
         self.status.last_scan_at = self.clock.now()
         files, scored_rows = self._load_scored()
@@ -375,19 +350,18 @@ class Evaluator:
         return self._model
 
     def _score(self, work: Sequence[Work]) -> None:
-        retry_at = self.clock.monotonic() + self.retry_interval
         try:
             model = self._production_model()
         except WatcherError as exc:
             self._error(f"cannot load the Production model of {self.model_name!r}: {exc}")
-            self._request_scan(retry_at)
+            self.tree.retry_in(self.retry_interval)
             return
         if model is None:
             self._error(
                 f"{self.model_name!r} has no Production version: "
                 f"{len(work)} feedback file(s) wait to be scored"
             )
-            self._request_scan(retry_at)
+            self.tree.retry_in(self.retry_interval)
             return
         scores: list[_FileScore] = []
         for w in work:
@@ -417,7 +391,7 @@ class Evaluator:
             )
         except WatcherError as exc:
             self._error(f"cannot log the live accuracy of {self.model_name!r}: {exc}")
-            self._request_scan(retry_at)
+            self.tree.retry_in(self.retry_interval)
             return
         # Observation first, then the bookkeeping: a crash in between rescores these rows
         # once (a duplicate observation) rather than losing them.
@@ -463,11 +437,11 @@ class Evaluator:
         try:
             data = (self.root / w.path).read_bytes()
         except OSError:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return None
         if hashlib.sha256(data).hexdigest() != w.sha256:
             # Changed since it was hashed: the next scan sees the new content.
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return None
         try:
             x, y = load_labelled_file(w.path, data, target=self.target, features=model.features)
