@@ -75,28 +75,9 @@ class DataSide:
     """The data watcher and the delivery of its triggers (built as the app builds them),
     driven together like the daemon loop drives them; the trigger defaults to the config's."""
 
-    def __init__(
-        self,
-        config: Config,
-        state: StateStore,
-        *,
-        trigger: Trigger | None = None,
-        hooks: Sequence[RunHooks] = (),
-        clock: Clock | None = None,
-        follow_interval: float | None = None,
-        observer_factory: Callable[[], BaseObserver] | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.data, self.delivery = build_data_side(
-            config,
-            state,
-            trigger=trigger,
-            hooks=hooks,
-            clock=clock,
-            follow_interval=follow_interval,
-            observer_factory=observer_factory,
-            progress=progress,
-        )
+    def __init__(self, config: Config, state: StateStore, **options: Any) -> None:
+        """``options``: those of :func:`watcher.app.build_data_side` (trigger, hooks, ...)."""
+        self.data, self.delivery = build_data_side(config, state, **options)
         self.state = state
         self.outbox: Outbox = self.data.outbox
         self.status: _Status = self.data.status

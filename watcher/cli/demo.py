@@ -228,12 +228,13 @@ class Demo:
             return []  # a table a migration is still creating; next poll
 
     def outbox(self) -> list[tuple[str, str, str, str | None]]:
-        return [
-            (str(r[0]), str(r[1]), str(r[2]), r[3])
-            for r in self._rows(
-                "SELECT run_id, data_hash, status, run_state FROM outbox ORDER BY id"
-            )
-        ]
+        from watcher.trigger.outbox import Outbox
+
+        try:
+            rows = Outbox(self.state).rows()
+        except sqlite3.OperationalError:
+            return []  # a table a migration is still creating; next poll
+        return [(r.run_id, r.data_hash, r.status, r.run_state) for r in rows]
 
     def production(self) -> str | None:
         """Production as the daemon last saw it."""

@@ -25,39 +25,9 @@ if TYPE_CHECKING:
 log = get_logger("watcher.data.tree")
 
 
-def watch_tree(
-    root: Path,
-    state: StateStore,
-    w: WatchConfig,
-    clock: Clock,
-    observer_factory: Callable[[], BaseObserver] | None = None,
-    *,
-    progress: bool,
-) -> tuple[IncrementalHasher, FsWatch]:
-    """The hasher and the watcher of one directory, both per the ``[watch]`` settings."""
-    hasher = IncrementalHasher(
-        root,
-        state,
-        patterns=w.ignore,
-        follow_symlinks=w.follow_symlinks,
-        workers=w.hash_workers,
-        progress=progress,
-    )
-    fs = FsWatch(
-        root,
-        mode=w.mode,
-        patterns=w.ignore,
-        quiet_period=w.quiet_period,
-        max_wait=w.max_wait,
-        polling_interval=w.polling_interval,
-        clock=clock.monotonic,
-        observer_factory=observer_factory,
-    )
-    return hasher, fs
-
-
 class WatchedTree:
-    """A directory and its scan schedule: at start, after a settled change batch, every
+    """A directory's hasher and watch (per the ``[watch]`` settings) and its scan
+    schedule: at start, after a settled change batch, every
     ``reconcile_interval``, and whenever a scan asks to be retried."""
 
     def __init__(
@@ -72,7 +42,24 @@ class WatchedTree:
     ) -> None:
         self.root = root
         self.clock = clock
-        self.hasher, self.fs = watch_tree(root, state, w, clock, observer_factory, progress=progress)
+        self.hasher = IncrementalHasher(
+            root,
+            state,
+            patterns=w.ignore,
+            follow_symlinks=w.follow_symlinks,
+            workers=w.hash_workers,
+            progress=progress,
+        )
+        self.fs = FsWatch(
+            root,
+            mode=w.mode,
+            patterns=w.ignore,
+            quiet_period=w.quiet_period,
+            max_wait=w.max_wait,
+            polling_interval=w.polling_interval,
+            clock=clock.monotonic,
+            observer_factory=observer_factory,
+        )
         self.quiet_period = w.quiet_period
         self.reconcile_interval = w.reconcile_interval
         self.scan_at: float | None = None

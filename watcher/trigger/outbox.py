@@ -87,6 +87,10 @@ class Outbox:
         rows = self._select("run_id = ?", (run_id,))
         return rows[0] if rows else None
 
+    def rows(self) -> list[OutboxRow]:
+        """Every trigger ever queued, oldest first."""
+        return self._select("1")
+
     def pending(self) -> list[OutboxRow]:
         return self._select("status = 'pending'")
 
