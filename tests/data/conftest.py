@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +21,9 @@ from watcher.runtime.state import StateStore, open_state
 from watcher.testing import OutageTrigger
 
 if TYPE_CHECKING:
-    from watchdog.observers.api import BaseObserver
-
     from watcher.data.fswatch import FsWatch
     from watcher.data.hashing import IncrementalHasher
     from watcher.data.watcher import _Status
-    from watcher.ports import RunHooks, Trigger
     from watcher.runtime.clock import Clock
     from watcher.trigger.outbox import Outbox
 
