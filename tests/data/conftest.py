@@ -7,17 +7,15 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 from watcher.app import build_data_side
 from watcher.config import Config, load_config
 from watcher.data.fswatch import Batch
 from watcher.runtime.component import Component, Health
-from watcher.runtime.state import StateStore, open_state
+from watcher.runtime.state import StateStore
 from watcher.testing import OutageTrigger
 
 if TYPE_CHECKING:
@@ -151,7 +149,6 @@ def settle(dw: DataSide, timeout: float = 30.0) -> None:
         )
     finally:
         del dw.fs.recorder.take
-
 
 
 def change_while_down(

@@ -173,8 +173,10 @@ class SnapshotKeeper:
     def remove_litter(self) -> None:
         self.store.remove_litter()
 
-    def path_for(self, data_hash: str) -> Path:
-        return self.store.path_for(data_hash)
+    def frozen(self, data_hash: str) -> Path | None:
+        """The snapshot of ``data_hash`` while it exists (a retrain of it trains it)."""
+        path = self.store.path_for(data_hash)
+        return path if path.is_dir() else None
 
     def freeze(self, source: Path, manifest: Manifest) -> Path:
         """Freeze ``manifest`` (raises SnapshotStale or OSError), then prune the others."""

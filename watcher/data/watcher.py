@@ -334,9 +334,7 @@ class DataWatcher:
             "data_dir": str(self.root),
             "file_count": self.status.last_files,
         }
-        if self.snapshots is not None and self.snapshots.path_for(data_hash).is_dir():
-            conf |= {
-                "data_dir": str(self.snapshots.path_for(data_hash)),
-                "source_dir": conf["data_dir"],
-            }
+        frozen = self.snapshots.frozen(data_hash) if self.snapshots is not None else None
+        if frozen is not None:
+            conf |= {"data_dir": str(frozen), "source_dir": str(self.root)}
         return conf
