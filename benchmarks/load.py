@@ -82,8 +82,8 @@ def hash_phases(root: Path, files: int) -> dict[str, float]:
 
 
 def burst_phase(root: Path, events: int) -> dict[str, float]:
+    from watcher.app import build_data_side
     from watcher.config import load_config
-    from watcher.data.watcher import DataWatcher
     from watcher.runtime.state import open_state
 
     data = root / "burst"
@@ -101,15 +101,17 @@ def burst_phase(root: Path, events: int) -> dict[str, float]:
         },
     )
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False)
+    dw, delivery = build_data_side(cfg, state, progress=False)
     out: dict[str, float] = {}
     try:
         dw.start()
+        delivery.start()
         dw.tick()
+        delivery.tick()
         t = time.perf_counter()
         writer = subprocess.Popen([sys.executable, "-c", WRITE_FILES, str(data), str(events), "b"])
         while writer.poll() is None or not runs.exists():
-            time.sleep(min(max(dw.tick(), 0.01), 0.1))
+            time.sleep(min(max(min(dw.tick(), delivery.tick()), 0.01), 0.1))
             if time.perf_counter() - t > 600:
                 raise RuntimeError("no trigger within 10 minutes")
         out["burst_to_trigger_s"] = time.perf_counter() - t
@@ -117,6 +119,7 @@ def burst_phase(root: Path, events: int) -> dict[str, float]:
         out["burst_files_hashed"] = dw.status.last_files
         out["rss_after_burst_mib"], out["peak_after_burst_mib"] = rss_mib()
     finally:
+        delivery.stop()
         dw.stop()
         state.close()
     return out

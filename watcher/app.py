@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
     from watcher.config import Config
+    from watcher.data.watcher import DataWatcher
+    from watcher.ports import RunHooks, Trigger
+    from watcher.runtime.clock import Clock
     from watcher.runtime.component import Component
     from watcher.runtime.state import StateStore
+    from watcher.trigger.delivery import Delivery
 
 
 def build_components(config: Config, state: StateStore) -> list[Component]:
     """Components in start order (stopped in reverse)."""
     from watcher.backends.mlflow_registry import MlflowRegistry
-    from watcher.data.watcher import DataWatcher
     from watcher.drift.watch import DriftWatch
     from watcher.monitor.poll import build_monitor
     from watcher.rollback.auto import AutoRollback
@@ -33,7 +39,8 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         timeout=config.mlflow.request_timeout,
         max_retries=config.mlflow.max_retries,
     )
-    data = DataWatcher(config, state, drift=DriftWatch(config, state, registry, clock, alerting))
+    drift = DriftWatch(config, state, registry, clock, alerting)
+    data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
     monitor = build_monitor(config, state, alerting.dispatcher)
     rollback = AutoRollback(
         config.rollback,
@@ -45,12 +52,13 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         config.state.dir,
         clock,
         alerting,
-        retrain=data.request_retrain,
+        retrain=delivery.request_retrain,
     )
     components: list[Component] = [
         alerting,
         CoreChecks(config.watch.data_dir, state),
         data,
+        delivery,
         monitor,
         rollback,
     ]
@@ -64,3 +72,77 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
 
         components.append(HttpEndpoint(config.http.listen, components))
     return components
+
+
+def build_trigger(config: Config) -> Trigger:
+    """The configured backend; secrets come from the validated config, never logged."""
+    trig = config.trigger
+    runs_dir = config.state.dir / "runs"
+    if trig.backend == "airflow":
+        from watcher.backends.airflow import AirflowTrigger
+
+        af = trig.airflow
+        return AirflowTrigger(
+            af.url,
+            trig.dag_id,
+            username=af.username,
+            password=af.password.get_secret_value() if af.password else None,
+            token=af.token.get_secret_value() if af.token else None,
+            timeout=af.timeout,
+        )
+    if trig.backend == "command":
+        from watcher.backends.child import CommandTrigger
+
+        return CommandTrigger(runs_dir, trig.command)
+    from watcher.backends.child import LocalTrigger
+
+    return LocalTrigger(runs_dir, tracking_uri=config.tracking_uri)
+
+
+def build_data_side(
+    config: Config,
+    state: StateStore,
+    *,
+    trigger: Trigger | None = None,
+    hooks: Sequence[RunHooks] = (),
+    clock: Clock | None = None,
+    follow_interval: float | None = None,
+    observer_factory: Callable[[], BaseObserver] | None = None,
+    progress: bool = True,
+) -> tuple[DataWatcher, Delivery]:
+    """The data watcher and the delivery of its triggers, sharing one outbox; ``trigger``
+    defaults to the configured backend. ``hooks`` hear of each new trigger and each
+    finished run (after the snapshots are pruned)."""
+    from watcher.data.snapshots import SnapshotKeeper, SnapshotStore
+    from watcher.data.watcher import DataWatcher
+    from watcher.runtime.clock import SystemClock
+    from watcher.trigger.delivery import Delivery
+    from watcher.trigger.outbox import Outbox
+
+    w, t = config.watch, config.trigger
+    clock = clock or SystemClock()
+    outbox = Outbox(state, retry_initial=t.retry_initial, retry_max=t.retry_max)
+    keeper = None
+    if w.snapshot_dir is not None:
+        keeper = SnapshotKeeper(SnapshotStore(w.snapshot_dir, w.snapshot_keep), outbox)
+    data = DataWatcher(
+        config,
+        state,
+        outbox,
+        snapshots=keeper,
+        hooks=hooks,
+        clock=clock,
+        observer_factory=observer_factory,
+        progress=progress,
+    )
+    delivery = Delivery(
+        config,
+        state,
+        trigger or build_trigger(config),
+        outbox,
+        data,
+        hooks=[*([keeper] if keeper is not None else []), *hooks],
+        clock=clock,
+        follow_interval=follow_interval,
+    )
+    return data, delivery

@@ -12,7 +12,10 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from watcher.errors import TriggerError
 
 RegistryMode = Literal["alias", "stage"]
 
@@ -108,6 +111,94 @@ def quarantine_tags(reason: str, at: datetime, by: str) -> dict[str, str]:
 
 
 # --- Data and trigger ports (the Trigger protocol, run hooks) --------------------------
+
+
+class TriggerUnavailable(TriggerError):
+    """The trigger backend could not be reached or failed server-side; retry later."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """Outcome of a delivered submit; ``created`` is False when the run already existed."""
+
+    run_id: str
+    created: bool
+    state: str | None = None
+
+    @property
+    def status(self) -> Literal["submitted", "already_exists"]:
+        return "submitted" if self.created else "already_exists"
+
+
+class Trigger(Protocol):
+    """Where the delivery sends runs (backends/airflow.py, backends/child.py). Every
+    capability is declared; a backend without one answers None (or does nothing)."""
+
+    # True: the backend starts whatever it is given at once, so the watcher hands it one
+    # run at a time, in order (what ``max_active_runs=1`` does for the Airflow DAG).
+    serial: bool
+
+    @property
+    def dag_id(self) -> str | None:
+        """The DAG the runs belong to (named in the unpause hint); None without one."""
+        ...
+
+    @property
+    def base_url(self) -> str | None:
+        """Where the DAG's API lives (for the unpause hint); None without one."""
+        ...
+
+    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
+        """Start run ``run_id``; an existing run counts as delivered (``created=False``).
+
+        Raises TriggerUnavailable (retry later) or TriggerError (needs an operator).
+        """
+        ...
+
+    def run_state(self, run_id: str) -> str | None:
+        """queued | running | success | failed; None when the backend has no such run."""
+        ...
+
+    def is_paused(self) -> bool | None:
+        """Whether the DAG is paused (its runs stay queued); None: the backend has no pause."""
+        ...
+
+    def cancel(self, run_id: str) -> None:
+        """Stop a run that is no longer followed (nothing, where the backend cannot)."""
+        ...
+
+    def exit_code(self, run_id: str) -> int | None:
+        """A finished run's exit code; None when unknown or the backend has none."""
+        ...
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        """What a finished run reported about itself; None when nothing."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RunHooks(Protocol):
+    """Told about each trigger and each run (drift: scores the data, judges the result)."""
+
+    def before_trigger(self, data_dir: Path, data_hash: str) -> dict[str, Any]:
+        """Fields to add to the run conf of a new trigger ({} for none). Never raises."""
+        ...
+
+    def after_run(self, run_id: str, conf: Mapping[str, Any], state: str) -> None:
+        """A followed run finished in ``state`` (success, failed)."""
+        ...
+
+
+class DatasetView(Protocol):
+    """What the delivery asks of the data side: the data a deliberate retrain trains on."""
+
+    def retrain_conf(self) -> dict[str, Any] | None:
+        """Run conf (data_hash, data_dir, file_count, source_dir when frozen) for a retrain
+        of the current data; None before any data was hashed."""
+        ...
 
 
 class RetrainQueue(Protocol):

@@ -1,4 +1,5 @@
-"""Fakes shipped with the code, for tests and demos: a clock you drive, an in-memory registry.
+"""Fakes shipped with the code, for tests and demos: a clock you drive, an in-memory registry,
+a trigger backend that can be switched off.
 
 FakeRegistry passes the same contract tests as the MLflow adapter
 (tests/monitor/test_registry_contract.py), so it cannot drift from it.
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from watcher.errors import RegistryError, RegistryUnavailable
 from watcher.monitor.policy import Observation
@@ -18,6 +20,9 @@ from watcher.ports import (
     PRODUCTION_STAGE,
     ModelSnapshot,
     RegistryMode,
+    SubmitResult,
+    Trigger,
+    TriggerUnavailable,
     VersionInfo,
     matches,
 )
@@ -156,3 +161,45 @@ class MemoryObservations:
         self, wanted: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], list[Observation]]:
         return {k: list(self.data.get(k, [])) for k in wanted}
+
+
+class OutageTrigger:
+    """Wraps a real trigger backend; while ``down`` every submit is a retryable outage."""
+
+    def __init__(self, inner: Trigger) -> None:
+        self.inner = inner
+        self.serial = inner.serial
+        self.down = False
+        self.refused = 0
+
+    @property
+    def dag_id(self) -> str | None:
+        return self.inner.dag_id
+
+    @property
+    def base_url(self) -> str | None:
+        return self.inner.base_url
+
+    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
+        if self.down:
+            self.refused += 1
+            raise TriggerUnavailable("connection refused (injected outage)")
+        return self.inner.submit(run_id, conf)
+
+    def run_state(self, run_id: str) -> str | None:
+        return self.inner.run_state(run_id)
+
+    def is_paused(self) -> bool | None:
+        return self.inner.is_paused()
+
+    def cancel(self, run_id: str) -> None:
+        self.inner.cancel(run_id)
+
+    def exit_code(self, run_id: str) -> int | None:
+        return self.inner.exit_code(run_id)
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        return self.inner.summary(run_id)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -7,18 +7,25 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
-
-from watcher.backends.airflow import SubmitResult, TriggerUnavailable
+from watcher.app import build_data_side
 from watcher.config import Config, load_config
 from watcher.data.fswatch import Batch
-from watcher.data.watcher import DataWatcher
-from watcher.runtime.state import StateStore, open_state
-from watcher.trigger.base import Trigger
+from watcher.runtime.component import Component, Health
+from watcher.runtime.state import StateStore
+from watcher.testing import OutageTrigger
+
+if TYPE_CHECKING:
+    from watcher.data.fswatch import FsWatch
+    from watcher.data.hashing import IncrementalHasher
+    from watcher.data.watcher import _Status
+    from watcher.runtime.clock import Clock
+    from watcher.trigger.outbox import Outbox
+
+__all__ = ["OutageTrigger"]  # tests import it from here too
 
 # The `command` backend target: appends the data hash it was given to a file.
 RECORD_RUN = (
@@ -59,7 +66,46 @@ def runs_ended(state_dir: Path) -> bool:
     return all(p.with_suffix(".exit").exists() for p in started)
 
 
-def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> None:
+class DataSide:
+    """The data watcher and the delivery of its triggers (built as the app builds them),
+    driven together like the daemon loop drives them; the trigger defaults to the config's."""
+
+    def __init__(self, config: Config, state: StateStore, **options: Any) -> None:
+        """``options``: those of :func:`watcher.app.build_data_side` (trigger, hooks, ...)."""
+        self.data, self.delivery = build_data_side(config, state, **options)
+        self.state = state
+        self.outbox: Outbox = self.data.outbox
+        self.status: _Status = self.data.status
+        self.root: Path = self.data.root
+        self.fs: FsWatch = self.data.fs
+        self.hasher: IncrementalHasher = self.data.hasher
+        self.clock: Clock = self.data.clock
+
+    @property
+    def components(self) -> list[Component]:
+        """Both, in start order, for a Daemon or an HttpEndpoint."""
+        return [self.data, self.delivery]
+
+    @property
+    def scan_at(self) -> float | None:
+        return self.data.tree.scan_at
+
+    def start(self) -> None:
+        self.data.start()
+        self.delivery.start()
+
+    def tick(self) -> float:
+        return min(self.data.tick(), self.delivery.tick())
+
+    def health(self) -> Health:
+        return self.data.health()
+
+    def stop(self) -> None:
+        self.delivery.stop()
+        self.data.stop()
+
+
+def drive(dw: DataSide, until: Callable[[], bool], timeout: float = 20.0) -> None:
     """Tick the watcher like the daemon loop does until ``until()`` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,7 +116,7 @@ def drive(dw: DataWatcher, until: Callable[[], bool], timeout: float = 20.0) -> 
     raise AssertionError(f"condition not reached within {timeout} s")
 
 
-def settle(dw: DataWatcher, timeout: float = 30.0) -> None:
+def settle(dw: DataSide, timeout: float = 30.0) -> None:
     """Tick until everything that happened before this call has been handled, so a test can
     assert that nothing (more) came of it. The positive marker: a directory made and removed
     in the data dir after those changes (inotify delivers events in order, and an empty dir
@@ -95,7 +141,7 @@ def settle(dw: DataWatcher, timeout: float = 30.0) -> None:
             dw,
             lambda: (
                 seen.is_set()
-                and (dw._scan_at is None or dw._scan_at > dw.clock.monotonic())
+                and (dw.scan_at is None or dw.scan_at > dw.clock.monotonic())
                 and dw.fs.batch_due() is None
                 and not dw.outbox.following()
             ),
@@ -105,31 +151,8 @@ def settle(dw: DataWatcher, timeout: float = 30.0) -> None:
         del dw.fs.recorder.take
 
 
-
-class OutageTrigger:
-    """Wraps the real command backend; while ``down`` every submit is a retryable outage."""
-
-    def __init__(self, inner: Trigger) -> None:
-        self.inner = inner
-        self.serial = inner.serial
-        self.down = False
-        self.refused = 0
-
-    def submit(self, run_id: str, conf: Mapping[str, Any]) -> SubmitResult:
-        if self.down:
-            self.refused += 1
-            raise TriggerUnavailable("connection refused (injected outage)")
-        return self.inner.submit(run_id, conf)
-
-    def run_state(self, run_id: str) -> str | None:
-        return self.inner.run_state(run_id)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def change_while_down(
-    dw: DataWatcher, trigger: OutageTrigger, path: Path, rows: list[str]
+    dw: DataSide, trigger: OutageTrigger, path: Path, rows: list[str]
 ) -> list[str]:
     """Take the backend down, rewrite ``path`` once per row (x,y CSV), wait until each is
     hashed and delivery has been refused a few times; the dataset hashes, in order."""

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.lineage import compute_manifest
+from tests.data.conftest import RECORD_RUN, runs, runs_ended
 from tests.reliability.conftest import wait_for
 from tests.runtime.conftest import wait_heartbeat
-from tests.data.conftest import RECORD_RUN, runs, runs_ended
 from watcher.runtime.state import open_state
 
 

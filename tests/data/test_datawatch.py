@@ -17,8 +17,8 @@ import pytest
 from watchdog.observers.polling import PollingObserver
 
 from pipeline.lineage import compute_manifest
-from tests.data.conftest import drive, make_config, runs, settle
-from watcher.data.watcher import DataWatcher, decide
+from tests.data.conftest import DataSide, drive, make_config, runs, settle
+from watcher.data.watcher import decide
 from watcher.runtime.state import StateStore
 
 WRITE_10K = (
@@ -32,9 +32,9 @@ WRITE_10K = (
 )
 
 
-def _watcher(tmp_path: Path, state: StateStore, **overrides: object) -> DataWatcher:
+def _watcher(tmp_path: Path, state: StateStore, **overrides: object) -> DataSide:
     (tmp_path / "data").mkdir(exist_ok=True)
-    dw = DataWatcher(make_config(tmp_path, **overrides), state, follow_interval=0.1)
+    dw = DataSide(make_config(tmp_path, **overrides), state, follow_interval=0.1)
     dw.start()
     return dw
 
@@ -43,7 +43,7 @@ def _kinds(state: StateStore) -> list[str]:
     return [e.kind for e in state.events()]
 
 
-def _wait_runs(dw: DataWatcher, tmp_path: Path, n: int) -> None:
+def _wait_runs(dw: DataSide, tmp_path: Path, n: int) -> None:
     drive(dw, lambda: len(runs(tmp_path)) >= n and not dw.outbox.following())
 
 
@@ -172,7 +172,7 @@ def test_auto_falls_back_to_polling_on_inotify_limit(
 
     config = make_config(tmp_path)
     (tmp_path / "data").mkdir()
-    dw = DataWatcher(config, state, observer_factory=Exhausted, follow_interval=0.1)
+    dw = DataSide(config, state, observer_factory=Exhausted, follow_interval=0.1)
     dw.start()
     assert "polling" == dw.fs.active_mode
     assert "fs.inotify.max_user_watches" in (dw.fs.fallback_reason or "")

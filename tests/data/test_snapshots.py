@@ -16,12 +16,18 @@ from typing import Any
 import pytest
 
 from pipeline.lineage import compute_manifest
-from tests.data.conftest import OutageTrigger, change_while_down, drive, make_config, settle
+from tests.data.conftest import (
+    DataSide,
+    OutageTrigger,
+    change_while_down,
+    drive,
+    make_config,
+    settle,
+)
+from watcher.app import build_trigger
 from watcher.config import Config
 from watcher.data.snapshots import OBJECTS, SnapshotStale, SnapshotStore
-from watcher.data.watcher import DataWatcher
 from watcher.runtime.state import open_state
-from watcher.trigger.base import build_trigger
 
 # The `command` backend target: appends the run conf it was given as one JSON line.
 RECORD_CONF = (
@@ -152,12 +158,12 @@ def _snapshot_config(tmp_path: Path) -> tuple[Config, Path]:
 
 
 @contextlib.contextmanager
-def _running(cfg: Config) -> Iterator[tuple[DataWatcher, OutageTrigger]]:
-    """A started DataWatcher whose backend can be switched off; stopped afterwards."""
+def _running(cfg: Config) -> Iterator[tuple[DataSide, OutageTrigger]]:
+    """A started data side whose backend can be switched off; stopped afterwards."""
     cfg.watch.data_dir.mkdir(exist_ok=True)
     state = open_state(cfg.state.dir)
     trigger = OutageTrigger(build_trigger(cfg))
-    dw = DataWatcher(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, trigger=trigger, progress=False, follow_interval=0.2)
     try:
         dw.start()
         yield dw, trigger
@@ -220,7 +226,7 @@ def test_a_failing_snapshot_holds_the_trigger_with_a_reason(tmp_path: Path) -> N
     data = cfg.watch.data_dir
     _data(data, {"a.csv": "x,y\n1,1\n"})
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: dw.status.last_error is not None)
@@ -272,7 +278,7 @@ def test_a_stale_cached_digest_is_forgotten_and_the_data_rehashed(tmp_path: Path
     old = 1_600_000_000 * 10**9  # long before the scan: the cache trusts it
     os.utime(data / "a.csv", ns=(old, old))
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: len(_confs(record)) == 1)
@@ -289,3 +295,21 @@ def test_a_stale_cached_digest_is_forgotten_and_the_data_rehashed(tmp_path: Path
     finally:
         dw.stop()
         state.close()
+
+
+def test_a_retrain_trains_the_frozen_snapshot_and_each_request_runs(tmp_path: Path) -> None:
+    """Snapshot mode: a requested retrain runs on the current hash's snapshot (its source
+    named), and a second request does not supersede the first: both run, in order."""
+    cfg, record = _snapshot_config(tmp_path)
+    (cfg.watch.data_dir).mkdir()
+    (cfg.watch.data_dir / "a.csv").write_text("x,y\n1,1\n")
+    with _running(cfg) as (dw, _):
+        drive(dw, lambda: len(_confs(record)) == 1 and not dw.outbox.following())
+        data_hash = _confs(record)[0]["data_hash"]
+        ids = [dw.delivery.request_retrain(f"rollback {n}") for n in (1, 2)]
+        drive(dw, lambda: len(_confs(record)) == 3 and not dw.outbox.following())
+    assert [f"retrain__{data_hash}__1", f"retrain__{data_hash}__2"] == ids
+    first, second = _confs(record)[1:]
+    assert ["rollback 1", "rollback 2"] == [first["note"], second["note"]]
+    assert str(tmp_path / "snaps" / data_hash) == second["data_dir"]
+    assert str(cfg.watch.data_dir.absolute()) == second["source_dir"]

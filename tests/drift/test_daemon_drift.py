@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.sample_data import iris_table, shift, write_csv
-from tests.data.conftest import drive
+from tests.data.conftest import DataSide, drive
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config, load_config
-from watcher.data.watcher import DataWatcher
 from watcher.drift.watch import DriftWatch
 from watcher.runtime.alerting import Alerting
 from watcher.runtime.state import StateStore, open_state
@@ -69,13 +68,13 @@ def test_shifted_data_alerts_and_scores_reach_the_training_run(
     state: StateStore = open_state(cfg.state.dir)
     clock = FakeClock()
     alerting = Alerting(cfg, state, clock)
-    dw = DataWatcher(
+    dw = DataSide(
         cfg,
         state,
-        drift=DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), clock, alerting),
+        hooks=[DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), clock, alerting)],
         progress=False,
+        follow_interval=0.2,
     )
-    dw.follow_interval = 0.2
     try:
         shifted = iris_table()
         for column in ("petal_length", "petal_width", "sepal_length"):
@@ -127,9 +126,9 @@ def test_no_reference_is_a_note(tmp_path: Path, mlflow_sqlite_uri: str) -> None:
     cfg = config(tmp_path, mlflow_sqlite_uri, "never-trained")
     state = open_state(cfg.state.dir)
     try:
-        fields = DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), FakeClock(), None).check(
-            tmp_path, "0" * 64
-        )
+        fields = DriftWatch(
+            cfg, state, MlflowRegistry(mlflow_sqlite_uri), FakeClock(), None
+        ).before_trigger(tmp_path, "0" * 64)
         assert {} == fields
         notes = state.events(kinds=["data.drift_skipped"])
         assert 1 == len(notes) and "no reference" in notes[0].message

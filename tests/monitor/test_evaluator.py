@@ -159,7 +159,7 @@ def settle(ev: Evaluator, seconds: float) -> None:
     while time.monotonic() < deadline:
         ev.tick()
         time.sleep(0.05)
-    ev._request_scan(0.0)  # a reconcile scan, too: the hash is the truth, not events
+    ev.tree.request("reconcile", 0.0)  # a reconcile scan, too: the hash is the truth, not events
     ev.tick()
 
 

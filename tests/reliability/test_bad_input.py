@@ -29,11 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.run import main as pipeline_main
-from tests.data.conftest import drive, make_config, runs
+from tests.data.conftest import DataSide, drive, make_config, runs
 from tests.reliability.conftest import WATCHER
 from watcher.cli.main import main as cli_main
 from watcher.config import Config, load_config
-from watcher.data.watcher import DataWatcher
 from watcher.errors import ConfigError
 from watcher.runtime.state import open_state
 
@@ -218,7 +217,7 @@ def test_very_long_single_line_is_hashed_and_refused(tmp_path: Path) -> None:
             fh.write(block)
     cfg = make_config(tmp_path)
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: len(runs(tmp_path)) == 1, timeout=60)
@@ -273,7 +272,7 @@ def test_unreadable_file_holds_the_trigger_with_the_path_as_nobody(shared_tmp: P
             os.setuid(65534)
             cfg = make_config(shared_tmp)
             state = open_state(cfg.state.dir)
-            dw = DataWatcher(cfg, state, progress=False)
+            dw = DataSide(cfg, state, progress=False)
             dw.start()
             deadline = time.monotonic() + 60
             while dw.status.last_error is None and time.monotonic() < deadline:
@@ -316,7 +315,7 @@ def test_file_vanishing_mid_hash_and_symlink_loop(
     for i in range(300):
         (data / f"f{i:03}.csv").write_bytes(os.urandom(2048))
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     stop = threading.Event()
 
     def churn() -> None:  # delete and re-create files while scans run

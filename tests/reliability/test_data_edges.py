@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.lineage import compute_manifest
 from pipeline.run import main as pipeline_main
-from tests.data.conftest import drive, make_config, runs
+from tests.data.conftest import DataSide, drive, make_config, runs
 from tests.reliability.conftest import (
     daemon_env,
     run_hashes,
@@ -28,7 +28,6 @@ from tests.reliability.conftest import (
 )
 from watcher.cli.main import main as cli_main
 from watcher.data.fswatch import FsWatch
-from watcher.data.watcher import DataWatcher
 from watcher.runtime.http import HttpEndpoint
 from watcher.runtime.state import open_state
 
@@ -93,7 +92,7 @@ def test_self_symlink_is_skipped_and_named_once(
     (data / os.fsdecode(name)).symlink_to(os.fsdecode(name))
     (data / "a.csv").write_text("x,target\n1,0\n")
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: len(runs(tmp_path)) == 1, timeout=30)
@@ -159,8 +158,8 @@ def test_non_utf8_name_holds_the_daemon_naming_it_in_healthz(tmp_path: Path) -> 
     data = _latin1_data(tmp_path)
     cfg = make_config(tmp_path)
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
-    http = HttpEndpoint("127.0.0.1:0", [dw])
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
+    http = HttpEndpoint("127.0.0.1:0", dw.components)
     try:
         dw.start()
         http.start()

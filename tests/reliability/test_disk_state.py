@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import drive, make_config, runs
+from tests.data.conftest import DataSide, drive, make_config, runs
 from tests.reliability.conftest import WATCHER, daemon_env, mount_tmpfs, umount
-from watcher.data.watcher import DataWatcher
 from watcher.errors import StateError
 from watcher.runtime.daemon import Daemon
 from watcher.runtime.health import CoreChecks
@@ -67,8 +66,8 @@ def test_full_disk_on_a_real_tmpfs_is_a_clear_error_then_recovers(
     data.mkdir()
     (data / "a.csv").write_text("x,y\n1,1\n")
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
-    daemon = Daemon(state, [dw])
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
+    daemon = Daemon(state, dw.components)
     try:
         dw.start()
         drive(dw, lambda: len(runs(tmp_path)) == 1)
@@ -101,8 +100,8 @@ def test_state_db_deleted_while_running_is_detected_and_reported(
     (data / "a.csv").write_text("x,y\n1,1\n")
     state = open_state(cfg.state.dir)
     core = CoreChecks(data, state)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
-    daemon = Daemon(state, [core, dw])
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
+    daemon = Daemon(state, [core, *dw.components])
     try:
         core.start()
         dw.start()
@@ -124,7 +123,7 @@ def test_state_db_deleted_while_running_is_detected_and_reported(
         state.close()
     # The restart (systemd's, after the watchdog stops being fed): a fresh DB, no rerun.
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: state.get_meta("data.last_delivered_hash") is not None)

@@ -21,6 +21,7 @@ import pytest
 from alerts import make_alert
 from alerts.notifiers.webhook import verify_signature
 from tests.data.conftest import (
+    DataSide,
     OutageTrigger,
     change_while_down,
     drive,
@@ -30,15 +31,14 @@ from tests.data.conftest import (
 )
 from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
 from tests.services.mlflow_server import MlflowServer, free_port
+from watcher.app import build_trigger
 from watcher.backends.mlflow_registry import MlflowRegistry
-from watcher.data.watcher import DataWatcher
 from watcher.errors import RegistryError
 from watcher.ports import TAG_PREVIOUS
 from watcher.rollback.journal import Plan, Rollbacker
 from watcher.runtime.alerting import Alerting
 from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock
-from watcher.trigger.base import build_trigger
 
 # -- MLflow server killed and restarted in the middle of a rollback ---------------------
 
@@ -143,7 +143,7 @@ def test_trigger_outage_with_two_changes_runs_each_delivered_hash_once_in_order(
     data.mkdir()
     state = open_state(cfg.state.dir)
     trigger = OutageTrigger(build_trigger(cfg))
-    dw = DataWatcher(cfg, state, trigger=trigger, progress=False)
+    dw = DataSide(cfg, state, trigger=trigger, progress=False)
     try:
         dw.start()
         (data / "a.csv").write_text("x,y\n1,1\n")
@@ -200,7 +200,7 @@ def test_airflow_down_while_data_changes_twice_runs_each_hash_once_in_order(
     data = cfg.watch.data_dir
     data.mkdir()
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, follow_interval=1.0, progress=False)
+    dw = DataSide(cfg, state, follow_interval=1.0, progress=False)
     hashes: list[str] = []
     try:
         dw.start()

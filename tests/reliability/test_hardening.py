@@ -27,7 +27,7 @@ import structlog
 
 from alerts.dispatcher import Backoff
 from alerts.notifiers.webhook import sign, verify_signature
-from tests.data.conftest import OutageTrigger, drive, make_config, runs
+from tests.data.conftest import DataSide, OutageTrigger, drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     daemon_env,
@@ -38,13 +38,12 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.test_security import _get
 from tests.services.mlflow_server import free_port
-from watcher.data.watcher import DataWatcher
+from watcher.app import build_trigger
 from watcher.errors import StateError
 from watcher.runtime.health import CoreChecks
 from watcher.runtime.http import health_body
 from watcher.runtime.logging import redact_text, register_secrets
 from watcher.runtime.state import DB_NAME, iso, open_state
-from watcher.trigger.base import build_trigger
 from watcher.trigger.outbox import backoff
 
 # -- 1. A long trigger outage ---------------------------------------------------------------
@@ -72,7 +71,7 @@ def test_outage_of_10000_attempts_keeps_retrying_and_fails_healthz(tmp_path: Pat
     state = open_state(cfg.state.dir)
     trigger = OutageTrigger(build_trigger(cfg))
     trigger.down = True
-    dw = DataWatcher(cfg, state, trigger=trigger, progress=False)
+    dw = DataSide(cfg, state, trigger=trigger, progress=False)
     try:
         dw.start()
         drive(dw, lambda: trigger.refused >= 1)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import drive, make_config, runs
+from tests.data.conftest import DataSide, drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     closed_port,
@@ -34,7 +34,6 @@ from tests.reliability.conftest import (
 )
 from watcher.cli.service_unit import UnitSpec, render_unit
 from watcher.data.hashing import ScanResult
-from watcher.data.watcher import DataWatcher
 from watcher.runtime.state import open_state
 
 IDLE_CONNECTIONS = 1000
@@ -140,7 +139,7 @@ def test_scan_failing_with_emfile_is_retried(
     cfg.watch.data_dir.mkdir()
     (cfg.watch.data_dir / "a.csv").write_text("x,target\n1,0\n")
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     real_scan = dw.hasher.scan
     calls = []
 

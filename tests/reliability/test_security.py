@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import drive, make_config, runs
+from tests.data.conftest import DataSide, drive, make_config, runs
 from tests.reliability.conftest import (
     WATCHER,
     closed_port,
@@ -30,7 +30,6 @@ from tests.reliability.conftest import (
     wait_for,
 )
 from tests.services.mlflow_server import free_port
-from watcher.data.watcher import DataWatcher
 from watcher.runtime.state import open_state
 
 AIRFLOW_PASSWORD = "af-PW-8c1e2b7f"
@@ -172,7 +171,7 @@ def test_data_derived_strings_never_reach_a_shell(tmp_path: Path) -> None:
     for name in ("$(touch pwned)", ";touch pwned2;", "`touch pwned3`"):
         (data / name).write_text("a,target\n1,0\n")
     state = open_state(cfg.state.dir)
-    dw = DataWatcher(cfg, state, progress=False, follow_interval=0.2)
+    dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
     try:
         dw.start()
         drive(dw, lambda: len(runs(tmp_path)) == 1)

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline.lineage import compute_manifest
-from tests.data.conftest import drive, make_config, settle
+from tests.data.conftest import DataSide, drive, make_config, settle
 from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer
-from watcher.data.watcher import DataWatcher
 from watcher.runtime.state import StateStore
 
 IRIS = Path(__file__).resolve().parents[2] / "examples" / "data" / "iris.csv"
@@ -27,7 +26,7 @@ def _runs(server: AirflowServer) -> dict[str, str]:
     return {r["dag_run_id"]: r["state"] for r in body["dag_runs"] if r["dag_run_id"]}
 
 
-def _finished(dw: DataWatcher, run_id: str) -> bool:
+def _finished(dw: DataSide, run_id: str) -> bool:
     row = dw.outbox.get(run_id)
     return row is not None and row.finished_at is not None
 
@@ -51,7 +50,7 @@ def test_airflow_exactly_once_per_hash(
         trigger__airflow__password=airflow_server.password,
         trigger__airflow__timeout="5",
     )
-    dw = DataWatcher(config, state, follow_interval=1.0)
+    dw = DataSide(config, state, follow_interval=1.0)
     dw.start()
     try:
         shutil.copy(IRIS, data / "iris.csv")

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.data.conftest import make_config
+from tests.data.conftest import DataSide, make_config
 from tests.services.airflow_server import AirflowServer
 from watcher.backends.airflow import AirflowTrigger
 from watcher.cli.main import main
-from watcher.data.watcher import PAUSED_RECHECK, DataWatcher
 from watcher.runtime.state import open_state
 from watcher.testing import FakeClock
+from watcher.trigger.delivery import PAUSED_RECHECK
 
 pytestmark = pytest.mark.service
 DAG_URL = "/api/v2/dags/train_pipeline"
@@ -55,7 +55,7 @@ def test_status_shows_a_paused_dag_and_how_to_unpause(
     (tmp_path / "data").mkdir()
     state = open_state(tmp_path / "state")
     clock = FakeClock()
-    dw = DataWatcher(make_config(tmp_path), state, trigger=trigger, clock=clock)
+    dw = DataSide(make_config(tmp_path), state, trigger=trigger, clock=clock)
     with airflow_server.client() as client:
         client.patch(DAG_URL, json={"is_paused": True}).raise_for_status()
         try:

@@ -11,11 +11,11 @@ from typing import Any
 
 from pipeline.config import from_conf
 from pipeline.lineage import compute_manifest
-from tests.data.conftest import drive, make_config
-from watcher.backends.airflow import SubmitResult, TriggerUnavailable
-from watcher.data.watcher import DataWatcher
+from tests.data.conftest import DataSide, drive, make_config, runs
+from watcher.backends.child import CommandTrigger, LocalTrigger
+from watcher.ports import SubmitResult, TriggerUnavailable
 from watcher.runtime.state import StateStore, iso
-from watcher.trigger.base import CommandTrigger, LocalTrigger, wait_terminal
+from watcher.trigger.base import wait_terminal
 from watcher.trigger.outbox import Outbox, backoff
 
 H1, H2 = "a" * 64, "b" * 64
@@ -155,7 +155,7 @@ def test_every_run_conf_carries_the_pipeline_settings(tmp_path: Path, state: Sta
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "a.csv").write_text("x,label\n1,0\n")
     data_hash = compute_manifest(tmp_path / "data").dataset_hash
-    dw = DataWatcher(config, state, follow_interval=0.1)
+    dw = DataSide(config, state, follow_interval=0.1)
     dw.start()
     try:
         drive(
@@ -189,3 +189,32 @@ def test_every_run_conf_carries_the_pipeline_settings(tmp_path: Path, state: Sta
     assert conf == {
         **json.loads(argv[-1]), "data_dir": argv[4], "data_hash": argv[6]
     }  # fmt: skip
+
+
+def test_a_requested_retrain_runs_the_current_data_under_a_numbered_id(
+    tmp_path: Path, state: StateStore
+) -> None:
+    """Rollback's retrain goes to the delivery: nothing to retrain before data was hashed;
+    then each request queues the current data as ``retrain__<hash>__<n>`` (without
+    snapshots a newer request supersedes an undelivered one, like newer data does)."""
+    config = make_config(tmp_path)
+    (tmp_path / "data").mkdir()
+    dw = DataSide(config, state, follow_interval=0.1)
+    assert dw.delivery.request_retrain("before any data") is None
+    (tmp_path / "data" / "a.csv").write_text("x,y\n1,1\n")
+    data_hash = compute_manifest(tmp_path / "data").dataset_hash
+    dw.start()
+    try:
+        drive(dw, lambda: runs(tmp_path) == [data_hash] and not dw.outbox.following())
+        ids = [dw.delivery.request_retrain(f"rollback {n}") for n in (1, 2)]
+        assert [f"retrain__{data_hash}__1", f"retrain__{data_hash}__2"] == ids
+        drive(dw, lambda: len(runs(tmp_path)) == 2 and not dw.outbox.following())
+    finally:
+        dw.stop()
+    first, second = (dw.outbox.get(i) for i in ids if i is not None)
+    assert first is not None and first.status == "superseded"
+    assert second is not None and second.status == "delivered" and second.run_state == "success"
+    want = {"reason": "retrain", "note": "rollback 2", "data_hash": data_hash}
+    assert want.items() <= second.conf.items()
+    assert str(tmp_path / "data") == second.conf["data_dir"]
+    assert [data_hash] * 2 == runs(tmp_path)

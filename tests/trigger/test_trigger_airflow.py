@@ -13,14 +13,10 @@ import httpx
 import pytest
 
 from tests.services.airflow_server import STAND_IN_DAG_ID, AirflowServer, listening_sockets
-from watcher.backends.airflow import (
-    AirflowTrigger,
-    SubmitResult,
-    TriggerAuthError,
-    TriggerUnavailable,
-    run_id_for,
-)
+from watcher.backends.airflow import AirflowTrigger, TriggerAuthError
 from watcher.errors import BackendError, ConfigError, TriggerError
+from watcher.ports import SubmitResult, TriggerUnavailable
+from watcher.trigger.base import run_id_for
 
 RUN_DEADLINE_S = 120.0
 FAKE_PASSWORD = "pw-Secret-9"

@@ -1,7 +1,8 @@
 """Trigger backend for Airflow 3: submit a DAG run over the REST API v2 (httpx).
 
 Exactly-once rests on the run id: it is derived from the dataset hash
-(:func:`run_id_for`), so a repeated submit answers 409 and counts as delivered.
+(:func:`watcher.trigger.base.run_id_for`), so a repeated submit answers 409 and
+counts as delivered.
 This module never retries on its own (the outbox does, with backoff); it only
 sorts failures into permanent (:class:`TriggerError`) and retryable
 (:class:`TriggerUnavailable`), and re-authenticates once when the token is refused
@@ -11,16 +12,15 @@ sorts failures into permanent (:class:`TriggerError`) and retryable
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from alerts.redaction import redact
 from watcher.errors import ConfigError, TriggerError
+from watcher.ports import SubmitResult, TriggerUnavailable
 from watcher.runtime.logging import register_secrets
 
 log = logging.getLogger(__name__)
@@ -28,51 +28,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DAG_ID = "train_pipeline"
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
-_HASH_RE = re.compile(r"[0-9a-f]{64}")
-_REASON_RE = re.compile(r"[a-z][a-z0-9_]*")
-
-
-class TriggerUnavailable(TriggerError):
-    """Airflow could not be reached or failed server-side; retry later."""
-
-    retryable = True
-
 
 class TriggerAuthError(TriggerError):
     """Airflow rejected the credentials or token; retrying will not help."""
-
-
-def run_id_for(dataset_hash: str, reason: str = "data", attempt: int | None = None) -> str:
-    """The Airflow ``dag_run_id`` for a trigger.
-
-    A data change gives ``data__<hash>``: the same content always maps to the same
-    run, so Airflow's 409 makes delivery idempotent. A deliberate retrain of the
-    same data needs a distinct, recorded id: ``retrain__<hash>__<attempt>``.
-    """
-    if not _HASH_RE.fullmatch(dataset_hash):
-        raise ValueError(f"dataset_hash must be 64 lowercase hex digits, got {dataset_hash!r}")
-    if not _REASON_RE.fullmatch(reason) or "__" in reason:
-        raise ValueError(f"reason must be a lowercase word like 'retrain', got {reason!r}")
-    if reason == "data":
-        if attempt is not None:
-            raise ValueError("attempt is only for deliberate retrains, not reason='data'")
-        return f"data__{dataset_hash}"
-    if attempt is None or attempt < 1:
-        raise ValueError(f"reason={reason!r} needs attempt >= 1, got {attempt!r}")
-    return f"{reason}__{dataset_hash}__{attempt}"
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    """Outcome of a delivered submit; ``created`` is False when the run already existed."""
-
-    run_id: str
-    created: bool
-    state: str | None = None
-
-    @property
-    def status(self) -> Literal["submitted", "already_exists"]:
-        return "submitted" if self.created else "already_exists"
 
 
 def _detail(resp: httpx.Response) -> str:
@@ -237,6 +195,15 @@ class AirflowTrigger:
             log.info("%s run %s already exists; counted as delivered", self.dag_id, run_id)
             return SubmitResult(run_id=run_id, created=False)
         raise self._error_for(resp, f"triggering run {run_id!r}")
+
+    def cancel(self, run_id: str) -> None:
+        """Nothing: a timed-out Airflow run is no longer followed, but left to Airflow."""
+
+    def exit_code(self, run_id: str) -> int | None:
+        return None  # Airflow runs have no exit code
+
+    def summary(self, run_id: str) -> dict[str, Any] | None:
+        return None  # the run's results are in MLflow
 
     def is_paused(self) -> bool:
         """Whether the DAG is paused (runs on a paused DAG stay queued forever)."""

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
-    from watcher.data.watcher import DataWatcher
     from watcher.ports import RegistryMode
     from watcher.runtime.state import StateStore
+    from watcher.trigger.delivery import Delivery
 
 T = TypeVar("T")
 
@@ -136,7 +136,7 @@ class DaemonThread:
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
-        self.data: DataWatcher | None = None
+        self.delivery: Delivery | None = None
         self._thread = threading.Thread(target=self._run, name="watcher-daemon", daemon=True)
 
     def start(self) -> None:
@@ -147,19 +147,19 @@ class DaemonThread:
 
     def _run(self) -> None:
         from watcher.app import build_components
-        from watcher.data.watcher import DataWatcher
         from watcher.runtime.daemon import Daemon
         from watcher.runtime.sdnotify import SystemdNotifier
         from watcher.runtime.state import open_state
+        from watcher.trigger.delivery import Delivery
 
         try:
             state = open_state(self.config.state.dir)
             try:
                 components = build_components(self.config, state)
                 for comp in components:
-                    if isinstance(comp, DataWatcher):
+                    if isinstance(comp, Delivery):
                         comp.follow_interval = FOLLOW_INTERVAL
-                        self.data = comp
+                        self.delivery = comp
                 # Not under systemd even if the demo is started from a unit.
                 daemon = Daemon(
                     state, components, notifier=SystemdNotifier(env={}), stop=self.stop_event
@@ -174,12 +174,8 @@ class DaemonThread:
 
     def _cancel_runs(self) -> None:
         """Runs still going (a step that timed out) end with the demo: stop their groups."""
-        if self.data is None:
-            return
-        cancel = getattr(self.data.trigger, "cancel", None)
-        if cancel is not None:
-            for row in self.data.outbox.following():
-                cancel(row.run_id)
+        if self.delivery is not None:
+            self.delivery.cancel_following()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -232,12 +228,13 @@ class Demo:
             return []  # a table a migration is still creating; next poll
 
     def outbox(self) -> list[tuple[str, str, str, str | None]]:
-        return [
-            (str(r[0]), str(r[1]), str(r[2]), r[3])
-            for r in self._rows(
-                "SELECT run_id, data_hash, status, run_state FROM outbox ORDER BY id"
-            )
-        ]
+        from watcher.trigger.outbox import Outbox
+
+        try:
+            rows = Outbox(self.state).rows()
+        except sqlite3.OperationalError:
+            return []  # a table a migration is still creating; next poll
+        return [(r.run_id, r.data_hash, r.status, r.run_state) for r in rows]
 
     def production(self) -> str | None:
         """Production as the daemon last saw it."""

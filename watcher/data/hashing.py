@@ -235,16 +235,7 @@ class IncrementalHasher:
         started = time.monotonic()
         scan_start_ns = self._wall_ns()
         cache = self._load()
-        skipped: list[tuple[str, str]] = []
-        walked: list[tuple[str, os.stat_result]] = []
-        for item in lineage_iter_files(
-            self.root,
-            self.patterns,
-            follow_symlinks=self.follow_symlinks,
-            on_skip=lambda rel, why: skipped.append((rel, why)),
-        ):
-            walked.append(item)
-            self._check_stop()
+        walked, skipped = self._walk()
         entries: dict[str, FileEntry] = {}
         todo: list[tuple[str, os.stat_result]] = []
         get = cache.get
@@ -294,6 +285,20 @@ class IncrementalHasher:
             unsettled=tuple(sorted(unsettled)),
             skipped=tuple(skipped),
         )
+
+    def _walk(self) -> tuple[list[tuple[str, os.stat_result]], list[tuple[str, str]]]:
+        """The files (path, stat) and the skipped paths (path, why); stops on request."""
+        skipped: list[tuple[str, str]] = []
+        walked: list[tuple[str, os.stat_result]] = []
+        for item in lineage_iter_files(
+            self.root,
+            self.patterns,
+            follow_symlinks=self.follow_symlinks,
+            on_skip=lambda rel, why: skipped.append((rel, why)),
+        ):
+            walked.append(item)
+            self._check_stop()
+        return walked, skipped
 
     def _hash_all(self, todo: list[tuple[str, os.stat_result]]) -> tuple[dict[str, str], list[str]]:
         """Digest each file, then re-stat it: a file that changed meanwhile is unsettled."""

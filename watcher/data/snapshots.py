@@ -23,12 +23,19 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pipeline.lineage import Manifest
-from watcher.runtime import keepalive
 from watcher.errors import WatcherError
+from watcher.runtime import keepalive
+from watcher.runtime.logging import get_logger
+
+if TYPE_CHECKING:
+    from watcher.trigger.outbox import Outbox
+
+log = get_logger("watcher.data.watcher")  # the data watcher's events
 
 OBJECTS = ".objects"
 TMP_PREFIX = ".tmp-"
@@ -152,3 +159,50 @@ class SnapshotStore:
                     if obj.stat().st_nlink == 1:
                         obj.unlink()
         return [p.name for p in removed]
+
+
+class SnapshotKeeper:
+    """The snapshots of the triggers in the outbox: frozen when queued, pruned once no
+    queued or running trigger needs them. A ``ports.RunHooks``: a finished run's may go."""
+
+    def __init__(self, store: SnapshotStore, outbox: Outbox) -> None:
+        self.store = store
+        self.root = store.root
+        self.outbox = outbox
+
+    def remove_litter(self) -> None:
+        self.store.remove_litter()
+
+    def frozen(self, data_hash: str) -> Path | None:
+        """The snapshot of ``data_hash`` while it exists (a retrain of it trains it)."""
+        path = self.store.path_for(data_hash)
+        return path if path.is_dir() else None
+
+    def freeze(self, source: Path, manifest: Manifest) -> Path:
+        """Freeze ``manifest`` (raises SnapshotStale or OSError), then prune the others."""
+        path = self.store.freeze(source, manifest)
+        self.prune(queuing=path.name)
+        return path
+
+    def prune(self, queuing: str | None = None) -> None:
+        """``queuing``: the snapshot just frozen, whose trigger is not in the outbox yet."""
+        needed = {
+            Path(r.conf["data_dir"]).name
+            for r in [*self.outbox.pending(), *self.outbox.following()]
+            if "source_dir" in r.conf
+        }
+        if queuing is not None:
+            needed.add(queuing)
+        try:
+            removed = self.store.prune(needed)
+        except OSError as exc:
+            log.warning("snapshot_prune_failed", error=str(exc))
+            return
+        if removed:
+            log.info("snapshots_pruned", removed=removed)
+
+    def before_trigger(self, data_dir: Path, data_hash: str) -> dict[str, Any]:
+        return {}  # the data watcher freezes before it builds the conf
+
+    def after_run(self, run_id: str, conf: Mapping[str, Any], state: str) -> None:
+        self.prune()

@@ -14,6 +14,7 @@ from watcher.errors import UsageError, WatcherError
 from watcher.runtime.logging import get_logger
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from watcher.backends.mlflow_registry import MlflowRegistry
@@ -28,6 +29,8 @@ TRAIN_EXPERIMENT = "train_pipeline"  # pipeline.train.DEFAULT_EXPERIMENT
 
 
 class DriftWatch:
+    """Drift scores for each new trigger, and the drift rule for each run (ports.RunHooks)."""
+
     def __init__(
         self,
         config: Config,
@@ -54,7 +57,9 @@ class DriftWatch:
             self._ref = production_reference(self.registry, self.model)
         return self._ref
 
-    def check(self, data_dir: Path, data_hash: str) -> dict[str, Any]:
+    # ports.RunHooks -------------------------------------------------------------
+
+    def before_trigger(self, data_dir: Path, data_hash: str) -> dict[str, Any]:
         """Drift fields for the trigger conf ({} when there is nothing to compare)."""
         from watcher.drift.check import drift_for_dataset
 
@@ -127,10 +132,10 @@ class DriftWatch:
         except Exception:  # the rule then decides nothing; drift itself was recorded
             return None
 
-    def after_run(self, run_id: str, conf: dict[str, Any]) -> None:
+    def after_run(self, run_id: str, conf: Mapping[str, Any], state: str) -> None:
         """DriftWithoutAccuracyGain when drift was detected and the new model is no better."""
         drift = conf.get("drift")
-        if not isinstance(drift, dict) or not drift.get("dataset_drift"):
+        if state != "success" or not isinstance(drift, dict) or not drift.get("dataset_drift"):
             return
         new_accuracy = self._run_accuracy(run_id)
         prod = drift.get("production_accuracy")

@@ -29,7 +29,7 @@ from pipeline.errors import DataValidationError
 from pipeline.lineage import DatasetPathError, FileEntry
 from watcher.backends.mlflow_observations import report_accuracy
 from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
-from watcher.data.watcher import watch_tree
+from watcher.data.tree import WatchedTree
 from watcher.errors import WatcherError
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Health
@@ -194,6 +194,50 @@ class _FileScore:
     correct: int
 
 
+_UPSERT_FILE = (
+    "INSERT INTO feedback_files (path, sha256, size, rows) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
+    "size = excluded.size, rows = excluded.rows"
+)
+
+
+class ScoredFiles:
+    """What was scored: content (by SHA-256) and the content last scored at each path.
+    The only SQL on the ``feedback_files`` and ``feedback_scored`` tables."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    def load(self) -> tuple[dict[str, Scored], dict[str, int]]:
+        """Path → content last scored there; content hash → rows, for every content."""
+        conn = self.state.conn
+        files = {
+            path: Scored(sha, size, rows)
+            for path, sha, size, rows in conn.execute(
+                "SELECT path, sha256, size, rows FROM feedback_files"
+            )
+        }
+        rows = dict(conn.execute("SELECT sha256, rows FROM feedback_scored").fetchall())
+        return files, rows
+
+    def remember(self, known: Sequence[tuple[str, Scored]]) -> None:
+        """Content scored under another name now lives (also) at these paths."""
+        with self.state.transaction() as tx:
+            tx.executemany(_UPSERT_FILE, [(path, s.sha256, s.size, s.rows) for path, s in known])
+
+    def mark(self, scores: Sequence[_FileScore], model: str, version: str, now: datetime) -> None:
+        at = iso(now)
+        with self.state.transaction() as tx:
+            tx.executemany(
+                "INSERT OR IGNORE INTO feedback_scored "
+                "(sha256, path, rows, model, version, scored_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(s.work.sha256, s.work.path, s.rows, model, version, at) for s in scores],
+            )
+            tx.executemany(
+                _UPSERT_FILE, [(s.work.path, s.work.sha256, s.work.size, s.rows) for s in scores]
+            )
+
+
 class Evaluator:
     """Daemon component; all work (hashing, model loading, scoring) happens in :meth:`tick`."""
 
@@ -225,17 +269,14 @@ class Evaluator:
             max_retries=config.mlflow.max_retries,
         )
         self.loader = loader
-        self.hasher, self.fs = watch_tree(
-            self.root, state, w, self.clock, observer_factory, progress=False
-        )
+        self.tree = WatchedTree(self.root, state, w, self.clock, observer_factory, progress=False)
+        self.hasher, self.fs = self.tree.hasher, self.tree.fs
         self.quiet_period = w.quiet_period
-        self.reconcile_interval = w.reconcile_interval
         self.retry_interval = config.monitor.poll_interval
         self.status = _Status()
         self._model: LoadedModel | None = None
         self._bad: dict[str, str] = {}  # path -> sha256 of content known to be bad
-        self._scan_at: float | None = None
-        self._next_reconcile = 0.0
+        self.scored = ScoredFiles(state)
 
     # Component protocol --------------------------------------------------------
 
@@ -244,14 +285,12 @@ class Evaluator:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self._error(f"{self.root}: cannot create the feedback dir: {exc.strerror or exc}")
-        if not self.fs.start():
+        # Scans at once: feedback may have arrived while the daemon was down.
+        if not self.tree.start():
             log.warning("feedback_dir_missing", feedback_dir=str(self.root), hint="waiting for it")
-        now = self.clock.monotonic()
-        self._scan_at = now  # feedback that arrived while the daemon was down
-        self._next_reconcile = now + self.reconcile_interval
 
     def stop(self) -> None:
-        self.fs.stop()
+        self.tree.stop()
 
     def health(self) -> Health:
         st = self.status
@@ -275,35 +314,16 @@ class Evaluator:
         return Health(self.name, self.fs.watching or not self.root.exists(), detail)
 
     def tick(self) -> float:
-        mono = self.clock.monotonic()
-        self.fs.check()  # a rebuilt watch records a change: events may have been missed
-        if mono >= self._next_reconcile:
-            self._next_reconcile = mono + self.reconcile_interval
-            self._request_scan(mono)
-        if self.fs.batch_due() == 0.0:
-            self.fs.take()
-            self._request_scan(mono)
-        if self._scan_at is not None and mono >= self._scan_at:
-            self._scan_at = None
+        if self.tree.due() is not None:
             try:
                 self._scan()
             except Exception as exc:  # never take the loop down; retry later, show in health
                 log.exception("evaluator_failed", error=str(exc))
                 self._error(f"evaluation failed: {type(exc).__name__}: {exc}")
-                self._request_scan(self.clock.monotonic() + self.retry_interval)
-        waits = [self._next_reconcile - mono]
-        due = self.fs.batch_due()
-        if due is not None:
-            waits.append(due)
-        if self._scan_at is not None:
-            waits.append(self._scan_at - mono)
-        return max(0.0, min(waits))
+                self.tree.retry_in(self.retry_interval)
+        return self.tree.wait()
 
     # Scanning ------------------------------------------------------------------
-
-    def _request_scan(self, at: float) -> None:
-        if self._scan_at is None or at < self._scan_at:
-            self._scan_at = at
 
     def _error(self, message: str) -> None:
         if message != self.status.last_error:
@@ -320,16 +340,16 @@ class Evaluator:
             self._error(f"{self.root}/{exc}")
             return
         except FileNotFoundError:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return
         if not result.settled:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return
         self.status.last_scan_at = self.clock.now()
-        files, scored_rows = self._load_scored()
+        files, scored_rows = self.scored.load()
         p = plan(result.manifest.entries, files, scored_rows, self._bad)
         if p.known:
-            self._remember(p.known)
+            self.scored.remember(p.known)
             log.info("feedback_already_scored", files=[path for path, _ in p.known])
         present = {e.path for e in result.manifest.entries}
         for gone in [path for path in self.status.bad_files if path not in present]:
@@ -338,26 +358,6 @@ class Evaluator:
         self.status.pending_files = len(p.work)
         if p.work:
             self._score(p.work)
-
-    def _load_scored(self) -> tuple[dict[str, Scored], dict[str, int]]:
-        conn = self.state.conn
-        files = {
-            path: Scored(sha, size, rows)
-            for path, sha, size, rows in conn.execute(
-                "SELECT path, sha256, size, rows FROM feedback_files"
-            )
-        }
-        rows = dict(conn.execute("SELECT sha256, rows FROM feedback_scored").fetchall())
-        return files, rows
-
-    def _remember(self, known: Sequence[tuple[str, Scored]]) -> None:
-        with self.state.transaction() as tx:
-            tx.executemany(
-                "INSERT INTO feedback_files (path, sha256, size, rows) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
-                "size = excluded.size, rows = excluded.rows",
-                [(path, s.sha256, s.size, s.rows) for path, s in known],
-            )
 
     def _production_model(self) -> LoadedModel | None:
         version = self.registry.production(self.model_name)
@@ -375,87 +375,70 @@ class Evaluator:
         return self._model
 
     def _score(self, work: Sequence[Work]) -> None:
-        retry_at = self.clock.monotonic() + self.retry_interval
-        try:
-            model = self._production_model()
-        except WatcherError as exc:
-            self._error(f"cannot load the Production model of {self.model_name!r}: {exc}")
-            self._request_scan(retry_at)
-            return
+        model = self._model_or_wait(len(work))
         if model is None:
-            self._error(
-                f"{self.model_name!r} has no Production version: "
-                f"{len(work)} feedback file(s) wait to be scored"
-            )
-            self._request_scan(retry_at)
             return
-        scores: list[_FileScore] = []
-        for w in work:
-            score = self._score_file(w, model)
-            if score is not None:
-                scores.append(score)
+        scores = [s for w in work if (s := self._score_file(w, model)) is not None]
         done = {s.work.path for s in scores}
         self.status.pending_files = sum(
             1 for w in work if w.path not in done and self._bad.get(w.path) != w.sha256
         )
         samples = sum(s.scored for s in scores)
-        if samples == 0:
-            if scores:
-                self._mark(scores, model.version)
-            return
-        correct = sum(s.correct for s in scores)
-        accuracy = correct / samples
+        if samples:
+            self._report(scores, model.version, samples)
+        elif scores:
+            self.scored.mark(scores, self.model_name, model.version, self.clock.now())
+
+    def _model_or_wait(self, waiting: int) -> LoadedModel | None:
+        """The Production model; None (the work retried later) when there is none yet."""
+        try:
+            model = self._production_model()
+        except WatcherError as exc:
+            self._error(f"cannot load the Production model of {self.model_name!r}: {exc}")
+            self.tree.retry_in(self.retry_interval)
+            return None
+        if model is None:
+            self._error(
+                f"{self.model_name!r} has no Production version: "
+                f"{waiting} feedback file(s) wait to be scored"
+            )
+            self.tree.retry_in(self.retry_interval)
+        return model
+
+    def _report(self, scores: Sequence[_FileScore], version: str, samples: int) -> None:
+        """One observation for the new rows of ``scores``, then their bookkeeping."""
+        accuracy = sum(s.correct for s in scores) / samples
         now = self.clock.now()
         try:
             reported = report_accuracy(
-                self.model_name,
-                accuracy,
-                samples,
-                version=model.version,
-                at=now,
-                registry=self.registry,
+                self.model_name, accuracy, samples, version=version, at=now, registry=self.registry
             )
         except WatcherError as exc:
             self._error(f"cannot log the live accuracy of {self.model_name!r}: {exc}")
-            self._request_scan(retry_at)
+            self.tree.retry_in(self.retry_interval)
             return
         # Observation first, then the bookkeeping: a crash in between rescores these rows
         # once (a duplicate observation) rather than losing them.
-        self._mark(scores, model.version)
-        self.status.last_error = None
-        self.status.observations += 1
-        self.status.last_observation = {
-            "version": model.version,
-            "accuracy": round(accuracy, 6),
-            "samples": samples,
-            "at": iso(now),
-        }
+        self.scored.mark(scores, self.model_name, version, now)
+        st = self.status
+        st.last_error = None
+        st.observations += 1
+        observed = {"version": version, "accuracy": round(accuracy, 6), "samples": samples}
+        st.last_observation = {**observed, "at": iso(now)}
         paths = [s.work.path for s in scores if s.scored]
         message = (
-            f"{self.model_name} v{model.version}: live accuracy {accuracy:.4f} on {samples} "
+            f"{self.model_name} v{version}: live accuracy {accuracy:.4f} on {samples} "
             f"new feedback row(s) from {', '.join(paths)}"
         )
+        payload = {"accuracy": accuracy, "samples": samples, "files": paths}
         self.state.record(
             "feedback.scored",
             message,
             model=self.model_name,
-            version=model.version,
-            payload={
-                "accuracy": accuracy,
-                "samples": samples,
-                "files": paths,
-                "run_id": reported.run_id,
-                "sequence": reported.sequence,
-            },
+            version=version,
+            payload={**payload, "run_id": reported.run_id, "sequence": reported.sequence},
         )
-        log.info(
-            "feedback_scored",
-            model=self.model_name,
-            version=model.version,
-            accuracy=round(accuracy, 6),
-            samples=samples,
-            files=paths,
-        )
+        log.info("feedback_scored", model=self.model_name, **observed, files=paths)
 
     def _score_file(self, w: Work, model: LoadedModel) -> _FileScore | None:
         from pipeline.data import load_labelled_file
@@ -463,11 +446,11 @@ class Evaluator:
         try:
             data = (self.root / w.path).read_bytes()
         except OSError:
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return None
         if hashlib.sha256(data).hexdigest() != w.sha256:
             # Changed since it was hashed: the next scan sees the new content.
-            self._request_scan(self.clock.monotonic() + self.quiet_period)
+            self.tree.retry_in(self.quiet_period)
             return None
         try:
             x, y = load_labelled_file(w.path, data, target=self.target, features=model.features)
@@ -495,20 +478,3 @@ class Evaluator:
             hint="fix or remove the file; it is skipped until its content changes",
         )
         self.state.record("feedback.invalid", f"{self.root}: {message}", model=self.model_name)
-
-    def _mark(self, scores: Sequence[_FileScore], version: str) -> None:
-        at = iso(self.clock.now())
-        with self.state.transaction() as tx:
-            for s in scores:
-                w = s.work
-                tx.execute(
-                    "INSERT OR IGNORE INTO feedback_scored "
-                    "(sha256, path, rows, model, version, scored_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (w.sha256, w.path, s.rows, self.model_name, version, at),
-                )
-                tx.execute(
-                    "INSERT INTO feedback_files (path, sha256, size, rows) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(path) DO UPDATE SET sha256 = excluded.sha256, "
-                    "size = excluded.size, rows = excluded.rows",
-                    (w.path, w.sha256, w.size, s.rows),
-                )

@@ -87,6 +87,10 @@ class Outbox:
         rows = self._select("run_id = ?", (run_id,))
         return rows[0] if rows else None
 
+    def rows(self) -> list[OutboxRow]:
+        """Every trigger ever queued, oldest first."""
+        return self._select("1")
+
     def pending(self) -> list[OutboxRow]:
         return self._select("status = 'pending'")
 
@@ -95,6 +99,26 @@ class Outbox:
 
     def last_delivered_hash(self) -> str | None:
         return self.state.get_meta(META_LAST_DELIVERED)
+
+    def delivery_health(self, failing_after: int) -> tuple[dict[str, object], bool]:
+        """Health detail of the queue, and whether the oldest trigger is failing (refused
+        ``failing_after`` times in a row)."""
+        pending = self.pending()
+        detail: dict[str, object] = {
+            "pending_triggers": len(pending),
+            "last_delivered_hash": self.last_delivered_hash(),
+        }
+        if pending and pending[0].last_error:
+            detail["delivery_error"] = pending[0].last_error
+            detail["delivery_attempts"] = pending[0].attempts
+        return detail, bool(pending) and pending[0].attempts >= failing_after
+
+    def retrains(self) -> int:
+        """Deliberate retrains queued so far; the next one's run id is numbered after them."""
+        (count,) = self.state.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE run_id LIKE 'retrain__%'"
+        ).fetchone()
+        return int(count)
 
     def last_delivered_at(self) -> datetime | None:
         row = self.state.conn.execute("SELECT max(delivered_at) FROM outbox").fetchone()
@@ -149,6 +173,10 @@ class Outbox:
                 conn=tx,
             )
         return True
+
+    def back_to_delivered(self, data_hash: str) -> None:
+        """The data is back at a hash whose run was delivered before (A → B → A)."""
+        self.state.set_meta(META_LAST_DELIVERED, data_hash)
 
     def supersede_pending(self, keep_hash: str | None, now: datetime) -> int:
         """Drop undelivered triggers for data that is no longer current."""
