@@ -34,7 +34,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         max_retries=config.mlflow.max_retries,
     )
     data = DataWatcher(config, state, drift=DriftWatch(config, state, registry, clock, alerting))
-    monitor = build_monitor(config, state, alerting.dispatcher)
+    monitor = build_monitor(config, state, alerting)
     rollback = AutoRollback(
         config.rollback,
         config.monitor.min_accuracy,
@@ -45,7 +45,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         config.state.dir,
         clock,
         alerting,
-        retrain=data.request_retrain,
+        retrain=data,
     )
     components: list[Component] = [
         alerting,
