@@ -19,8 +19,9 @@ from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.cli.main import main
 from watcher.config import MonitorConfig
+from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.policy import Status
-from watcher.monitor.poll import ACCURACY_ALERT, Monitor
+from watcher.monitor.poll import Monitor
 from watcher.runtime.state import StateStore
 from watcher.testing import FakeClock
 

@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from tests.monitor.conftest import CHANNELS, Channels
 from watcher.config import MonitorConfig
+from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.policy import Status
-from watcher.monitor.poll import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
+from watcher.monitor.poll import MLFLOW_DOWN_ALERT, Monitor
 from watcher.ports import ModelSnapshot
 from watcher.runtime.metrics import Metrics
 from watcher.runtime.state import StateStore, open_state

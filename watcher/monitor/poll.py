@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from alerts.model import Alert, make_alert
 from watcher.errors import RegistryError, RegistryUnavailable, StateError
-from watcher.monitor.accuracy import ACCURACY_ALERT, ACCURACY_SOURCE, AccuracyWatch
+from watcher.monitor.accuracy import AccuracyWatch
 from watcher.monitor.changes import RegistryChanges
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from watcher.monitor.policy import Decision, Observation, PolicyState
     from watcher.ports import AlertSink, ModelSnapshot, ObservationSource, Registry
     from watcher.runtime.metrics import Metrics
-
-__all__ = ["ACCURACY_ALERT", "ACCURACY_SOURCE", "MLFLOW_DOWN_ALERT", "Monitor", "PollResult"]
 
 log = get_logger("watcher.monitor.poll")
 
