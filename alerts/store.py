@@ -24,6 +24,9 @@ from alerts.redaction import redact
 if TYPE_CHECKING:
     from alerts.routing import PlannedDelivery
 
+# The one definition of the alert tables: the daemon's state DB applies it as migration 3
+# (watcher/runtime/state.py), so it stays as released; a change to a table is a new
+# migration there, not an edit here.
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS alert_states (
     fingerprint      TEXT PRIMARY KEY,
@@ -55,7 +58,7 @@ CREATE INDEX IF NOT EXISTS alert_deliveries_pending
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing (standalone use; the daemon runs SCHEMA in a migration)."""
+    """Create the tables if missing (standalone use; the daemon runs SCHEMA as migration 3)."""
     conn.executescript(SCHEMA)
 
 

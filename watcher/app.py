@@ -41,7 +41,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     )
     drift = DriftWatch(config, state, registry, clock, alerting)
     data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
-    monitor = build_monitor(config, state, alerting.dispatcher)
+    monitor = build_monitor(config, state, alerting)
     rollback = AutoRollback(
         config.rollback,
         config.monitor.min_accuracy,
@@ -52,7 +52,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
         config.state.dir,
         clock,
         alerting,
-        retrain=delivery.request_retrain,
+        retrain=delivery,
     )
     components: list[Component] = [
         alerting,

@@ -9,13 +9,17 @@ over REST).
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from watcher.errors import TriggerError
+
+if TYPE_CHECKING:  # values only: ports import no component at run time
+    from alerts.model import Alert, Notification
+    from watcher.monitor.policy import Decision, Observation
 
 RegistryMode = Literal["alias", "stage"]
 
@@ -210,6 +214,43 @@ class RetrainQueue(Protocol):
 
 
 # --- Monitor, alerting and rollback ports (AlertSink, ObservationSource, verdicts) -----
+
+
+class AlertSink(Protocol):
+    """The one way into alerting for every component (runtime.alerting.Alerting)."""
+
+    def evaluate(self, source: str, active: Sequence[Alert]) -> list[Notification]:
+        """Set the full set of active alerts of ``source``; the lifecycle decides what to send."""
+        ...
+
+    def events(self, alerts: Sequence[tuple[Alert, int]]) -> int:
+        """One-off notifications, each unique by its sequence (a history event or journal id),
+        queued in one transaction; how many were new."""
+        ...
+
+    def event(self, alert: Alert, sequence: int) -> int:
+        """One one-off notification (``events`` of one)."""
+        ...
+
+
+class ObservationSource(Protocol):
+    """Live-accuracy observations per (model, version) (backends.mlflow_observations)."""
+
+    def observations(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[Observation]]: ...
+
+
+class Verdicts(Protocol):
+    """What the monitor decided of each Production version, read-only (for rollback)."""
+
+    def verdicts(self) -> Mapping[str, Decision]:
+        """The latest decision per model: a read-only copy of frozen values."""
+        ...
+
+    def observations(self, model: str, version: str) -> Sequence[Observation]:
+        """The last poll's usable observations of one version (empty if not fetched)."""
+        ...
 
 
 # --- Model artifacts ports (profiles, lineage tags) -------------------------------------

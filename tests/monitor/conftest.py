@@ -1,27 +1,33 @@
-"""Shared pieces for monitor tests: a state DB, a real dispatcher writing JSONL channels."""
+"""Shared pieces for monitor tests: a state DB, real alerting writing JSONL channels."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from alerts import AlertStore, Dispatcher
+from alerts import Dispatcher
 from alerts.notifiers.file import FileNotifier
+from watcher.config import Config
+from watcher.runtime.alerting import Alerting
 from watcher.runtime.state import StateStore
+from watcher.testing import FakeClock
 
 CHANNELS = ("ops", "audit")
 
 
 @dataclass
 class Channels:
-    """Two real file channels and the dispatcher that feeds them."""
+    """Two real file channels and the alerting (the components' AlertSink) that feeds them."""
 
-    dispatcher: Dispatcher
+    alerting: Alerting
     dir: Path
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.alerting.dispatcher
 
     def sent(self, channel: str, alertname: str | None = None) -> list[str]:
         """Notification kinds delivered to ``channel`` (optionally for one alertname)."""
@@ -40,9 +46,9 @@ class Channels:
 
 
 @pytest.fixture
-def channels(state: StateStore, tmp_path: Path) -> Channels:
+def channels(state: StateStore, clock: FakeClock, tmp_path: Path) -> Channels:
     out = tmp_path / "channels"
     out.mkdir()
     notifiers = [FileNotifier(out / f"{name}.jsonl", name=name) for name in CHANNELS]
-    dispatcher = Dispatcher(AlertStore(state.conn), notifiers, repeat_interval=timedelta(hours=4))
-    return Channels(dispatcher, out)
+    config = Config.model_validate({"alerts": {"repeat_interval": "4h"}})
+    return Channels(Alerting(config, state, clock, notifiers=notifiers), out)

@@ -19,8 +19,9 @@ from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.cli.main import main
 from watcher.config import MonitorConfig
+from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.policy import Status
-from watcher.monitor.poll import ACCURACY_ALERT, Monitor
+from watcher.monitor.poll import Monitor
 from watcher.runtime.state import StateStore
 from watcher.testing import FakeClock
 
@@ -66,13 +67,14 @@ def monitor(
     cfg = MonitorConfig.model_validate(
         {"models": [model], "min_accuracy": 0.9, "window": 2, "min_samples": 100, "for": "10m"}
     )
+    channels.alerting.clock = clock  # one time for the monitor and the alerts it raises
     registry = MlflowRegistry(url, "alias", max_retries=1, timeout=10)
     mon = Monitor(
         cfg,
         state,
         registry,
         FeedbackReader(registry),
-        channels.dispatcher,
+        channels.alerting,
         clock=clock,
         use_scheduler=False,
     )
@@ -85,7 +87,7 @@ def cycle(mon: Monitor, channels: Channels, clock: FakeClock) -> Status:
     assert result is not None and result.error is None, result
     mon.tick()
     channels.dispatcher.deliver_due(clock.now())
-    return mon.decisions[mon.config.models[0]].status
+    return mon.verdicts()[mon.config.models[0]].status
 
 
 def test_live_accuracy_alert_lifecycle(
@@ -138,7 +140,7 @@ def test_live_accuracy_alert_lifecycle(
     assert Status.OK == cycle(mon, channels, clock)
     for ch in CHANNELS:
         assert ["firing", "repeat", "resolved"] == channels.sent(ch, ACCURACY_ALERT)
-    reported = mon.decisions[model]
+    reported = mon.verdicts()[model]
     assert (0.99, 2000) == (reported.accuracy, reported.samples)
 
 

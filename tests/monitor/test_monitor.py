@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from tests.monitor.conftest import CHANNELS, Channels
 from watcher.config import MonitorConfig
+from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.policy import Status
-from watcher.monitor.poll import ACCURACY_ALERT, MLFLOW_DOWN_ALERT, Monitor
+from watcher.monitor.poll import MLFLOW_DOWN_ALERT, Monitor
 from watcher.ports import ModelSnapshot
 from watcher.runtime.metrics import Metrics
 from watcher.runtime.state import StateStore, open_state
@@ -46,7 +47,7 @@ def make_monitor(
         state,
         registry,
         source,
-        channels.dispatcher,
+        channels.alerting,
         clock=clock,
         use_scheduler=False,
         retry_delay=0.0,
@@ -118,18 +119,18 @@ def test_accuracy_lifecycle_ok_pending_firing_repeat_resolved(
     mon = make_monitor(state, clock, channels, registry, source)
     source.add(MODEL, "1", 0.97, 200, clock.now())
     cycle(mon, channels, clock)
-    assert Status.OK == mon.decisions[MODEL].status
+    assert Status.OK == mon.verdicts()[MODEL].status
 
     clock.advance(60)
     source.add(MODEL, "1", 0.5, 400, clock.now())
     cycle(mon, channels, clock)
-    assert Status.PENDING == mon.decisions[MODEL].status
+    assert Status.PENDING == mon.verdicts()[MODEL].status
     clock.advance(299)
     cycle(mon, channels, clock)
-    assert Status.PENDING == mon.decisions[MODEL].status
+    assert Status.PENDING == mon.verdicts()[MODEL].status
     clock.advance(1)
     cycle(mon, channels, clock)
-    assert Status.FIRING == mon.decisions[MODEL].status
+    assert Status.FIRING == mon.verdicts()[MODEL].status
     for _ in range(5):  # keeps firing: no new notification before repeat_interval
         clock.advance(600)
         cycle(mon, channels, clock)
@@ -143,7 +144,7 @@ def test_accuracy_lifecycle_ok_pending_firing_repeat_resolved(
     source.add(MODEL, "1", 0.99, 1000, clock.now())
     cycle(mon, channels, clock)
     cycle(mon, channels, clock)
-    assert Status.OK == mon.decisions[MODEL].status
+    assert Status.OK == mon.verdicts()[MODEL].status
     for ch in CHANNELS:
         assert ["firing", "repeat", "resolved"] == channels.sent(ch, ACCURACY_ALERT)
     kinds = [e.kind for e in state.events(model=MODEL) if e.kind.startswith("monitor.")]
@@ -165,7 +166,7 @@ def test_pending_fires_on_time_without_a_new_poll(
     assert 300.0 == mon.tick()
     clock.advance(300)
     mon.tick()
-    assert Status.FIRING == mon.decisions[MODEL].status
+    assert Status.FIRING == mon.verdicts()[MODEL].status
 
 
 def test_below_min_samples_stays_inconclusive(
@@ -178,7 +179,7 @@ def test_below_min_samples_stays_inconclusive(
         source.add(MODEL, "1", 0.1, 40, clock.now())
         clock.advance(600)
         cycle(mon, channels, clock)
-        assert Status.INCONCLUSIVE == mon.decisions[MODEL].status
+        assert Status.INCONCLUSIVE == mon.verdicts()[MODEL].status
     assert [] == channels.sent("ops", ACCURACY_ALERT)
 
 
@@ -190,10 +191,10 @@ def test_new_production_version_starts_clean(
     mon = make_monitor(state, clock, channels, registry, source, **{"for": 0})
     source.add(MODEL, "1", 0.1, 500, clock.now())
     cycle(mon, channels, clock)
-    assert Status.FIRING == mon.decisions[MODEL].status
+    assert Status.FIRING == mon.verdicts()[MODEL].status
     registry.set_production(MODEL, "2")
     cycle(mon, channels, clock)
-    decision = mon.decisions[MODEL]
+    decision = mon.verdicts()[MODEL]
     assert ("2", Status.INCONCLUSIVE) == (decision.state.version, decision.status)
     assert ["firing", "resolved"] == channels.sent("ops", ACCURACY_ALERT)
 
@@ -210,7 +211,7 @@ def test_policy_state_survives_restart(
     again = make_monitor(state, clock, channels, registry, source, **{"for": 0})
     clock.advance(60)
     cycle(again, channels, clock)
-    assert Status.FIRING == again.decisions[MODEL].status
+    assert Status.FIRING == again.verdicts()[MODEL].status
     assert ["firing"] == channels.sent("ops", ACCURACY_ALERT)
 
 

@@ -81,7 +81,7 @@ def test_daemon_survives_mlflow_outage(
     alerts_file = tmp_path / "alerts.jsonl"
     alerting = Alerting(config, state, clock, notifiers=[FileNotifier(alerts_file)])
     registry = MlflowRegistry(server.url, max_retries=0, timeout=2)
-    mon = Monitor(config.monitor, state, registry, None, alerting.dispatcher, clock=clock)
+    mon = Monitor(config.monitor, state, registry, None, alerting, clock=clock)
     http = HttpEndpoint("127.0.0.1:0", [])
     daemon = Daemon(state, [alerting, mon, http], clock=clock, notifier=SystemdNotifier(env={}))
     http.components = daemon.components

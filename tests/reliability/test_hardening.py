@@ -323,7 +323,7 @@ def test_daemon_skips_unusable_observations_and_reports_each_once(
             result = mon.poll_once()
             assert result is not None and result.error is None, result
             mon.tick()
-        decision = mon.decisions["m"]
+        decision = mon.verdicts()["m"]
         assert 1000 == decision.samples
         assert decision.accuracy == pytest.approx(0.94)
         row = state.conn.execute("SELECT live_samples FROM registry_models").fetchone()

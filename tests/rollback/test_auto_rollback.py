@@ -122,7 +122,7 @@ def build_rig(
         state,
         poll_registry,
         FeedbackReader(poll_registry),
-        alerting.dispatcher,
+        alerting,
         clock=clock,
         use_scheduler=False,
     )
@@ -229,11 +229,11 @@ def test_undo_survives_restart_new_episode_may_roll_back(
     rig.cycle()
     assert "2" == registry.production(rig.model)
     assert journal == rig.rollback.rollbacker.automatic_times(rig.model)
-    assert rig.monitor.decisions[rig.model].firing  # still breaching, still left alone
+    assert rig.monitor.verdicts()[rig.model].firing  # still breaching, still left alone
 
     rig.report("2", 0.97)  # recovered: the episode ends
     rig.cycle()
-    assert not rig.monitor.decisions[rig.model].firing
+    assert not rig.monitor.verdicts()[rig.model].firing
     rig.report("2", 0.5)  # a new episode
     rig.cycle()
     assert "1" == registry.production(rig.model)

@@ -3,16 +3,19 @@ same story against a real `mlflow server` is in test_auto_rollback.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from watcher.config import MonitorConfig, RollbackConfig
 from watcher.monitor.poll import Monitor
 from watcher.ports import TAG_PREVIOUS
 from watcher.rollback.auto import AutoRollback
 from watcher.rollback.journal import Plan
+from watcher.runtime.daemon import Daemon as Loop
+from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
 
@@ -140,4 +143,71 @@ def test_a_dry_run_or_a_refusal_does_not_block_a_real_rollback_after_a_restart(
     daemon.cycle(clock)
     assert "1" == registry.production(MODEL)
     assert 1 == daemon.automatic()
+    daemon.state.close()
+
+
+def test_rollback_ticking_before_the_monitor_acts_in_the_next_pass(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """Correctness does not hang on the component order: with rollback ticking first, a
+    new firing verdict wakes the loop, and the very next pass rolls back (#16)."""
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock)
+    loop = Loop(
+        daemon.state, [daemon.rollback, daemon.monitor], clock=clock, notifier=SystemdNotifier({})
+    )
+    obs.add(MODEL, "2", 0.5, 100, clock.now())
+    daemon.monitor.poll_once()
+    loop.wake.clear()  # the loop woke for the poll result
+    loop.tick()
+    assert "2" == registry.production(MODEL), "rollback ticked before the verdict existed"
+    assert loop.wake.is_set(), "a new verdict asks for another pass at once"
+    loop.wake.clear()
+    loop.tick()
+    assert "1" == registry.production(MODEL)
+    loop.tick()
+    assert not loop.wake.is_set(), "nothing new: no extra pass"
+    daemon.state.close()
+
+
+def test_verdicts_are_a_read_only_copy_of_frozen_decisions(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """What rollback reads cannot be changed by it, nor changes under it (#16)."""
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock, auto=False)
+    obs.add(MODEL, "2", 0.5, 100, clock.now())
+    daemon.cycle(clock)
+    seen = daemon.monitor.verdicts()
+    assert seen[MODEL].firing
+    with pytest.raises(TypeError):
+        seen[MODEL] = seen[MODEL]  # type: ignore[index]
+    with pytest.raises(FrozenInstanceError):
+        seen[MODEL].reason = "edited"  # type: ignore[misc]
+    obs.add(MODEL, "2", 0.99, 1000, clock.now())
+    daemon.cycle(clock)
+    assert not daemon.monitor.verdicts()[MODEL].firing
+    assert seen[MODEL].firing, "an earlier view is a copy"
+    daemon.state.close()
+
+
+def test_a_deferred_rollback_is_logged_once_per_cause(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """MLflow down while a breach fires: retried every tick, logged once, shown in health;
+    done when MLflow is back (#16)."""
+    clock, obs = FakeClock(), MemoryObservations()
+    daemon = start(tmp_path, registry, obs, clock)
+    obs.add(MODEL, "2", 0.5, 100, clock.now())
+    daemon.monitor.poll_once()
+    daemon.monitor.tick()
+    registry.down = True
+    with capture_logs() as logs:
+        for _ in range(3):
+            daemon.rollback.tick()
+    assert 1 == [e["event"] for e in logs].count("rollback_deferred")
+    assert "unreachable" in str(daemon.rollback.health().detail["last_error"])
+    registry.down = False
+    daemon.rollback.tick()
+    assert "1" == registry.production(MODEL)
     daemon.state.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from alerts import ensure_schema
 from watcher.errors import StateError
 from watcher.runtime.state import DB_NAME, SCHEMA_VERSION, open_state
 
@@ -36,6 +37,20 @@ class TestMigrations:
         row = store.conn.execute("SELECT run_id, run_state FROM outbox").fetchone()
         store.close()
         assert tuple(row) == ("data__abc", None)
+
+    def test_alert_tables_are_the_alerts_schema(self, tmp_path: Path) -> None:
+        """The migration that adds the alert tables applies alerts' own schema: a state DB
+        (migrated from before them) has exactly the tables a standalone store has."""
+        open_state(tmp_path, migrate_to=2).close()
+        store = open_state(tmp_path)
+        standalone = sqlite3.connect(":memory:")
+        ensure_schema(standalone)
+        for table in ("alert_states", "alert_deliveries"):
+            for pragma in ("table_info", "index_list"):
+                query = f"PRAGMA {pragma}({table})"
+                assert standalone.execute(query).fetchall() == store.conn.execute(query).fetchall()
+        standalone.close()
+        store.close()
 
     def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A DB from a newer release gives a clear error naming the file."""

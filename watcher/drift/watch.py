@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
     from watcher.drift.check import Reference
-    from watcher.runtime.alerting import Alerting
+    from watcher.ports import AlertSink
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
 
@@ -37,7 +37,7 @@ class DriftWatch:
         state: StateStore,
         registry: MlflowRegistry,
         clock: Clock,
-        alerting: Alerting | None,
+        alerting: AlertSink | None,
     ) -> None:
         self.config = config
         self.state = state

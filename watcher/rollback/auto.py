@@ -1,6 +1,7 @@
 """Automatic rollback: the daemon component that acts on a firing accuracy alert.
 
-The monitor decides *that* Production's live accuracy breached the policy; this
+The monitor decides *that* Production's live accuracy breached the policy (read here
+through the read-only ``ports.Verdicts`` view); this
 component decides *whether* to roll back (``rollback_policy.decide_auto``:
 rollback.after, cooldown, flap guard, target quarantined or below threshold)
 and runs the journaled rollback. At start it finishes any rollback a crash
@@ -22,15 +23,13 @@ from watcher.runtime.component import Health
 from watcher.runtime.lock import ROLLBACK_LOCK_NAME, StateLock
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS
+from watcher.runtime.once import OncePerCause
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from watcher.config import RollbackConfig
-    from watcher.monitor.poll import Monitor
-    from watcher.ports import Registry
-    from watcher.runtime.alerting import Alerting
+    from watcher.ports import AlertSink, Registry, RetrainQueue, Verdicts
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
 
@@ -46,13 +45,13 @@ class AutoRollback:
         config: RollbackConfig,
         min_accuracy: float,
         window: int,
-        monitor: Monitor,
+        verdicts: Verdicts,
         registry: Registry,
         state: StateStore,
         state_dir: Path,
         clock: Clock,
-        alerting: Alerting | None,
-        retrain: Callable[[str], object] | None = None,
+        alerting: AlertSink | None,
+        retrain: RetrainQueue | None = None,
     ) -> None:
         self.config = config
         self.window = window
@@ -63,7 +62,7 @@ class AutoRollback:
             window=config.window,
             min_accuracy=min_accuracy,
         )
-        self.monitor = monitor
+        self.verdicts = verdicts
         self.registry = registry
         self.state = state
         self.state_dir = state_dir
@@ -77,7 +76,8 @@ class AutoRollback:
         self._waiting: set[tuple[str, str]] = set()
         self._left_alone: set[tuple[str, str]] = set()  # logged once each
         self._refused_here: set[tuple[str, str]] = set()  # refusals stand for this process only
-        self._last_error: str | None = None
+        self._error = OncePerCause()  # the error deferring work: logged once per cause
+        self._last_error: str | None = None  # … and shown in health
         self.rollbacks = 0
 
     def _lock(self) -> StateLock:
@@ -88,10 +88,10 @@ class AutoRollback:
             with self._lock():
                 for outcome in self.rollbacker.recover():
                     log.warning("rollback_recovered", message=outcome.message)
+            self._error.clear()
         except (LockHeld, RegistryError) as exc:
             # `watcher rollback` is running, or MLflow is down: tick() retries.
-            self._last_error = str(exc)
-            log.warning("rollback_recovery_deferred", error=str(exc))
+            self._deferred("rollback_recovery_deferred", exc)
 
     def stop(self) -> None:
         return None
@@ -111,7 +111,9 @@ class AutoRollback:
             self.start()  # an interrupted rollback whose recovery was deferred
         if not self.config.auto:
             return None
-        for model, decision in sorted(self.monitor.decisions.items()):
+        # A read-only copy of frozen decisions: what the monitor decided last, whichever of
+        # the two ticked first in this pass (its wake-up brings the next pass at once).
+        for model, decision in sorted(self.verdicts.verdicts().items()):
             version = decision.state.version
             since = decision.state.firing_since
             if decision.status in (Status.OK, Status.RESOLVED, Status.INCONCLUSIVE):
@@ -125,10 +127,17 @@ class AutoRollback:
                 continue
             try:
                 self._consider(model, version, since)
+                self._error.clear()
             except (RegistryError, LockHeld) as exc:
-                self._last_error = str(exc)
-                log.warning("rollback_deferred", model=model, error=str(exc))
+                self._deferred("rollback_deferred", exc, model=model)
         return None
+
+    def _deferred(self, event: str, exc: Exception, **where: str) -> None:
+        """MLflow down or `watcher rollback` holding the lock: retried next tick, logged
+        once per cause (not at every tick of an outage)."""
+        self._last_error = str(exc)
+        if self._error.first((event, str(exc))):
+            log.warning(event, error=str(exc), **where)
 
     def _acted_on(self, model: str, version: str) -> bool:
         why = self.handled.why(model, version)
@@ -152,7 +161,7 @@ class AutoRollback:
         target_info = self.registry.get_version(model, target.version) if target.version else None
         live = None
         if target.version is not None:
-            obs = self.monitor.observations(model, target.version)
+            obs = self.verdicts.observations(model, target.version)
             live = window_stats(obs, self.window)[0] if obs else None
         now = self.clock.now()
         recent = [datetime.fromisoformat(t) for t in self.rollbacker.automatic_times(model)]
@@ -184,7 +193,9 @@ class AutoRollback:
         if not outcome.dry_run:
             self.rollbacks += 1
             if self.config.retrain and self.retrain is not None:
-                self.retrain(f"retrain after rollback of {model} to v{target.version}")
+                self.retrain.request_retrain(
+                    f"retrain after rollback of {model} to v{target.version}"
+                )
 
     def _refuse(self, model: str, version: str, reason: str) -> None:
         METRICS.rollbacks.labels(model=model, result="refused").inc()

@@ -28,8 +28,7 @@ from watcher.runtime.logging import get_logger
 from watcher.runtime.state import META_ROLLBACK_HANDLED, iso
 
 if TYPE_CHECKING:
-    from watcher.ports import Registry
-    from watcher.runtime.alerting import Alerting
+    from watcher.ports import AlertSink, Registry
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
 
@@ -114,7 +113,7 @@ class Rollbacker:
         registry: Registry,
         state: StateStore,
         clock: Clock,
-        alerting: Alerting | None = None,
+        alerting: AlertSink | None = None,
     ) -> None:
         self.registry = registry
         self.state = state
@@ -288,6 +287,17 @@ class Rollbacker:
             from_version=p.from_version,
         )
         self.alerting.event(alert, sequence)
+
+
+def moved_since(state: StateStore, model: str, since: str) -> str | None:
+    """Where the newest rollback of ``model`` that moved Production at or after ``since``
+    (an ISO time) left it; None when none did."""
+    row = state.conn.execute(
+        "SELECT to_version FROM rollback_journal WHERE model = ?"
+        " AND step IN ('moved', 'tagged', 'done') AND updated_at >= ? ORDER BY id DESC LIMIT 1",
+        (model, since),
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _description(outcome: Outcome) -> str:

@@ -1,14 +1,16 @@
 """Alert delivery inside the daemon: notifiers built from config, a Dispatcher on the state DB.
 
-Components raise alerts through :meth:`Alerting.evaluate` (a full set of active
-alerts per source, lifecycle decided by ``alerts.lifecycle``) or
-:meth:`Alerting.event` (one-off notifications such as "v3 is now Production").
+Components raise alerts through the one ``watcher.ports.AlertSink`` this implements:
+:meth:`Alerting.evaluate` (a full set of active alerts per source, lifecycle decided
+by ``alerts.lifecycle``) or :meth:`Alerting.events` (one-off notifications such as
+"v3 is now Production").
 Delivery happens in :meth:`tick`, persisted first, retried with backoff, so a
 failing channel never blocks the loop, the poller or a rollback.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -82,7 +84,7 @@ class Alerting:
         config: Config,
         state: StateStore,
         clock: Clock,
-        notifiers: list[Notifier] | None = None,
+        notifiers: Sequence[Notifier] | None = None,
     ) -> None:
         self.clock = clock
         self.dispatcher = Dispatcher(
@@ -93,19 +95,23 @@ class Alerting:
         self._next = 0.0
         self._pending = 0
 
-    def evaluate(self, source: str, active: list[Alert]) -> list[Notification]:
+    # watcher.ports.AlertSink: how every component raises alerts.
+
+    def evaluate(self, source: str, active: Sequence[Alert]) -> list[Notification]:
         """Set the active alerts of ``source``; returns the notifications it decided."""
         return self.dispatcher.process(source, active, self.clock.now())
 
-    def event(self, alert: Alert, sequence: int) -> int:
-        """A one-off notification (no lifecycle): e.g. a rollback done.
+    def events(self, alerts: Sequence[tuple[Alert, int]]) -> int:
+        """One-off notifications (no lifecycle): e.g. a rollback done, a new version.
 
-        ``sequence`` (a history event or journal id) makes it unique in the outbox, so
+        Each ``sequence`` (a history event or journal id) makes it unique in the outbox, so
         the same labels can notify again later while a retried enqueue stays idempotent.
         """
-        return self.dispatcher.enqueue(
-            [Notification(alert, NotificationKind.FIRING, sequence=sequence)], self.clock.now()
-        )
+        notes = [Notification(a, NotificationKind.FIRING, sequence=seq) for a, seq in alerts]
+        return self.dispatcher.enqueue(notes, self.clock.now())
+
+    def event(self, alert: Alert, sequence: int) -> int:
+        return self.events([(alert, sequence)])
 
     def start(self) -> None:
         self.tick()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alerts.redaction import redact, redact_data
+from alerts.store import SCHEMA as ALERTS_SCHEMA
 from watcher.errors import StateError
 
 DB_NAME = "state.db"
@@ -104,35 +105,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rollback_model ON rollback_journal(model, started_at);
     """,
-    # 3: alert lifecycle states and the notification delivery outbox (alerts/store.py).
-    """
-    CREATE TABLE alert_states (
-        fingerprint      TEXT PRIMARY KEY,
-        source           TEXT NOT NULL,
-        status           TEXT NOT NULL CHECK (status IN ('firing', 'resolved')),
-        alert_json       TEXT NOT NULL,
-        sequence         INTEGER NOT NULL,
-        last_notified_at TEXT NOT NULL,
-        updated_at       TEXT NOT NULL
-    );
-    CREATE INDEX alert_states_by_status ON alert_states (status, source);
-    CREATE TABLE alert_deliveries (
-        id                INTEGER PRIMARY KEY AUTOINCREMENT,
-        fingerprint       TEXT NOT NULL,
-        channel           TEXT NOT NULL,
-        kind              TEXT NOT NULL CHECK (kind IN ('firing', 'repeat', 'resolved')),
-        sequence          INTEGER NOT NULL,
-        notification_json TEXT NOT NULL,
-        created_at        TEXT NOT NULL,
-        attempts          INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at   TEXT NOT NULL,
-        last_error        TEXT,
-        delivered_at      TEXT,
-        UNIQUE (fingerprint, channel, kind, sequence)
-    );
-    CREATE INDEX alert_deliveries_pending
-        ON alert_deliveries (delivered_at, channel, id);
-    """,
+    # 3: alert lifecycle states and the notification delivery outbox: alerts/store.py owns
+    # their schema (and keeps it as released: a change to it is a new migration here).
+    ALERTS_SCHEMA,
     # 4: built-in evaluator (watcher/monitor/evaluator.py): feedback content already scored, per
     # content hash (a copy or rename is not scored twice) and per path (CSV appends).
     """
