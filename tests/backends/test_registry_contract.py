@@ -365,3 +365,12 @@ def test_model_artifacts_fail_as_registry_errors_when_the_backend_is_down() -> N
             models.triggered_run_accuracy("data__x")
         with pytest.raises(RegistryError):
             models.training_profile("m", "1")
+
+
+def test_every_port_method_is_in_this_contract() -> None:
+    """A method added to Registry or ModelArtifacts gets a contract test here too."""
+    text = Path(__file__).read_text(encoding="utf-8")
+    for port in (Registry, ModelArtifacts):
+        methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
+        assert methods
+        assert [] == [n for n in methods if f".{n}(" not in text], port.__name__
