@@ -280,7 +280,9 @@ def _real_artifacts(url: str, tmp_path: Path) -> Artifacts:
         client.update_run(rid, status="FINISHED")
         return register(name, source=f"runs:/{rid}/model", run_id=rid)
 
-    return Artifacts(reg, MlflowModels(reg), train, lambda name: register(name, source="s3://x"))
+    return Artifacts(
+        reg, MlflowModels(reg), train, lambda name: register(name, source="s3://bench/model")
+    )
 
 
 def _fake_artifacts() -> Artifacts:
@@ -308,13 +310,13 @@ def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Artifacts:
 def _trained(artifacts: Artifacts) -> tuple[str, str, str, Profile, Any]:
     """A version trained on a tiny table: (name, version, trigger run id, profile, model)."""
     import pandas as pd
-    from sklearn.tree import DecisionTreeClassifier
+    from sklearn.linear_model import LogisticRegression
 
     from pipeline.profile import build_profile
 
     df = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0], "y": [0, 0, 1, 1]})
     profile = build_profile(df, "y", data_hash="f" * 64)
-    model = DecisionTreeClassifier(random_state=0).fit(df[["a", "b"]], df["y"])
+    model = LogisticRegression().fit(df[["a", "b"]], df["y"])
     name, run_id = unique("art"), f"data__{unique('hash')}"
     return name, artifacts.train(name, profile, model, run_id, 0.75), run_id, profile, model
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from typing import TYPE_CHECKING
 
-from watcher.backends.mlflow_registry import MlflowRegistry, quote, translate_errors
+from watcher.backends.mlflow_registry import MlflowRegistry, quote
 from watcher.errors import RegistryError, UsageError
 from watcher.ports import LoadedModel
 
@@ -23,30 +23,22 @@ TRAIN_EXPERIMENT = "train_pipeline"  # pipeline.train.DEFAULT_EXPERIMENT
 TAG_TRIGGER_RUN = "dag_run_id"  # set by pipeline.train on every training run
 
 
-def load_version(uri: str, name: str, version: str) -> LoadedModel:
-    """Download ``models:/name/version`` and load it with mlflow.sklearn.
+def _load(source: str, uri: str, version: str) -> LoadedModel:
+    """Download the model at ``source`` (a version's storage location) and load it with
+    mlflow.sklearn; its feature names from the model, else from its signature."""
+    import mlflow.artifacts
+    import mlflow.sklearn
+    from mlflow.models import Model
 
-    Pinned to the version the registry named as Production, so an observation is
-    attributed to exactly the model that scored it, even if the alias moves meanwhile.
-    Explicit URIs: no global MLflow state is touched.
-    """
-    with translate_errors(f"load model {name} v{version}", uri):
-        import mlflow.artifacts
-        import mlflow.sklearn
-        from mlflow.models import Model
-
-        with tempfile.TemporaryDirectory(prefix="watcher-evaluator-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
-                dst_path=tmp,
-                tracking_uri=uri,
-                registry_uri=uri,
-            )
-            model = mlflow.sklearn.load_model(local)
-            names = getattr(model, "feature_names_in_", None)
-            if names is None:
-                signature = Model.load(local).signature
-                names = signature.inputs.input_names() if signature is not None else None
+    with tempfile.TemporaryDirectory(prefix="watcher-evaluator-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=tmp, tracking_uri=uri
+        )
+        model = mlflow.sklearn.load_model(local)
+        names = getattr(model, "feature_names_in_", None)
+        if names is None:
+            signature = Model.load(local).signature
+            names = signature.inputs.input_names() if signature is not None else None
     features = tuple(str(n) for n in names) if names is not None else None
     return LoadedModel(version, model, features)
 
@@ -88,5 +80,9 @@ class MlflowModels:
         return float(value) if value is not None else None
 
     def load_model(self, name: str, version: str) -> LoadedModel:
-        self.registry.count()
-        return load_version(self.registry.uri, name, version)
+        # Pinned to the version asked for (the evaluator attributes its observation to it).
+        # Its location is read through our client: `models:/` in download_artifacts would be
+        # resolved against MLflow's *global* registry URI, whatever registry_uri says.
+        with self.registry.call(f"load model {name} v{version}", interruptible=False) as c:
+            source = c.get_model_version_download_uri(name, str(version))
+            return _load(str(source), self.registry.uri, str(version))
