@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
     from watcher.data.watcher import DataWatcher
     from watcher.ports import RunHooks, Trigger
@@ -17,8 +18,12 @@ if TYPE_CHECKING:
     from watcher.trigger.delivery import Delivery
 
 
-def build_components(config: Config, state: StateStore) -> list[Component]:
-    """Components in start order (stopped in reverse)."""
+def build_components(
+    config: Config, state: StateStore, registry: MlflowRegistry | None = None
+) -> list[Component]:
+    """Components in start order (stopped in reverse). ``registry``: the process's MLflow
+    adapter when the caller has one already (the demo); else it is built here."""
+    from watcher.backends.mlflow_models import MlflowModels
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.drift.watch import DriftWatch
     from watcher.monitor.poll import build_monitor
@@ -31,17 +36,12 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     clock = SystemClock()
     # Alerting first: the others raise alerts through it.
     alerting = Alerting(config, state, clock)
-    # The main loop's registry client (drift, rollback); the monitor polls from the
-    # scheduler thread (and its read pool) with its own, so neither waits on the other.
-    registry = MlflowRegistry(
-        config.tracking_uri,
-        config.mlflow.registry_mode,
-        timeout=config.mlflow.request_timeout,
-        max_retries=config.mlflow.max_retries,
-    )
-    drift = DriftWatch(config, state, registry, clock, alerting)
+    # One MLflow adapter for every component and thread (the poll thread, its read pool,
+    # the main loop): it is thread-safe and counts calls per thread.
+    registry = registry or MlflowRegistry.from_config(config)
+    drift = DriftWatch(config, state, registry, MlflowModels(registry), clock, alerting)
     data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
-    monitor = build_monitor(config, state, alerting)
+    monitor = build_monitor(config, state, alerting, registry)
     rollback = AutoRollback(
         config.rollback,
         config.monitor.min_accuracy,
@@ -65,7 +65,7 @@ def build_components(config: Config, state: StateStore) -> list[Component]:
     if config.monitor.feedback_dir is not None:
         from watcher.monitor.evaluator import Evaluator
 
-        components.append(Evaluator(config, state, clock=clock))
+        components.append(Evaluator(config, state, clock=clock, registry=registry))
     if config.http.listen:
         # Last, so it starts after and stops before what it reports on.
         from watcher.runtime.http import HttpEndpoint

@@ -19,6 +19,7 @@ from watcher.errors import TriggerError
 
 if TYPE_CHECKING:  # values only: ports import no component at run time
     from alerts.model import Alert, Notification
+    from pipeline.profile import Profile
     from watcher.monitor.policy import Decision, Observation
 
 RegistryMode = Literal["alias", "stage"]
@@ -254,3 +255,35 @@ class Verdicts(Protocol):
 
 
 # --- Model artifacts ports (profiles, lineage tags) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A registered model version loaded for scoring."""
+
+    version: str
+    model: Any
+    features: tuple[str, ...] | None  # None: the model does not say; use the file's columns
+
+
+class ModelArtifacts(Protocol):
+    """What training left besides the registry entry: a version's reference profile, the
+    model itself, the metrics of the run a trigger started. The MLflow side is
+    watcher/backends/mlflow_models.py, the fake ``FakeModels``; both raise like Registry
+    (RegistryError, RegistryUnavailable when the backend cannot be reached)."""
+
+    def training_profile(self, name: str, version: str) -> Profile | None:
+        """The reference profile logged by the run that trained ``name`` v``version``;
+        None for a version trained before profiles were logged. UsageError for an unknown
+        model or version."""
+        ...
+
+    def triggered_run_accuracy(self, run_id: str) -> float | None:
+        """Test accuracy of the training run tagged with trigger run id ``run_id`` (tag
+        ``dag_run_id``); None while there is no such run or it logged no accuracy."""
+        ...
+
+    def load_model(self, name: str, version: str) -> LoadedModel:
+        """Version ``version`` of ``name`` (pinned, never "whatever Production is now");
+        RegistryError when it or its model cannot be loaded."""
+        ...

@@ -1,8 +1,8 @@
-"""Fakes shipped with the code, for tests and demos: a clock you drive, an in-memory registry,
-a trigger backend that can be switched off.
+"""Fakes shipped with the code, for tests and demos: a clock you drive, an in-memory
+registry and model artifacts, a trigger backend that can be switched off.
 
-FakeRegistry passes the same contract tests as the MLflow adapter
-(tests/monitor/test_registry_contract.py), so it cannot drift from it.
+FakeRegistry and FakeModels pass the same contract tests as the MLflow adapters
+(tests/backends/test_registry_contract.py), so they cannot drift from them.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watcher.errors import RegistryError, RegistryUnavailable
+from watcher.errors import RegistryError, RegistryUnavailable, UsageError
 from watcher.monitor.policy import Observation
 from watcher.ports import (
     ARCHIVED_STAGE,
     PRODUCTION_STAGE,
+    LoadedModel,
     ModelSnapshot,
     RegistryMode,
     SubmitResult,
@@ -26,6 +27,9 @@ from watcher.ports import (
     VersionInfo,
     matches,
 )
+
+if TYPE_CHECKING:
+    from pipeline.profile import Profile
 
 
 class FakeClock:
@@ -146,6 +150,36 @@ class FakeRegistry:
             self._models[name][info.version] = replace(info, stage=ARCHIVED_STAGE)
             if self._production.get(name) == info.version:
                 del self._production[name]
+
+
+class FakeModels:
+    """In-memory ModelArtifacts over a FakeRegistry (its versions; down when it is down).
+
+    Set up with ``profiles[(name, version)]``, ``models[(name, version)]`` and
+    ``run_accuracy[trigger run id]``.
+    """
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self.registry = registry
+        self.profiles: dict[tuple[str, str], Profile] = {}
+        self.models: dict[tuple[str, str], LoadedModel] = {}
+        self.run_accuracy: dict[str, float] = {}
+
+    def training_profile(self, name: str, version: str) -> Profile | None:
+        if self.registry.get_version(name, version) is None:
+            raise UsageError(f"model {name!r} version {version} not found")
+        return self.profiles.get((name, str(version)))
+
+    def triggered_run_accuracy(self, run_id: str) -> float | None:
+        self.registry._enter()
+        return self.run_accuracy.get(run_id)
+
+    def load_model(self, name: str, version: str) -> LoadedModel:
+        self.registry._enter()
+        found = self.models.get((name, str(version)))
+        if found is None:
+            raise RegistryError(f"MLflow load model {name} v{version} failed: no such model")
+        return found
 
 
 class MemoryObservations:

@@ -1,20 +1,27 @@
-"""One contract for the Registry port: the MLflow adapter (in-process SQLite) and FakeRegistry."""
+"""One contract per MLflow port: Registry (the MLflow adapter on in-process SQLite, and
+FakeRegistry) and ModelArtifacts (MlflowModels on a real server, and FakeModels)."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.services.mlflow_server import free_port
+from watcher.backends.mlflow_models import TRAIN_EXPERIMENT, MlflowModels
 from watcher.backends.mlflow_registry import MlflowRegistry
-from watcher.errors import RegistryError, RegistryUnavailable
-from watcher.ports import Registry, RegistryMode, quarantine_tags
-from watcher.testing import FakeRegistry
+from watcher.errors import RegistryError, RegistryUnavailable, UsageError
+from watcher.ports import LoadedModel, ModelArtifacts, Registry, RegistryMode, quarantine_tags
+from watcher.testing import FakeModels, FakeRegistry
+
+if TYPE_CHECKING:
+    from pipeline.profile import Profile
 
 Create = Callable[[str, dict[str, str] | None], str]
 _names = itertools.count(1)
@@ -177,3 +184,195 @@ def test_a_local_store_is_read_one_call_at_a_time_and_errors_surface(sqlite_uri:
 
     with pytest.raises(RegistryError, match="version 3 is bad"):
         reg.map(fail_on_3, list(range(8)))
+
+
+def test_archive_moves_to_archived_in_stage_mode_only(subject: tuple[Registry, Create]) -> None:
+    """Stage mode: Archived, and an archived Production leaves no Production. Alias mode:
+    nothing to do (no stages), Production stays."""
+    reg, create = subject
+    name = unique()
+    create(name, None)
+    create(name, None)
+    reg.set_production(name, "2")
+    reg.archive(name, "1")
+    reg.archive(name, "2")
+    stages = {v.version: v.stage for v in reg.versions(name)}
+    if reg.mode == "stage":
+        assert {"1": "Archived", "2": "Archived"} == stages
+        assert None is reg.production(name)
+    else:
+        assert {"1": "None", "2": "None"} == stages
+        assert "2" == reg.production(name)
+
+
+def test_tags_merge_and_deleting_a_missing_tag_is_quiet(subject: tuple[Registry, Create]) -> None:
+    """set_tags adds to the tags there are; delete_tag of an absent key is no error; tags on
+    a version that does not exist are a RegistryError."""
+    reg, create = subject
+    name = unique()
+    version = create(name, {"data_hash": "abc"})
+    reg.set_tags(name, version, {"accuracy": "0.97"})
+    reg.delete_tag(name, version, "never-set")
+    info = reg.get_version(name, version)
+    assert info is not None
+    assert {"data_hash": "abc", "accuracy": "0.97"} == dict(info.tags)
+    with pytest.raises(RegistryError):
+        reg.set_tags(name, "9", {"accuracy": "0.5"})
+
+
+def test_calls_are_counted_for_the_thread_they_run_for(sqlite_uri: str) -> None:
+    """One adapter shared by the poll thread and the main loop: each thread sees its own
+    count, so a poll's mlflow_calls_per_poll is not inflated by the main loop's calls."""
+    reg = MlflowRegistry(sqlite_uri, max_retries=0)
+    reg.model_exists(unique())
+    seen: list[int] = []
+
+    def poll() -> None:
+        for _ in range(3):
+            reg.model_exists(unique())
+        seen.append(reg.calls)
+
+    worker = threading.Thread(target=poll)
+    worker.start()
+    worker.join(timeout=120)
+    assert [3] == seen
+    assert 1 == reg.calls
+
+
+# --- ModelArtifacts: MlflowModels on a real server and FakeModels ----------------------
+
+
+@dataclass
+class Artifacts:
+    """A ModelArtifacts subject and how to set one up: ``train`` registers a version whose
+    training run (tagged with a trigger run id) logged a profile, a model and an accuracy;
+    ``bare`` one with no training run."""
+
+    registry: Registry
+    models: ModelArtifacts
+    train: Callable[[str, Profile, Any, str, float], str]
+    bare: Callable[[str], str]
+
+
+def _real_artifacts(url: str, tmp_path: Path) -> Artifacts:
+    import mlflow.sklearn
+
+    from pipeline.profile import PROFILE_ARTIFACT
+
+    reg = MlflowRegistry(url, max_retries=0)
+    client: Any = reg.client
+    exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(TRAIN_EXPERIMENT)
+
+    def register(name: str, **kwargs: Any) -> str:
+        if not reg.model_exists(name):
+            client.create_registered_model(name)
+        return str(client.create_model_version(name, **kwargs).version)
+
+    def train(name: str, profile: Profile, model: Any, run_id: str, accuracy: float) -> str:
+        run = client.create_run(exp_id, tags={"dag_run_id": run_id})
+        rid = run.info.run_id
+        client.log_metric(rid, "accuracy", accuracy)
+        client.log_text(rid, profile.to_json(), PROFILE_ARTIFACT)
+        saved = tmp_path / f"model-{rid}"
+        mlflow.sklearn.save_model(model, saved)
+        client.log_artifacts(rid, str(saved), "model")
+        client.update_run(rid, status="FINISHED")
+        return register(name, source=f"runs:/{rid}/model", run_id=rid)
+
+    return Artifacts(
+        reg, MlflowModels(reg), train, lambda name: register(name, source="s3://bench/model")
+    )
+
+
+def _fake_artifacts() -> Artifacts:
+    reg = FakeRegistry()
+    models = FakeModels(reg)
+
+    def train(name: str, profile: Profile, model: Any, run_id: str, accuracy: float) -> str:
+        version = reg.create_version(name)
+        models.profiles[(name, version)] = profile
+        features = tuple(str(f) for f in model.feature_names_in_)
+        models.models[(name, version)] = LoadedModel(version, model, features)
+        models.run_accuracy[run_id] = accuracy
+        return version
+
+    return Artifacts(reg, models, train, reg.create_version)
+
+
+@pytest.fixture(params=["fake", pytest.param("mlflow", marks=pytest.mark.service)])
+def artifacts(request: pytest.FixtureRequest, tmp_path: Path) -> Artifacts:
+    if request.param == "fake":
+        return _fake_artifacts()
+    return _real_artifacts(request.getfixturevalue("mlflow_server"), tmp_path)
+
+
+def _trained(artifacts: Artifacts) -> tuple[str, str, str, Profile, Any]:
+    """A version trained on a tiny table: (name, version, trigger run id, profile, model)."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.profile import build_profile
+
+    df = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0], "y": [0, 0, 1, 1]})
+    profile = build_profile(df, "y", data_hash="f" * 64)
+    model = LogisticRegression().fit(df[["a", "b"]], df["y"])
+    name, run_id = unique("art"), f"data__{unique('hash')}"
+    return name, artifacts.train(name, profile, model, run_id, 0.75), run_id, profile, model
+
+
+def test_training_profile_is_what_the_run_logged(artifacts: Artifacts) -> None:
+    """The profile comes back as logged; a version without a training run has none; an
+    unknown version or model is bad input (exit 2), not a backend failure."""
+    name, version, _run, profile, _model = _trained(artifacts)
+    got = artifacts.models.training_profile(name, version)
+    assert got is not None and profile.to_dict() == got.to_dict()
+    assert None is artifacts.models.training_profile(name, artifacts.bare(name))
+    with pytest.raises(UsageError):
+        artifacts.models.training_profile(name, "99")
+    with pytest.raises(UsageError):
+        artifacts.models.training_profile(unique("missing"), "1")
+
+
+def test_triggered_run_accuracy_finds_the_run_by_trigger_id(artifacts: Artifacts) -> None:
+    """The accuracy the run tagged with the trigger's run id logged; None for other ids."""
+    _name, _version, run_id, _profile, _model = _trained(artifacts)
+    assert 0.75 == artifacts.models.triggered_run_accuracy(run_id)
+    assert None is artifacts.models.triggered_run_accuracy("data__" + "0" * 64)
+
+
+def test_load_model_is_the_pinned_version(artifacts: Artifacts) -> None:
+    """The model scores like the one trained, names its features; an unknown version fails."""
+    import pandas as pd
+
+    name, version, _run, _profile, model = _trained(artifacts)
+    loaded = artifacts.models.load_model(name, version)
+    assert (version, ("a", "b")) == (loaded.version, loaded.features)
+    rows = pd.DataFrame({"a": [0.5, 2.5], "b": [1.0, 0.0]})
+    assert list(model.predict(rows)) == list(loaded.model.predict(rows))
+    with pytest.raises(RegistryError):
+        artifacts.models.load_model(name, "99")
+
+
+def test_model_artifacts_fail_as_registry_errors_when_the_backend_is_down() -> None:
+    """Unreachable MLflow, or the fake told it is down: RegistryError (Unavailable where the
+    cause is known), which the drift watch logs and goes on without."""
+    real = MlflowModels(MlflowRegistry(f"http://127.0.0.1:{free_port()}", max_retries=0, timeout=2))
+    fake_registry = FakeRegistry()
+    fake_registry.create_version("m")
+    fake = FakeModels(fake_registry)
+    fake_registry.down = True
+    for models in (real, fake):
+        with pytest.raises(RegistryUnavailable):
+            models.triggered_run_accuracy("data__x")
+        with pytest.raises(RegistryError):
+            models.training_profile("m", "1")
+
+
+def test_every_port_method_is_in_this_contract() -> None:
+    """A method added to Registry or ModelArtifacts gets a contract test here too."""
+    text = Path(__file__).read_text(encoding="utf-8")
+    for port in (Registry, ModelArtifacts):
+        methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
+        assert methods
+        assert [] == [n for n in methods if f".{n}(" not in text], port.__name__

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.sample_data import iris_table, shift, write_csv
 from tests.data.conftest import DataSide, drive
+from watcher.backends.mlflow_models import MlflowModels
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config, load_config
 from watcher.drift.watch import DriftWatch
@@ -68,10 +69,11 @@ def test_shifted_data_alerts_and_scores_reach_the_training_run(
     state: StateStore = open_state(cfg.state.dir)
     clock = FakeClock()
     alerting = Alerting(cfg, state, clock)
+    registry = MlflowRegistry(mlflow_sqlite_uri)
     dw = DataSide(
         cfg,
         state,
-        hooks=[DriftWatch(cfg, state, MlflowRegistry(mlflow_sqlite_uri), clock, alerting)],
+        hooks=[DriftWatch(cfg, state, registry, MlflowModels(registry), clock, alerting)],
         progress=False,
         follow_interval=0.2,
     )
@@ -126,9 +128,9 @@ def test_no_reference_is_a_note(tmp_path: Path, mlflow_sqlite_uri: str) -> None:
     cfg = config(tmp_path, mlflow_sqlite_uri, "never-trained")
     state = open_state(cfg.state.dir)
     try:
-        fields = DriftWatch(
-            cfg, state, MlflowRegistry(mlflow_sqlite_uri), FakeClock(), None
-        ).before_trigger(tmp_path, "0" * 64)
+        registry = MlflowRegistry(mlflow_sqlite_uri)
+        drift = DriftWatch(cfg, state, registry, MlflowModels(registry), FakeClock(), None)
+        fields = drift.before_trigger(tmp_path, "0" * 64)
         assert {} == fields
         notes = state.events(kinds=["data.drift_skipped"])
         assert 1 == len(notes) and "no reference" in notes[0].message

@@ -186,9 +186,11 @@ class TestAgainstProduction:
         from watcher.drift.stats import conf_fields
 
         cfg = load_config(world.config, env={})
+        from watcher.backends.mlflow_models import MlflowModels
         from watcher.backends.mlflow_registry import MlflowRegistry
 
-        ref = production_reference(MlflowRegistry(world.uri, "alias"), MODEL)
+        registry = MlflowRegistry(world.uri, "alias")
+        ref = production_reference(registry, MlflowModels(registry), MODEL)
         assert ("1", None) == (ref.version, ref.note)
         assert ref.profile is not None
         report = drift_for_dataset(world.shifted, ref.profile, cfg, reference_label=ref.label)

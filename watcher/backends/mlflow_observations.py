@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
+from watcher.backends.mlflow_registry import MlflowRegistry, quote, registry_at
 from watcher.errors import UsageError
 from watcher.monitor.policy import Observation, observation_problem
 from watcher.runtime.logging import get_logger
@@ -56,10 +56,6 @@ def check_observation(
         raise UsageError(problem)
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
@@ -85,7 +81,7 @@ def _find_run(client: MlflowClient, experiment_id: str, model: str, version: str
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{TAG_MODEL}` = '{_quote(model)}' AND tags.`{TAG_VERSION}` = '{_quote(version)}'"
+            f"tags.`{TAG_MODEL}` = '{quote(model)}' AND tags.`{TAG_VERSION}` = '{quote(version)}'"
         ),
         max_results=1,
     )
@@ -135,11 +131,10 @@ def report_accuracy(
         uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
             raise UsageError("no MLflow tracking URI: pass tracking_uri or set MLFLOW_TRACKING_URI")
-        registry = MlflowRegistry(uri, registry_mode)
+        registry = registry_at(uri, registry_mode)
     when = at or datetime.now(UTC)
     ver = _resolve_version(registry, model, None if version is None else str(version))
-    client = registry.client
-    with translate_errors("report live accuracy", registry.uri):
+    with registry.call("report live accuracy", interruptible=False) as client:
         from mlflow.entities import Metric, RunTag
 
         exp_id = _experiment_id(client, create=True)
@@ -193,7 +188,8 @@ def _pair(
 class FeedbackReader:
     """Reads observations per (model, version), fetching histories only for changed runs.
 
-    Used from the poll thread only (it shares the registry's client).
+    One reader per thread that uses it (its cache is unlocked); the adapter it reads
+    through is the process's shared one.
     """
 
     def __init__(self, registry: MlflowRegistry) -> None:
@@ -211,17 +207,15 @@ class FeedbackReader:
             return out
         reg = self._registry
         if self._experiment_id is None:
-            reg.count()
-            with translate_errors("get_experiment_by_name", reg.uri):
-                self._experiment_id = _experiment_id(reg.client, create=False)
+            with reg.call("get_experiment_by_name", interruptible=False) as client:
+                self._experiment_id = _experiment_id(client, create=False)
             if self._experiment_id is None:
                 return out  # nobody reported yet
         runs: list[Any] = []
         token: str | None = None
         while True:
-            reg.count()
-            with translate_errors("search_runs", reg.uri):
-                page = reg.client.search_runs(
+            with reg.call("search_runs", interruptible=False) as client:
+                page = client.search_runs(
                     [self._experiment_id], max_results=_RUNS_PAGE, page_token=token
                 )
             runs.extend(page)
@@ -242,10 +236,10 @@ class FeedbackReader:
                 changed.append((key, count, run.info.run_id))
 
         def history(run_id: str) -> tuple[list[Observation], list[tuple[int, str]]]:
-            reg.count(2)
-            with translate_errors("get_metric_history", reg.uri):
-                acc = reg.client.get_metric_history(run_id, METRIC_ACCURACY)
-                smp = reg.client.get_metric_history(run_id, METRIC_SAMPLES)
+            with reg.call("get_metric_history", interruptible=False) as client:
+                acc = client.get_metric_history(run_id, METRIC_ACCURACY)
+            with reg.call("get_metric_history", interruptible=False) as client:
+                smp = client.get_metric_history(run_id, METRIC_SAMPLES)
             return _pair(acc, smp)
 
         fetched = reg.map(history, [run_id for _, _, run_id in changed])

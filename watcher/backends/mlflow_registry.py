@@ -2,8 +2,13 @@
 
 One ``MlflowClient``, created lazily on first use with a small retry budget
 (MLflow's default is 7 retries over ~2 minutes, POSTs included): the daemon
-retries per poll cycle itself. MLflow exceptions are translated here, at the
-edge: unreachable → RegistryUnavailable, anything else → RegistryError.
+retries per poll cycle itself. One adapter per process, shared by every thread: an
+``MlflowClient`` keeps no state between calls (each resolves its store afresh), and
+what it does share -- the HTTP session (urllib3's thread-safe pool) and the SQLAlchemy
+engine (a session per call) -- MLflow caches per process anyway, so several
+clients would isolate nothing. Each call is counted for the thread it runs for.
+MLflow exceptions are translated here, at the edge: unreachable →
+RegistryUnavailable, anything else → RegistryError.
 
 Per-model reads against an MLflow *server* go out ``concurrency`` at a time (a poll
 of 100 models is 100 round trips; one after another they cost seconds). A local
@@ -13,6 +18,7 @@ store (``sqlite:``, a file path) is read one call at a time: it is in-process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import warnings
@@ -35,6 +41,8 @@ from watcher.runtime import stopping
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from watcher.config import Config
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -113,7 +121,8 @@ def _version_info(mv: Any) -> VersionInfo:
     )
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
+    """``name`` inside single quotes of an MLflow search filter."""
     return name.replace("\\", "\\\\").replace("'", "\\'")
 
 
@@ -134,7 +143,7 @@ def mlflow_client(uri: str, timeout: float, max_retries: int) -> MlflowClient:
 
 
 class MlflowRegistry:
-    """Registry port over ``MlflowClient``. Use one instance per thread."""
+    """Registry port over ``MlflowClient``; one instance per process, safe across threads."""
 
     def __init__(
         self,
@@ -153,29 +162,56 @@ class MlflowRegistry:
         self.concurrency = max(1, concurrency) if remote else 1
         self._client: MlflowClient | None = None
         self._lock = threading.Lock()
-        self.calls = 0  # MLflow client calls made (benchmarks, tests)
+        self._calls: dict[int, int] = {}  # thread id -> MLflow calls made for it
+        self._worker = threading.local()  # .owner: the thread a map() worker works for
+
+    @classmethod
+    def from_config(cls, config: Config) -> MlflowRegistry:
+        """The adapter the ``[mlflow]`` settings describe (app.py and the CLI build one)."""
+        m = config.mlflow
+        return cls(
+            config.tracking_uri,
+            m.registry_mode,
+            timeout=m.request_timeout,
+            max_retries=m.max_retries,
+            concurrency=m.concurrency,
+        )
 
     # Plumbing -------------------------------------------------------------
 
     @property
     def client(self) -> MlflowClient:
-        """The lazily created client (the observations adapter uses it for tracking calls)."""
+        """The lazily created client; for the adapters in watcher/backends/ only."""
         with self._lock:
             if self._client is None:
                 with stopping.interruptible():  # `import mlflow` takes seconds
                     self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
             return self._client
 
-    def count(self, n: int = 1) -> None:
+    def _owner(self) -> int:
+        owner: int | None = getattr(self._worker, "owner", None)
+        return threading.get_ident() if owner is None else owner
+
+    @property
+    def calls(self) -> int:
+        """MLflow calls made by the calling thread (its map() workers included): a poll's
+        count is not mixed with the main loop's calls on the same adapter."""
         with self._lock:
-            self.calls += n
+            return self._calls.get(self._owner(), 0)
+
+    def count(self, n: int = 1) -> None:
+        owner = self._owner()
+        with self._lock:
+            self._calls[owner] = self._calls.get(owner, 0) + n
 
     @contextlib.contextmanager
-    def _call(self, what: str) -> Iterator[MlflowClient]:
+    def call(self, what: str, *, interruptible: bool = True) -> Iterator[MlflowClient]:
+        """The client for one counted call, its errors translated. ``interruptible``: a slow
+        MLflow (or `import mlflow` on first use) must not hold up a SIGTERM; on the daemon's
+        main thread the call is abandoned (every such caller is crash-safe)."""
         self.count()
-        # A slow MLflow (or `import mlflow` on first use) must not hold up a SIGTERM: on
-        # the daemon's main thread the call is abandoned; every caller is crash-safe.
-        with stopping.interruptible(), translate_errors(what, self.uri):
+        region = stopping.interruptible() if interruptible else contextlib.nullcontext()
+        with region, translate_errors(what, self.uri):
             yield self.client
 
     def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
@@ -184,9 +220,15 @@ class MlflowRegistry:
         if self.concurrency == 1 or len(items) < 2:
             return [fn(item) for item in items]
         self.client  # noqa: B018  (create it once, before the threads race to)
+        owner = self._owner()
+
+        def work(item: _T) -> _R:
+            self._worker.owner = owner
+            return fn(item)
+
         workers = min(self.concurrency, len(items))
         with ThreadPoolExecutor(workers, thread_name_prefix="mlflow-read") as pool:
-            return list(pool.map(fn, items))
+            return list(pool.map(work, items))
 
     # Reading --------------------------------------------------------------
 
@@ -194,7 +236,7 @@ class MlflowRegistry:
         out: list[Any] = []
         token: str | None = None
         while True:
-            with self._call("search_registered_models") as c:
+            with self.call("search_registered_models") as c:
                 page = c.search_registered_models(max_results=_MODELS_PAGE, page_token=token)
             out.extend(page)
             token = page.token
@@ -205,9 +247,9 @@ class MlflowRegistry:
         out: list[VersionInfo] = []
         token: str | None = None
         while True:
-            with self._call("search_model_versions") as c:
+            with self.call("search_model_versions") as c:
                 page = c.search_model_versions(
-                    f"name = '{_quote(name)}'", max_results=_VERSIONS_PAGE, page_token=token
+                    f"name = '{quote(name)}'", max_results=_VERSIONS_PAGE, page_token=token
                 )
             out.extend(_version_info(mv) for mv in page)
             token = page.token
@@ -237,7 +279,7 @@ class MlflowRegistry:
 
     def model_exists(self, name: str) -> bool:
         try:
-            with self._call("get_registered_model") as c:
+            with self.call("get_registered_model") as c:
                 c.get_registered_model(name)
         except RegistryError as exc:
             if exc.__cause__ is not None and is_not_found(exc.__cause__):
@@ -250,7 +292,7 @@ class MlflowRegistry:
 
     def get_version(self, name: str, version: str) -> VersionInfo | None:
         try:
-            with self._call("get_model_version") as c:
+            with self.call("get_model_version") as c:
                 mv = c.get_model_version(name, str(version))
         except RegistryError as exc:
             if exc.__cause__ is not None and is_not_found(exc.__cause__):
@@ -261,7 +303,7 @@ class MlflowRegistry:
     def production(self, name: str) -> str | None:
         if self.mode == "alias":
             try:
-                with self._call("get_model_version_by_alias") as c:
+                with self.call("get_model_version_by_alias") as c:
                     mv = c.get_model_version_by_alias(name, PRODUCTION_ALIAS)
             except RegistryError as exc:
                 if exc.__cause__ is not None and is_not_found(exc.__cause__):
@@ -274,24 +316,24 @@ class MlflowRegistry:
 
     def set_production(self, name: str, version: str) -> None:
         if self.mode == "alias":
-            with self._call("set_registered_model_alias") as c:
+            with self.call("set_registered_model_alias") as c:
                 c.set_registered_model_alias(name, PRODUCTION_ALIAS, str(version))
             return
         # One transaction in MLflow: the new version is Production and the old one archived,
         # so the registry is never without a Production version.
-        with self._call("transition_model_version_stage") as c, _stage_api():
+        with self.call("transition_model_version_stage") as c, _stage_api():
             c.transition_model_version_stage(
                 name, str(version), PRODUCTION_STAGE, archive_existing_versions=True
             )
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            with self._call("set_model_version_tag") as c:
+            with self.call("set_model_version_tag") as c:
                 c.set_model_version_tag(name, str(version), key, value)
 
     def delete_tag(self, name: str, version: str, key: str) -> None:
         try:
-            with self._call("delete_model_version_tag") as c:
+            with self.call("delete_model_version_tag") as c:
                 c.delete_model_version_tag(name, str(version), key)
         except RegistryError as exc:
             if exc.__cause__ is None or not is_not_found(exc.__cause__):
@@ -300,5 +342,12 @@ class MlflowRegistry:
     def archive(self, name: str, version: str) -> None:
         if self.mode == "alias":
             return
-        with self._call("transition_model_version_stage") as c, _stage_api():
+        with self.call("transition_model_version_stage") as c, _stage_api():
             c.transition_model_version_stage(name, str(version), ARCHIVED_STAGE)
+
+
+@functools.cache
+def registry_at(uri: str, mode: RegistryMode = "alias") -> MlflowRegistry:
+    """The process's one adapter for ``uri`` with default budgets: for library callers of
+    the Python API that name a tracking URI instead of passing an adapter."""
+    return MlflowRegistry(uri, mode)

@@ -131,8 +131,9 @@ class Story:
 class DaemonThread:
     """The real components in a Daemon loop on a thread that owns their state connection."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registry: MlflowRegistry) -> None:
         self.config = config
+        self.registry = registry
         self.stop_event = threading.Event()
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -155,7 +156,7 @@ class DaemonThread:
         try:
             state = open_state(self.config.state.dir)
             try:
-                components = build_components(self.config, state)
+                components = build_components(self.config, state, self.registry)
                 for comp in components:
                     if isinstance(comp, Delivery):
                         comp.follow_interval = FOLLOW_INTERVAL
@@ -191,6 +192,7 @@ class Demo:
     config: Config
     story: Story
     timeout: float
+    registry_for: Callable[[Config], MlflowRegistry]  # the process's one adapter
     daemon: DaemonThread | None = None
     view: StateStore | None = None
     registry: MlflowRegistry | None = None
@@ -287,7 +289,6 @@ class Demo:
 
     def setup(self) -> None:
         from pipeline.sample_data import iris_table, write_csv
-        from watcher.backends.mlflow_registry import MlflowRegistry
         from watcher.runtime.state import open_state
 
         cfg, story = self.config, self.story
@@ -295,7 +296,7 @@ class Demo:
         self.view = open_state(cfg.state.dir)
         # Create MLflow's tables before anything else touches the DB: the daemon's first
         # poll and the first pipeline run would otherwise race to run the same migrations.
-        self.registry = MlflowRegistry(cfg.tracking_uri, cfg.mlflow.registry_mode)
+        self.registry = self.registry_for(cfg)
         self.registry.model_exists(MODEL)
         story.say(f"MLflow on SQLite ready in {_rel(cfg.state.dir, self.root)}/mlflow.db",
                   took=time.monotonic() - t0)  # fmt: skip
@@ -311,27 +312,34 @@ class Demo:
         story.say(
             f"sample data: {_rel(self.data_file, self.root)} (iris, {len(self.iris[1])} rows)"
         )
-        self.daemon = DaemonThread(self.config)
+        assert self.registry is not None  # noqa: S101  (set in setup())
+        self.daemon = DaemonThread(self.config, self.registry)
         self.daemon.start()
         story.say(
             f"daemon started: watching data/, polling the registry every {POLL_INTERVAL:g} s, "
             "rollback.auto = true"
         )
-        rows = self.wait("the first trigger", lambda: self.outbox() or None)
-        run_id, data_hash = rows[0][0], rows[0][1]
-        story.say(f"dataset hash {data_hash[:12]} → trigger → pipeline run {run_id[:18]}…", ok=True)
-        t0 = time.monotonic()
-        self.wait("v1 in Production", lambda: self.production() == "1")
-        story.say(
-            f"v1 trained and promoted to Production "
-            f"(training accuracy {self.training_accuracy('1')})",
-            ok=True,
-            took=time.monotonic() - t0,
-        )
+        run_id = self._promoted(self.wait("the first trigger", lambda: self.outbox() or None), "1")
         self.wait(f"run {run_id} finished", lambda: self.run_finished(run_id))
         self._report("1", GOOD_LIVE)
         self.wait("v1's live accuracy evaluated", lambda: self.policy() == ("1", "ok"))
         story.say(f"watcher: v1 live accuracy {GOOD_LIVE:.0%} ≥ {MIN_ACCURACY:.0%} → ok", ok=True)
+
+    def _promoted(self, rows: list[tuple[str, str, str, str | None]], version: str) -> str:
+        """Tell the trigger (first of ``rows``), wait for ``version`` in Production; its run id."""
+        run_id, data_hash = rows[0][0], rows[0][1]
+        self.story.say(
+            f"dataset hash {data_hash[:12]} → trigger → pipeline run {run_id[:18]}…", ok=True
+        )
+        t0 = time.monotonic()
+        self.wait(f"v{version} in Production", lambda: self.production() == version)
+        self.story.say(
+            f"v{version} trained and promoted to Production "
+            f"(training accuracy {self.training_accuracy(version)})",
+            ok=True,
+            took=time.monotonic() - t0,
+        )
+        return run_id
 
     def step2(self) -> None:
         from pipeline.sample_data import label_noise, write_csv
@@ -346,16 +354,7 @@ class Demo:
             "(a broken labelling job)"
         )
         rows = self.wait("a trigger for the new data", lambda: self.outbox()[1:] or None)
-        run_id, data_hash = rows[0][0], rows[0][1]
-        story.say(f"dataset hash {data_hash[:12]} → trigger → pipeline run {run_id[:18]}…", ok=True)
-        t0 = time.monotonic()
-        self.wait("v2 in Production", lambda: self.production() == "2")
-        story.say(
-            f"v2 trained and promoted to Production "
-            f"(training accuracy {self.training_accuracy('2')})",
-            ok=True,
-            took=time.monotonic() - t0,
-        )
+        run_id = self._promoted(rows, "2")
         story.say(
             "promoted although worse: the demo sets pipeline.promote = always "
             "(the default, if_better, would hold it)"
@@ -467,8 +466,11 @@ def _workdir(options: Options) -> Iterator[Path]:
                 shutil.rmtree(root, ignore_errors=True)
 
 
-def run(options: Options, console: Console) -> float:
-    """Tell the story; returns its duration. DemoFailed names the step that did not happen."""
+def run(
+    options: Options, console: Console, registry_for: Callable[[Config], MlflowRegistry]
+) -> float:
+    """Tell the story; returns its duration. DemoFailed names the step that did not happen.
+    ``registry_for``: the process's MLflow adapter for the demo's config."""
     with _workdir(options) as root:
         story = Story(console)
         kept = options.keep or options.directory is not None
@@ -478,7 +480,8 @@ def run(options: Options, console: Console) -> float:
         console.print(
             f"  MLflow on SQLite, local pipeline, registry mode {options.registry_mode}, no servers"
         )
-        demo = Demo(root, demo_config(root, options.registry_mode), story, options.step_timeout)
+        config = demo_config(root, options.registry_mode)
+        demo = Demo(root, config, story, options.step_timeout, registry_for)
         try:
             demo.setup()
             demo.step1()

@@ -24,6 +24,8 @@ from watcher import __version__
 from watcher.errors import WatcherError
 
 if TYPE_CHECKING:
+    from watcher.backends.mlflow_models import MlflowModels
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +42,7 @@ class Context:
     log_level: str | None
     log_format: str | None
     _config: Config | None = None
+    _registry: MlflowRegistry | None = None
 
     def config(self) -> Config:
         """Load and validate once; configure logging from it (flags win)."""
@@ -57,6 +60,21 @@ class Context:
             configure("debug" if self.debug else cfg.log.level, cfg.log.format)
             self._config = cfg
         return self._config
+
+    def registry(self, config: Config | None = None) -> MlflowRegistry:
+        """The process's one MLflow adapter, built on first use from ``config`` (default:
+        the loaded config; the demo passes its own). Imports no mlflow until called."""
+        if self._registry is None:
+            from watcher.backends.mlflow_registry import MlflowRegistry
+
+            self._registry = MlflowRegistry.from_config(config or self.config())
+        return self._registry
+
+    def models(self) -> MlflowModels:
+        """Model artifacts (profiles, models, run metrics) through :meth:`registry`."""
+        from watcher.backends.mlflow_models import MlflowModels
+
+        return MlflowModels(self.registry())
 
 
 pass_ctx = click.make_pass_decorator(Context)

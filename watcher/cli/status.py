@@ -125,19 +125,33 @@ _TRIGGER_COLS = (
 )
 
 
-def _last_trigger(conn: sqlite3.Connection, tables: dict[str, set[str]]) -> dict[str, Any] | None:
-    cols = tables.get("outbox")
+def _newest(
+    conn: sqlite3.Connection,
+    tables: dict[str, set[str]],
+    table: str,
+    wanted: tuple[str, ...],
+    where: str = "",
+    args: tuple[object, ...] = (),
+) -> dict[str, Any] | None:
+    """The newest row of ``table`` as {column: value} over ``wanted`` (None for a column an
+    older schema lacks); None without the table or a row."""
+    cols = tables.get(table)
     if not cols:
         return None
-    present = [c for c in _TRIGGER_COLS if c in cols]
-    # Column names come from the fixed tuple above, filtered by what the table has.
+    present = [c for c in wanted if c in cols]
+    # Table and column names come from fixed tuples here, filtered by what the table has.
     row = conn.execute(
-        f"SELECT {', '.join(present)} FROM outbox ORDER BY id DESC LIMIT 1"  # noqa: S608
+        f"SELECT {', '.join(present)} FROM {table} {where} ORDER BY id DESC LIMIT 1",  # noqa: S608
+        args,
     ).fetchone()
     if row is None:
         return None
     found = dict(zip(present, row, strict=True))
-    return {c: found.get(c) for c in _TRIGGER_COLS}
+    return {c: found.get(c) for c in wanted}
+
+
+def _last_trigger(conn: sqlite3.Connection, tables: dict[str, set[str]]) -> dict[str, Any] | None:
+    return _newest(conn, tables, "outbox", _TRIGGER_COLS)
 
 
 def _outbox(conn: sqlite3.Connection, tables: dict[str, set[str]]) -> dict[str, Any]:
@@ -289,20 +303,12 @@ _ROLLBACK_COLS = ("from_version", "to_version", "step", "reason", "actor", "auto
 def _last_rollback(
     conn: sqlite3.Connection, tables: dict[str, set[str]], model: str
 ) -> dict[str, Any] | None:
-    cols = tables.get("rollback_journal")
-    if not cols:
-        return None
-    present = [c for c in _ROLLBACK_COLS if c in cols]
-    # Column names come from the fixed tuple above, filtered by what the table has.
-    row = conn.execute(
-        f"SELECT {', '.join(present)}, started_at, updated_at FROM rollback_journal "  # noqa: S608
-        "WHERE model = ? ORDER BY id DESC LIMIT 1",
-        (model,),
-    ).fetchone()
+    wanted = (*_ROLLBACK_COLS, "started_at", "updated_at")
+    row = _newest(conn, tables, "rollback_journal", wanted, "WHERE model = ?", (model,))
     if row is None:
         return None
-    found = dict(zip([*present, "at", "updated_at"], row, strict=True))
-    out = {c: found.get(c) for c in (*_ROLLBACK_COLS, "at", "updated_at")}
+    out = {c: row[c] for c in _ROLLBACK_COLS} | {"at": row["started_at"]}
+    out["updated_at"] = row["updated_at"]
     for flag in ("automatic", "undo"):
         out[flag] = None if out[flag] is None else bool(out[flag])
     return out

@@ -2,7 +2,7 @@
 
 Used by ``watcher drift`` and by the daemon on every data change. Reads the
 directory with the pipeline's own loader (same parsing, same validation, same
-dataset hash as training) and the reference profile from MLflow.
+dataset hash as training) and the reference profile through the ModelArtifacts port.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from watcher.drift.stats import DriftOptions, DriftReport, Kind, dataset_drift
-from watcher.errors import RegistryError, UsageError
+from watcher.errors import UsageError
 
 if TYPE_CHECKING:
     from pipeline.data import Dataset
     from pipeline.profile import Profile
-    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config, DriftConfig
+    from watcher.ports import ModelArtifacts, Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,22 +116,11 @@ def drift_of(
         raise UsageError(f"{reference_label or 'reference'}: {exc}") from None
 
 
-def production_reference(registry: MlflowRegistry, model: str) -> Reference:
-    """The Production version of ``model`` (through the registry adapter) and its profile."""
-    from pipeline.errors import BackendError, BadInputError, PipelineError
-    from pipeline.profile import load_profile
-
+def production_reference(registry: Registry, models: ModelArtifacts, model: str) -> Reference:
+    """The Production version of ``model`` and the profile it was trained on."""
     if not registry.model_exists(model):
         raise UsageError(f"model {model!r} not found in the registry")
     version = registry.production(model)
     if version is None:
         return Reference(model, None, None)
-    try:
-        profile = load_profile(registry.client, model, version)
-    except BadInputError as exc:
-        raise UsageError(str(exc)) from None
-    except BackendError as exc:
-        raise RegistryError(str(exc)) from exc
-    except PipelineError as exc:  # a corrupt profile: say which, don't crash
-        raise RegistryError(f"{model} v{version}: {exc}") from exc
-    return Reference(model, version, profile)
+    return Reference(model, version, models.training_profile(model, version))

@@ -17,15 +17,13 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
-    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
     from watcher.drift.check import Reference
-    from watcher.ports import AlertSink
+    from watcher.ports import AlertSink, ModelArtifacts, Registry
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
 
 log = get_logger("watcher.drift.stats")
-TRAIN_EXPERIMENT = "train_pipeline"  # pipeline.train.DEFAULT_EXPERIMENT
 
 
 class DriftWatch:
@@ -35,7 +33,8 @@ class DriftWatch:
         self,
         config: Config,
         state: StateStore,
-        registry: MlflowRegistry,
+        registry: Registry,
+        models: ModelArtifacts,
         clock: Clock,
         alerting: AlertSink | None,
     ) -> None:
@@ -45,6 +44,7 @@ class DriftWatch:
         self.alerting = alerting
         self.model = config.pipeline.model_name
         self.registry = registry
+        self.models = models
         self._ref: Reference | None = None
         self._noted: str | None = None
 
@@ -54,7 +54,7 @@ class DriftWatch:
         version = self.registry.production(self.model)
         if self._ref is None or self._ref.version != version:
             # The profile is downloaded once per Production version.
-            self._ref = production_reference(self.registry, self.model)
+            self._ref = production_reference(self.registry, self.models, self.model)
         return self._ref
 
     # ports.RunHooks -------------------------------------------------------------
@@ -127,9 +127,10 @@ class DriftWatch:
 
     def _training_accuracy(self, version: str) -> float | None:
         try:
-            mv = self.registry.client.get_model_version(self.model, version)
-            return float(mv.tags.get("accuracy", "nan")) if mv.tags.get("accuracy") else None
-        except Exception:  # the rule then decides nothing; drift itself was recorded
+            info = self.registry.get_version(self.model, version)
+            raw = info.tags.get("accuracy") if info is not None else None
+            return float(raw) if raw else None
+        except (WatcherError, ValueError):  # the rule then decides nothing; drift was recorded
             return None
 
     def after_run(self, run_id: str, conf: Mapping[str, Any], state: str) -> None:
@@ -167,17 +168,7 @@ class DriftWatch:
     def _run_accuracy(self, run_id: str) -> float | None:
         """Test accuracy of the training run tagged with this trigger's run id."""
         try:
-            client = self.registry.client
-            exp = client.get_experiment_by_name(TRAIN_EXPERIMENT)
-            if exp is None:
-                return None
-            runs = client.search_runs(
-                [exp.experiment_id], filter_string=f"tags.dag_run_id = '{run_id}'", max_results=1
-            )
-        except Exception as exc:
+            return self.models.triggered_run_accuracy(run_id)
+        except WatcherError as exc:
             log.warning("drift_rule_skipped", run_id=run_id, error=str(exc))
             return None
-        if not runs:
-            return None
-        value = runs[0].data.metrics.get("accuracy")
-        return float(value) if value is not None else None

@@ -249,7 +249,7 @@ class Evaluator:
         state: StateStore,
         *,
         clock: Clock | None = None,
-        registry: MlflowRegistry | None = None,
+        registry: MlflowRegistry,
         loader: Callable[[str, str, str], LoadedModel] = load_version,
         observer_factory: Callable[[], BaseObserver] | None = None,
     ) -> None:
@@ -261,13 +261,7 @@ class Evaluator:
         self.root = Path(config.monitor.feedback_dir).absolute()
         self.model_name = config.pipeline.model_name
         self.target = config.pipeline.target_column
-        # Its own client: MLflow clients are used from one thread each.
-        self.registry = registry or MlflowRegistry(
-            config.tracking_uri,
-            config.mlflow.registry_mode,
-            timeout=config.mlflow.request_timeout,
-            max_retries=config.mlflow.max_retries,
-        )
+        self.registry = registry  # the process's one adapter
         self.loader = loader
         self.tree = WatchedTree(self.root, state, w, self.clock, observer_factory, progress=False)
         self.hasher, self.fs = self.tree.hasher, self.tree.fs

@@ -33,6 +33,7 @@ from watcher.runtime.once import OncePerCause
 from watcher.runtime.state import META_LAST_POLL, StateStore, iso
 
 if TYPE_CHECKING:
+    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config, MonitorConfig
     from watcher.monitor.policy import Decision, Observation, PolicyState
     from watcher.ports import AlertSink, ModelSnapshot, ObservationSource, Registry
@@ -467,19 +468,13 @@ class Monitor:
         return Health(self.name, alive, detail, ready=down is None)
 
 
-def build_monitor(config: Config, state: StateStore, alerts: AlertSink | None) -> Monitor:
-    """The real thing: MLflow adapter, feedback reader, APScheduler poll."""
+def build_monitor(
+    config: Config, state: StateStore, alerts: AlertSink | None, registry: MlflowRegistry
+) -> Monitor:
+    """The real thing: the process's MLflow adapter, a feedback reader, APScheduler poll."""
     from watcher.backends.mlflow_observations import FeedbackReader
-    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.runtime.metrics import METRICS
 
-    registry = MlflowRegistry(
-        config.tracking_uri,
-        config.mlflow.registry_mode,
-        timeout=config.mlflow.request_timeout,
-        max_retries=config.mlflow.max_retries,
-        concurrency=config.mlflow.concurrency,
-    )
     return Monitor(
         config.monitor, state, registry, FeedbackReader(registry), alerts, metrics=METRICS
     )

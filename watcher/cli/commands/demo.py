@@ -59,7 +59,7 @@ def demo_cmd(
         step_timeout=step_timeout,
     )
     try:
-        demo.run(options, console)
+        demo.run(options, console, obj.registry)
     except demo.DemoFailed as exc:
         console.print(f"[bold red]✗ {exc}[/]")
         raise

@@ -49,16 +49,8 @@ def drift_cmd(
         profile = profile_of_dir(reference_dir, cfg)
         label = str(reference_dir)
     else:
-        from watcher.backends.mlflow_registry import MlflowRegistry
-
         name = model or cfg.pipeline.model_name
-        registry = MlflowRegistry(
-            cfg.tracking_uri,
-            cfg.mlflow.registry_mode,
-            timeout=cfg.mlflow.request_timeout,
-            max_retries=cfg.mlflow.max_retries,
-        )
-        ref = production_reference(registry, name)
+        ref = production_reference(ctx.obj.registry(), ctx.obj.models(), name)
         if ref.profile is None:
             note = ref.note or "no reference"
             if as_json:

@@ -56,7 +56,6 @@ def report_accuracy_cmd(
     1 when MLflow fails.
     """
     from watcher.backends.mlflow_observations import check_observation, report_accuracy
-    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.errors import UsageError
 
     check_observation(accuracy, samples)  # before the slow MLflow import
@@ -66,13 +65,7 @@ def report_accuracy_cmd(
     at = parse_time(at_text) if at_text else None
     # A time ahead of the clock (beyond skew) would stay the newest in the window for ever.
     check_observation(accuracy, samples, at, datetime.now(UTC))
-    cfg = ctx.obj.config()
-    registry = MlflowRegistry(
-        cfg.tracking_uri,
-        cfg.mlflow.registry_mode,
-        timeout=cfg.mlflow.request_timeout,
-        max_retries=cfg.mlflow.max_retries,
-    )
+    registry = ctx.obj.registry()
     done = report_accuracy(model, accuracy, samples, version=version, at=at, registry=registry)
     if as_json:
         click.echo(

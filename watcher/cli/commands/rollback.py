@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
@@ -95,6 +96,28 @@ def _live_accuracy(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What the user asked for on the command line."""
+
+    model: str
+    to_version: str | None
+    undo: bool
+    dry_run: bool
+    yes: bool
+    reason: str | None
+    force: bool
+
+    def check(self) -> None:
+        from watcher.errors import UsageError
+
+        if self.undo and self.to_version:
+            raise UsageError("--undo and --to cannot be combined")
+        to = self.to_version
+        if to is not None and (not to.isdigit() or int(to) < 1):
+            raise UsageError(f"--to: {to!r} is not a model version (a positive integer)")
+
+
 @click.command("rollback")
 @click.option("--model", required=True, help="Registered model name.")
 @click.option("--to", "to_version", help="Target version (default: the prior stable version).")
@@ -122,7 +145,6 @@ def rollback_cmd(
     for confirmation on a terminal, and refuses without --yes when not on one.
     Exit 0 done, 1 backend failure, 2 bad input or refused.
     """
-    from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.errors import UsageError
     from watcher.rollback.journal import Rollbacker
     from watcher.runtime.alerting import Alerting
@@ -131,16 +153,9 @@ def rollback_cmd(
     from watcher.runtime.state import open_state
 
     cfg = ctx.obj.config()
-    if undo and to_version:
-        raise UsageError("--undo and --to cannot be combined")
-    if to_version is not None and (not to_version.isdigit() or int(to_version) < 1):
-        raise UsageError(f"--to: {to_version!r} is not a model version (a positive integer)")
-    registry = MlflowRegistry(
-        cfg.tracking_uri,
-        cfg.mlflow.registry_mode,
-        timeout=cfg.mlflow.request_timeout,
-        max_retries=cfg.mlflow.max_retries,
-    )
+    request = _Request(model, to_version, undo, dry_run, yes, reason, force)
+    request.check()
+    registry = ctx.obj.registry()
     if not registry.model_exists(model):
         raise UsageError(f"--model: no registered model named {model!r}")
 
@@ -150,31 +165,8 @@ def rollback_cmd(
     rollbacker = Rollbacker(registry, state, clock, alerting)
     lock = StateLock(cfg.state.dir, "watcher rollback", ROLLBACK_LOCK_NAME)
     try:
-        finished = []
-        if dry_run:  # a preview changes, records and notifies nothing: not even a recovery
-            if rollbacker.pending():
-                click.echo("note: an interrupted rollback is pending; it completes on the next")
-                click.echo("      `watcher rollback` without --dry-run, or when the daemon runs")
-        else:
-            # An interrupted rollback of this model is finished first, and is the answer.
-            with lock:
-                finished = [o for o in rollbacker.recover() if o.plan.model == model]
-        for earlier in finished:
-            click.echo(f"finished an interrupted rollback: {earlier.message}")
-        if not finished:
-            outcome = _plan_and_run(
-                ctx,
-                registry,
-                rollbacker,
-                lock,
-                model,
-                to_version,
-                undo=undo,
-                dry_run=dry_run,
-                yes=yes,
-                reason=reason,
-                force=force,
-            )
+        if not _finish_interrupted(rollbacker, lock, model, dry_run=dry_run):
+            outcome = _plan_and_run(registry, rollbacker, lock, request, cfg.monitor.window)
             click.echo(outcome.message)
         if not dry_run:
             alerting.tick()  # deliver now; the daemon retries whatever fails
@@ -183,39 +175,46 @@ def rollback_cmd(
         state.close()
 
 
+def _finish_interrupted(
+    rollbacker: Rollbacker, lock: StateLock, model: str, *, dry_run: bool
+) -> list[Outcome]:
+    """An interrupted rollback of this model is finished first, and is the answer."""
+    if dry_run:  # a preview changes, records and notifies nothing: not even a recovery
+        if rollbacker.pending():
+            click.echo("note: an interrupted rollback is pending; it completes on the next")
+            click.echo("      `watcher rollback` without --dry-run, or when the daemon runs")
+        return []
+    with lock:
+        finished = [o for o in rollbacker.recover() if o.plan.model == model]
+    for earlier in finished:
+        click.echo(f"finished an interrupted rollback: {earlier.message}")
+    return finished
+
+
 def _plan_and_run(
-    ctx: click.Context,
-    registry: Registry,
-    rollbacker: Rollbacker,
-    lock: StateLock,
-    model: str,
-    to_version: str | None,
-    *,
-    undo: bool,
-    dry_run: bool,
-    yes: bool,
-    reason: str | None,
-    force: bool,
+    registry: Registry, rollbacker: Rollbacker, lock: StateLock, request: _Request, window: int
 ) -> Outcome:
     from watcher.errors import UsageError
     from watcher.rollback.journal import Plan
 
-    cfg = ctx.obj.config()
+    model, undo = request.model, request.undo
     current = registry.production(model)
     if current is None:
         raise UsageError(f"{model}: has no Production version to roll back from")
     current_info = registry.get_version(model, current)
     if current_info is None:
         raise UsageError(f"{model}: Production v{current} vanished while reading it")
-    target_info = _choose_target(registry, model, current_info, to_version, undo=undo, force=force)
+    target_info = _choose_target(
+        registry, model, current_info, request.to_version, undo=undo, force=request.force
+    )
     target = target_info.version
-    live = _live_accuracy(registry, model, (current, target), cfg.monitor.window)
+    live = _live_accuracy(registry, model, (current, target), window)
 
     click.echo(f"model:   {model}  (registry mode: {registry.mode})")
     click.echo(f"current: {_describe(current_info, live[current])}")
     click.echo(f"target:  {_describe(target_info, live[target])}")
-    why = reason or ("undo of the last rollback" if undo else "manual rollback")
-    if not dry_run and not yes:
+    why = request.reason or ("undo of the last rollback" if undo else "manual rollback")
+    if not request.dry_run and not request.yes:
         if not sys.stdin.isatty():
             raise UsageError("not on a terminal: pass --yes to confirm the rollback")
         if not click.confirm(f"Move Production of {model} from v{current} to v{target}?"):
@@ -225,5 +224,5 @@ def _plan_and_run(
         if registry.production(model) != current:
             raise UsageError(f"{model}: Production changed while confirming; run again")
         return rollbacker.execute(
-            Plan(model, current, target, why, user, undo=undo), dry_run=dry_run
+            Plan(model, current, target, why, user, undo=undo), dry_run=request.dry_run
         )

@@ -9,6 +9,7 @@ import click
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 
 @click.command("status")
@@ -68,15 +69,23 @@ def _daemon_state(daemon: dict[str, Any]) -> str:
 
 def render(doc: dict[str, Any], console: Console) -> None:
     """The human view of the status document."""
+    console.print(_summary(doc))
+    if doc["models"]:
+        console.print(_models(doc["models"]))
+    daemon = doc["daemon"]
+    failing = {k: v for k, v in daemon["checks"].items() if isinstance(v, dict) and not v.get("ok")}
+    if daemon["running"] and failing:
+        console.print(_failing_checks(failing))
+
+
+def _summary(doc: dict[str, Any]) -> Table:
     from rich.table import Table
 
-    daemon = doc["daemon"]
-    state = _daemon_state(daemon)
     ds, trig, outbox = doc["dataset"], doc["last_trigger"], doc["outbox"]
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row("daemon", state)
+    summary.add_row("daemon", _daemon_state(doc["daemon"]))
     summary.add_row("data dir", doc["data_dir"])
     summary.add_row("state dir", doc["state_dir"])
     current = _short(ds["current_hash"])
@@ -98,38 +107,43 @@ def render(doc: dict[str, Any], console: Console) -> None:
     summary.add_row(
         "outbox", f"{outbox['depth']} pending" + (f" ({by_status})" if by_status else "")
     )
-    console.print(summary)
+    return summary
 
-    if doc["models"]:
-        models = Table(title="models", title_justify="left")
-        for col in ("model", "production", "training acc.", "live acc.", "alert", "last rollback"):
-            models.add_column(col)
-        for m in doc["models"]:
-            rb = m["last_rollback"]
-            rollback = (
-                "—"
-                if rb is None
-                else f"v{rb['from_version']}→v{rb['to_version']} {rb['step']} {rb['at']}"
-            )
-            alert = m["alert_state"] or "—"
-            if alert == "firing":
-                alert = "[red]firing[/]"
-            models.add_row(
-                m["name"],
-                "—" if m["production_version"] is None else f"v{m['production_version']}",
-                _pct(m["training_accuracy"]),
-                _pct(m["live_accuracy"]),
-                alert,
-                rollback,
-            )
-        console.print(models)
 
-    failing = {k: v for k, v in daemon["checks"].items() if isinstance(v, dict) and not v.get("ok")}
-    if daemon["running"] and failing:
-        checks = Table(title="failing checks", title_justify="left")
-        checks.add_column("component")
-        checks.add_column("detail")
-        for name, detail in sorted(failing.items()):
-            shown = {k: v for k, v in detail.items() if k != "ok"}
-            checks.add_row(name, json.dumps(shown, default=str))
-        console.print(checks)
+def _models(models: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    table = Table(title="models", title_justify="left")
+    for col in ("model", "production", "training acc.", "live acc.", "alert", "last rollback"):
+        table.add_column(col)
+    for m in models:
+        rb = m["last_rollback"]
+        rollback = (
+            "—"
+            if rb is None
+            else f"v{rb['from_version']}→v{rb['to_version']} {rb['step']} {rb['at']}"
+        )
+        alert = m["alert_state"] or "—"
+        if alert == "firing":
+            alert = "[red]firing[/]"
+        table.add_row(
+            m["name"],
+            "—" if m["production_version"] is None else f"v{m['production_version']}",
+            _pct(m["training_accuracy"]),
+            _pct(m["live_accuracy"]),
+            alert,
+            rollback,
+        )
+    return table
+
+
+def _failing_checks(failing: dict[str, dict[str, Any]]) -> Table:
+    from rich.table import Table
+
+    checks = Table(title="failing checks", title_justify="left")
+    checks.add_column("component")
+    checks.add_column("detail")
+    for name, detail in sorted(failing.items()):
+        shown = {k: v for k, v in detail.items() if k != "ok"}
+        checks.add_row(name, json.dumps(shown, default=str))
+    return checks
