@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.config import Config
     from watcher.data.watcher import DataWatcher
-    from watcher.ports import RunHooks, Trigger
+    from watcher.monitor.evaluator import Evaluator
+    from watcher.monitor.poll import Monitor
+    from watcher.ports import AlertSink, RunHooks, Trigger
     from watcher.runtime.clock import Clock
     from watcher.runtime.component import Component
     from watcher.runtime.state import StateStore
@@ -26,7 +28,6 @@ def build_components(
     from watcher.backends.mlflow_models import MlflowModels
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.drift.watch import DriftWatch
-    from watcher.monitor.poll import build_monitor
     from watcher.rollback.auto import AutoRollback
     from watcher.runtime.alerting import Alerting
     from watcher.runtime.clock import SystemClock
@@ -41,7 +42,7 @@ def build_components(
     registry = registry or MlflowRegistry.from_config(config)
     drift = DriftWatch(config, state, registry, MlflowModels(registry), clock, alerting)
     data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
-    monitor = build_monitor(config, state, alerting, registry)
+    monitor = build_monitor(config, state, registry, alerting)
     rollback = AutoRollback(
         config.rollback,
         config.monitor.min_accuracy,
@@ -63,15 +64,57 @@ def build_components(
         rollback,
     ]
     if config.monitor.feedback_dir is not None:
-        from watcher.monitor.evaluator import Evaluator
-
-        components.append(Evaluator(config, state, clock=clock, registry=registry))
+        components.append(build_evaluator(config, state, registry, clock=clock))
     if config.http.listen:
         # Last, so it starts after and stops before what it reports on.
         from watcher.runtime.http import HttpEndpoint
 
         components.append(HttpEndpoint(config.http.listen, components))
     return components
+
+
+def build_monitor(
+    config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
+) -> Monitor:
+    """The registry and live-accuracy poll, reading MLflow through the process's adapter."""
+    from watcher.backends.mlflow_observations import FeedbackReader
+    from watcher.monitor.poll import Monitor
+    from watcher.rollback.journal import JournalReader
+    from watcher.runtime.metrics import METRICS
+
+    return Monitor(
+        config.monitor,
+        state,
+        registry,
+        FeedbackReader(registry),
+        alerts,
+        metrics=METRICS,
+        moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+    )
+
+
+def build_evaluator(
+    config: Config,
+    state: StateStore,
+    registry: MlflowRegistry,
+    *,
+    clock: Clock | None = None,
+    observer_factory: Callable[[], BaseObserver] | None = None,
+) -> Evaluator:
+    """The built-in evaluator on the process's MLflow adapter (``monitor.feedback_dir``)."""
+    from watcher.backends.mlflow_models import MlflowModels
+    from watcher.backends.mlflow_observations import MlflowAccuracyReporter
+    from watcher.monitor.evaluator import Evaluator
+
+    return Evaluator(
+        config,
+        state,
+        clock=clock,
+        registry=registry,
+        models=MlflowModels(registry),
+        reporter=MlflowAccuracyReporter(registry),
+        observer_factory=observer_factory,
+    )
 
 
 def build_trigger(config: Config) -> Trigger:

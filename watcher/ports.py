@@ -242,6 +242,34 @@ class ObservationSource(Protocol):
     ) -> dict[tuple[str, str], list[Observation]]: ...
 
 
+class ProductionMoves(Protocol):
+    """Where the rollback journal left Production (rollback.journal.JournalReader): the
+    monitor's gauges after a restart show a rollback made after its last poll."""
+
+    def moved_since(self, model: str, since: str) -> str | None:
+        """The version the newest rollback of ``model`` at or after ``since`` (ISO) moved
+        Production to; None when none did."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """Where an observation was logged: the run, and its number for the version."""
+
+    run_id: str
+    sequence: int
+
+
+class AccuracyReporter(Protocol):
+    """Where live accuracy goes (backends.mlflow_observations.MlflowAccuracyReporter)."""
+
+    def report(
+        self, model: str, accuracy: float, samples: int, *, version: str, at: datetime
+    ) -> Logged:
+        """Log one observation of ``model`` v``version``."""
+        ...
+
+
 class Verdicts(Protocol):
     """What the monitor decided of each Production version, read-only (for rollback)."""
 

@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from pipeline.lineage import FileEntry
+from watcher.app import build_evaluator
 from watcher.backends.mlflow_observations import FeedbackReader
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.config import Config, load_config
@@ -177,7 +178,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
     model = f"eval-{uuid.uuid4().hex[:6]}"
     train(mlflow_sqlite_uri, model)
     cfg = make_config(tmp_path, mlflow_sqlite_uri, model)
-    ev = Evaluator(cfg, state, registry=MlflowRegistry.from_config(cfg))
+    ev = build_evaluator(cfg, state, MlflowRegistry.from_config(cfg))
     header, rows = iris_rows()
     # Labels of some rows flipped, so accuracy is well below 1 and sensitive to the row set.
     first = [
@@ -240,7 +241,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
         ev.stop()
 
     # A restart scores nothing again: what was scored is in the state DB.
-    again = Evaluator(cfg, state, registry=MlflowRegistry.from_config(cfg))
+    again = build_evaluator(cfg, state, MlflowRegistry.from_config(cfg))
     again.start()
     try:
         settle(again, 0.5)
@@ -257,7 +258,7 @@ def test_stage_mode_waits_for_a_production_version(
     """Stage mode: no Production yet → error in health, work kept; once trained → scored."""
     model = f"eval-stage-{uuid.uuid4().hex[:6]}"
     cfg = make_config(tmp_path, mlflow_sqlite_uri, model, **{"mlflow.registry_mode": "stage"})
-    ev = Evaluator(cfg, state, registry=MlflowRegistry.from_config(cfg))
+    ev = build_evaluator(cfg, state, MlflowRegistry.from_config(cfg))
     header, rows = iris_rows()
     feedback = cfg.monitor.feedback_dir
     assert feedback is not None

@@ -246,7 +246,7 @@ def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(
 ) -> None:
     """`watcher rollback` moved Production after the daemon's last poll, then the daemon
     restarted: the first scrape shows where the rollback left it, not the stale poll."""
-    from watcher.rollback.journal import Plan, Rollbacker
+    from watcher.rollback.journal import JournalReader, Plan, Rollbacker
 
     mon = make_monitor(state, clock, channels, registry, MemoryObservations())
     cycle(mon, channels, clock)
@@ -264,6 +264,7 @@ def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(
         None,
         clock=clock,
         metrics=metrics,
+        moves=JournalReader(state),
         use_scheduler=False,
     )
     restarted.start()

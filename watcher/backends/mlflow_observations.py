@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from watcher.backends.mlflow_registry import MlflowRegistry, quote, registry_at
 from watcher.errors import UsageError
 from watcher.monitor.policy import Observation, observation_problem
+from watcher.ports import Logged
 from watcher.runtime.logging import get_logger
 
 if TYPE_CHECKING:
@@ -159,6 +160,21 @@ def report_accuracy(
             tags=[RunTag(TAG_COUNT, str(seq + 1))],
         )
     return Reported(model, ver, float(accuracy), samples, when, run.info.run_id, seq)
+
+
+class MlflowAccuracyReporter:
+    """:class:`watcher.ports.AccuracyReporter` on the process's MLflow adapter."""
+
+    def __init__(self, registry: MlflowRegistry) -> None:
+        self.registry = registry
+
+    def report(
+        self, model: str, accuracy: float, samples: int, *, version: str, at: datetime
+    ) -> Logged:
+        done = report_accuracy(
+            model, accuracy, samples, version=version, at=at, registry=self.registry
+        )
+        return Logged(done.run_id, done.sequence)
 
 
 def _pair(

@@ -24,13 +24,12 @@ from watcher.monitor.policy import (
     evaluate,
     observation_problem,
 )
-from watcher.rollback.journal import moved_since
 from watcher.runtime.logging import get_logger
 from watcher.runtime.state import META_POLICY
 
 if TYPE_CHECKING:
     from watcher.config import MonitorConfig
-    from watcher.ports import AlertSink
+    from watcher.ports import AlertSink, ProductionMoves
     from watcher.runtime.clock import Clock
     from watcher.runtime.metrics import Metrics
     from watcher.runtime.state import StateStore
@@ -80,8 +79,10 @@ class AccuracyWatch:
         alerts: AlertSink | None,
         clock: Clock,
         metrics: Metrics | None,
+        moves: ProductionMoves | None = None,
     ) -> None:
         self.policy = policy_config(config)
+        self.moves = moves
         self.state = state
         self.alerts = alerts
         self.clock = clock
@@ -233,7 +234,8 @@ class AccuracyWatch:
         for row in table.production_rows(self.state):
             # A rollback (`watcher rollback`, by hand) that moved Production after the last
             # poll saw it is newer than the poll's row: show what it left.
-            prod = moved_since(self.state, row.model, row.observed_at) or row.production
+            moved = self.moves.moved_since(row.model, row.observed_at) if self.moves else None
+            prod = moved or row.production
             live = row.live_accuracy if prod == row.production else None  # the polled one's
             self.metrics.set_production(row.model, prod)
             if prod is None:

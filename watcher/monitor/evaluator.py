@@ -5,7 +5,8 @@ columns and the true ``pipeline.target_column``. It is watched like the data
 dir (FsWatch hints + the incremental hasher as the truth). When its content
 changes, the *new* rows are scored with the current Production version of
 ``pipeline.model_name`` and one observation (accuracy, samples = rows scored)
-goes to MLflow through :func:`watcher.backends.mlflow_observations.report_accuracy`.
+goes to MLflow through the :class:`watcher.ports.AccuracyReporter` (the MLflow one in
+``watcher/backends/mlflow_observations.py``).
 
 "New" is decided from the state DB: content (SHA-256) already scored is never
 scored again, whatever its name (copies, renames); a CSV that grew by appended
@@ -18,17 +19,14 @@ pending and retried every ``monitor.poll_interval``.
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.errors import DataValidationError
 from pipeline.lineage import DatasetPathError, FileEntry
-from watcher.backends.mlflow_observations import report_accuracy
-from watcher.backends.mlflow_registry import MlflowRegistry, translate_errors
 from watcher.data.tree import WatchedTree
 from watcher.errors import WatcherError
 from watcher.runtime.clock import Clock, SystemClock
@@ -40,6 +38,7 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from watcher.config import Config
+    from watcher.ports import AccuracyReporter, LoadedModel, ModelArtifacts, Registry
     from watcher.runtime.state import StateStore
 
 log = get_logger("watcher.monitor.evaluator")
@@ -138,41 +137,6 @@ def count_correct(predicted: Iterable[object], actual: Iterable[object]) -> int:
 # Model loading -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedModel:
-    version: str
-    model: Any
-    features: tuple[str, ...] | None  # None: the model does not say; use the file's columns
-
-
-def load_version(uri: str, name: str, version: str) -> LoadedModel:
-    """Download ``models:/name/version`` and load it with mlflow.sklearn.
-
-    Pinned to the version the registry named as Production, so the observation
-    is attributed to exactly the model that scored it, even if the alias moves
-    meanwhile. Explicit URIs: no global MLflow state is touched.
-    """
-    with translate_errors(f"load model {name} v{version}", uri):
-        import mlflow.artifacts
-        import mlflow.sklearn
-        from mlflow.models import Model
-
-        with tempfile.TemporaryDirectory(prefix="watcher-evaluator-") as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
-                dst_path=tmp,
-                tracking_uri=uri,
-                registry_uri=uri,
-            )
-            model = mlflow.sklearn.load_model(local)
-            names = getattr(model, "feature_names_in_", None)
-            if names is None:
-                signature = Model.load(local).signature
-                names = signature.inputs.input_names() if signature is not None else None
-    features = tuple(str(n) for n in names) if names is not None else None
-    return LoadedModel(version, model, features)
-
-
 # The component -------------------------------------------------------------------
 
 
@@ -249,8 +213,9 @@ class Evaluator:
         state: StateStore,
         *,
         clock: Clock | None = None,
-        registry: MlflowRegistry,
-        loader: Callable[[str, str, str], LoadedModel] = load_version,
+        registry: Registry,
+        models: ModelArtifacts,
+        reporter: AccuracyReporter,
         observer_factory: Callable[[], BaseObserver] | None = None,
     ) -> None:
         if config.monitor.feedback_dir is None:
@@ -261,8 +226,9 @@ class Evaluator:
         self.root = Path(config.monitor.feedback_dir).absolute()
         self.model_name = config.pipeline.model_name
         self.target = config.pipeline.target_column
-        self.registry = registry  # the process's one adapter
-        self.loader = loader
+        self.registry = registry
+        self.models = models
+        self.reporter = reporter
         self.tree = WatchedTree(self.root, state, w, self.clock, observer_factory, progress=False)
         self.hasher, self.fs = self.tree.hasher, self.tree.fs
         self.quiet_period = w.quiet_period
@@ -359,7 +325,7 @@ class Evaluator:
             return None
         if self._model is None or self._model.version != version:
             started = self.clock.monotonic()
-            self._model = self.loader(self.registry.uri, self.model_name, version)
+            self._model = self.models.load_model(self.model_name, version)
             log.info(
                 "evaluator_model_loaded",
                 model=self.model_name,
@@ -404,8 +370,8 @@ class Evaluator:
         accuracy = sum(s.correct for s in scores) / samples
         now = self.clock.now()
         try:
-            reported = report_accuracy(
-                self.model_name, accuracy, samples, version=version, at=now, registry=self.registry
+            reported = self.reporter.report(
+                self.model_name, accuracy, samples, version=version, at=now
             )
         except WatcherError as exc:
             self._error(f"cannot log the live accuracy of {self.model_name!r}: {exc}")

@@ -33,10 +33,15 @@ from watcher.runtime.once import OncePerCause
 from watcher.runtime.state import META_LAST_POLL, StateStore, iso
 
 if TYPE_CHECKING:
-    from watcher.backends.mlflow_registry import MlflowRegistry
-    from watcher.config import Config, MonitorConfig
+    from watcher.config import MonitorConfig
     from watcher.monitor.policy import Decision, Observation, PolicyState
-    from watcher.ports import AlertSink, ModelSnapshot, ObservationSource, Registry
+    from watcher.ports import (
+        AlertSink,
+        ModelSnapshot,
+        ObservationSource,
+        ProductionMoves,
+        Registry,
+    )
     from watcher.runtime.metrics import Metrics
 
 log = get_logger("watcher.monitor.poll")
@@ -293,6 +298,7 @@ class Monitor:
         *,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        moves: ProductionMoves | None = None,
         use_scheduler: bool = True,
         retry_delay: float = RETRY_DELAY,
     ) -> None:
@@ -306,7 +312,7 @@ class Monitor:
         self.retry_delay = retry_delay
         self.stop_event = threading.Event()
         self.changes = RegistryChanges(config.models, state, alerts, metrics)
-        self.accuracy = AccuracyWatch(config, state, alerts, self.clock, metrics)
+        self.accuracy = AccuracyWatch(config, state, alerts, self.clock, metrics, moves)
         self._outage = _Outage(config.mlflow_down_alert_after, state, alerts)
         self._overruns = _Overruns(config.poll_interval, metrics)
         self._schedule = _Schedule(config.poll_interval, self._overruns.skipped)
@@ -466,15 +472,3 @@ class Monitor:
         # restart us: restarting cannot bring MLflow back. A dead poll thread is.
         alive = not self.use_scheduler or self._schedule.running()
         return Health(self.name, alive, detail, ready=down is None)
-
-
-def build_monitor(
-    config: Config, state: StateStore, alerts: AlertSink | None, registry: MlflowRegistry
-) -> Monitor:
-    """The real thing: the process's MLflow adapter, a feedback reader, APScheduler poll."""
-    from watcher.backends.mlflow_observations import FeedbackReader
-    from watcher.runtime.metrics import METRICS
-
-    return Monitor(
-        config.monitor, state, registry, FeedbackReader(registry), alerts, metrics=METRICS
-    )

@@ -289,6 +289,16 @@ class Rollbacker:
         self.alerting.event(alert, sequence)
 
 
+class JournalReader:
+    """The journal as :class:`watcher.ports.ProductionMoves` (for the monitor's restore)."""
+
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    def moved_since(self, model: str, since: str) -> str | None:
+        return moved_since(self.state, model, since)
+
+
 def moved_since(state: StateStore, model: str, since: str) -> str | None:
     """Where the newest rollback of ``model`` that moved Production at or after ``since``
     (an ISO time) left it; None when none did."""
