@@ -17,6 +17,7 @@ from watcher.errors import StateError
 from watcher.runtime.component import Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import METRICS, Metrics
+from watcher.runtime.once import OncePerCause
 from watcher.runtime.state import StateStore
 
 CHECK_EVERY = 5.0
@@ -38,7 +39,7 @@ class CoreChecks:
         self.metrics = metrics or METRICS
         self._health = Health(self.name, False, {"reason": "not checked yet"})
         self._db_id = _file_id(state.path)
-        self._db_lost_logged = False
+        self._db_lost = OncePerCause()
 
     def start(self) -> None:
         self.tick()
@@ -64,8 +65,7 @@ class CoreChecks:
         if self._db_id is not None and _file_id(self.state.path) != self._db_id:
             lost = f"state database {self.state.path} was deleted or replaced while running"
             problems.append(lost + "; restart the watcher")
-            if not self._db_lost_logged:
-                self._db_lost_logged = True
+            if self._db_lost.first():
                 log.error("state_db_missing", path=str(self.state.path), hint="restart the watcher")
         if problems:
             detail["problems"] = problems
