@@ -57,7 +57,7 @@ def build_components(
     )
     components: list[Component] = [
         alerting,
-        CoreChecks(config.watch.data_dir, state),
+        CoreChecks(config.watch.data_dir, state, queued=data.outbox.depth),
         data,
         delivery,
         monitor,

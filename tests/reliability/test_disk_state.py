@@ -99,8 +99,8 @@ def test_state_db_deleted_while_running_is_detected_and_reported(
     data.mkdir()
     (data / "a.csv").write_text("x,y\n1,1\n")
     state = open_state(cfg.state.dir)
-    core = CoreChecks(data, state)
     dw = DataSide(cfg, state, progress=False, follow_interval=0.2)
+    core = CoreChecks(data, state, queued=dw.outbox.depth)
     daemon = Daemon(state, [core, *dw.components])
     try:
         core.start()

@@ -44,7 +44,7 @@ from watcher.runtime.health import CoreChecks
 from watcher.runtime.http import health_body
 from watcher.runtime.logging import redact_text, register_secrets
 from watcher.runtime.state import DB_NAME, iso, open_state
-from watcher.trigger.outbox import backoff
+from watcher.trigger.outbox import Outbox, backoff
 
 # -- 1. A long trigger outage ---------------------------------------------------------------
 
@@ -242,7 +242,7 @@ def test_healthz_fails_when_the_state_db_stops_taking_writes(tmp_path: Path) -> 
     cfg = make_config(tmp_path)
     cfg.watch.data_dir.mkdir()
     state = open_state(cfg.state.dir)
-    core = CoreChecks(cfg.watch.data_dir, state)
+    core = CoreChecks(cfg.watch.data_dir, state, queued=Outbox(state).depth)
     try:
         core.start()
         assert health_body([core.health()])[0]

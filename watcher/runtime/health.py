@@ -1,16 +1,17 @@
-"""Core health checks that belong to no feature: the data dir and the trigger outbox.
+"""Core health checks that belong to no feature: the data dir, the state DB, the queue depth.
 
 Feature components report their own health (observer alive, last successful
 poll, backend reachability); this one covers what the daemon needs regardless:
 the data dir exists and is readable, the state DB answers and takes a write
-(read-only file or mount, full disk), and how deep the trigger outbox is (also
-exported as a metric).
+(read-only file or mount, full disk), and how deep the trigger outbox is (through the
+callable app.py passes; also exported as a metric).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from watcher.errors import StateError
@@ -24,18 +25,20 @@ CHECK_EVERY = 5.0
 log = get_logger("watcher.runtime.health")
 
 
-def outbox_depth(state: StateStore) -> int:
-    """Triggers not yet delivered (status 'pending')."""
-    row = state.conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()
-    return int(row[0])
-
-
 class CoreChecks:
     name = "core"
 
-    def __init__(self, data_dir: Path, state: StateStore, *, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        state: StateStore,
+        *,
+        queued: Callable[[], int],
+        metrics: Metrics | None = None,
+    ):
         self.data_dir = data_dir
         self.state = state
+        self.queued = queued  # the outbox depth (trigger.outbox.Outbox.depth)
         self.metrics = metrics or METRICS
         self._health = Health(self.name, False, {"reason": "not checked yet"})
         self._db_id = _file_id(state.path)
@@ -52,7 +55,7 @@ class CoreChecks:
         elif not os.access(self.data_dir, os.R_OK | os.X_OK):
             problems.append("data dir is not readable")
         try:
-            depth = outbox_depth(self.state)
+            depth = self.queued()
             self.state.check_writable()  # read-only or full: 503, not a silent 200
         except (sqlite3.Error, StateError) as exc:
             problems.append(f"state database: {exc}")

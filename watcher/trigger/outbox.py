@@ -94,6 +94,13 @@ class Outbox:
     def pending(self) -> list[OutboxRow]:
         return self._select("status = 'pending'")
 
+    def depth(self) -> int:
+        """Triggers not yet delivered (status 'pending')."""
+        row = self.state.conn.execute(
+            "SELECT count(*) FROM outbox WHERE status = 'pending'"
+        ).fetchone()
+        return int(row[0])
+
     def following(self) -> list[OutboxRow]:
         return self._select("status = 'delivered' AND finished_at IS NULL")
 
