@@ -1,5 +1,24 @@
-"""registry-watcher: the daemon."""
+"""registry-watcher: the daemon.
+
+The Python API is what this package exports (``watcher.report_accuracy``); the modules
+below it are internal and may move.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "report_accuracy"]
+
+if TYPE_CHECKING:
+    from watcher.backends.mlflow_observations import report_accuracy
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import watcher` (every CLI command) must not pull in the MLflow adapter.
+    if name == "report_accuracy":
+        from watcher.backends.mlflow_observations import report_accuracy
+
+        return report_accuracy
+    raise AttributeError(f"module 'watcher' has no attribute {name!r}")

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.monitor.conftest import CHANNELS, Channels
-from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+from watcher import report_accuracy
+from watcher.backends.mlflow_observations import FeedbackReader
 from watcher.backends.mlflow_registry import MlflowRegistry
 from watcher.cli.main import main
 from watcher.config import MonitorConfig

@@ -211,3 +211,38 @@ def test_a_deferred_rollback_is_logged_once_per_cause(
     daemon.rollback.tick()
     assert "1" == registry.production(MODEL)
     daemon.state.close()
+
+
+def test_each_model_and_each_kind_of_deferral_is_logged_once(
+    tmp_path: Path, registry: FakeRegistry
+) -> None:
+    """Two breaching models deferred by one outage: one line each, not one for both (the
+    second model's would be lost) nor one per tick (their causes alternating)."""
+    registry.create_version("n", {"accuracy": "0.96"})
+    registry.set_production("n", "1")
+    registry.create_version("n", {"accuracy": "0.95", TAG_PREVIOUS: "1"})
+    registry.set_production("n", "2")
+    clock, obs = FakeClock(), MemoryObservations()
+    state = open_state(tmp_path / "state")
+    config = MonitorConfig.model_validate({"models": [MODEL, "n"], "window": 1, "min_samples": 10})
+    monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
+    monitor.start()
+    guards = RollbackConfig.model_validate({"auto": True, "cooldown": 0, "max_per_window": 10})
+    rollback = AutoRollback(
+        guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
+    )
+    rollback.start()
+    for model in (MODEL, "n"):
+        obs.add(model, "2", 0.5, 100, clock.now())
+    monitor.poll_once()
+    monitor.tick()
+    registry.down = True
+    with capture_logs() as logs:
+        for _ in range(3):
+            rollback.tick()
+    deferred = [e["model"] for e in logs if e["event"] == "rollback_deferred"]
+    assert [MODEL, "n"] == sorted(deferred)
+    registry.down = False
+    rollback.tick()
+    assert "1" == registry.production(MODEL) == registry.production("n")
+    state.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import stat
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from alerts import ensure_schema
 from watcher.errors import StateError
-from watcher.runtime.state import DB_NAME, SCHEMA_VERSION, open_state
+from watcher.runtime.state import DB_NAME, MIGRATIONS, SCHEMA_VERSION, open_state
 
 
 class TestMigrations:
@@ -51,6 +52,20 @@ class TestMigrations:
                 assert standalone.execute(query).fetchall() == store.conn.execute(query).fetchall()
         standalone.close()
         store.close()
+
+    def test_released_migrations_never_change(self) -> None:
+        """A migration already applied to users' DBs is frozen: an edit (say, to
+        alerts.store.SCHEMA, which migration 3 applies) would reach new DBs only. Change
+        the schema with a new migration instead, and add its hash here."""
+        released = [
+            "714858d989872a74",
+            "d83adc84a868829d",
+            "82fbc81a2a07e2fc",
+            "19fb6f0d35ac0288",
+            "1763636b509c0df1",
+        ]
+        digests = [hashlib.sha256(m.encode()).hexdigest()[:16] for m in MIGRATIONS]
+        assert released == digests[: len(released)]
 
     def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A DB from a newer release gives a clear error naming the file."""

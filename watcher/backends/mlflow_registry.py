@@ -161,6 +161,10 @@ class MlflowRegistry:
         remote = tracking_uri.startswith(("http://", "https://", "databricks"))
         self.concurrency = max(1, concurrency) if remote else 1
         self._client: MlflowClient | None = None
+        # Two locks: creating the client holds one for the seconds of `import mlflow`; the
+        # call counts take the other, so a main-loop call never waits on the poll thread's
+        # import outside an interruptible region.
+        self._create_lock = threading.Lock()
         self._lock = threading.Lock()
         self._calls: dict[int, int] = {}  # thread id -> MLflow calls made for it
         self._worker = threading.local()  # .owner: the thread a map() worker works for
@@ -182,11 +186,15 @@ class MlflowRegistry:
     @property
     def client(self) -> MlflowClient:
         """The lazily created client; for the adapters in watcher/backends/ only."""
-        with self._lock:
-            if self._client is None:
-                with stopping.interruptible():  # `import mlflow` takes seconds
+        client = self._client
+        if client is None:
+            # `import mlflow` takes seconds, and another thread may be doing it: both the
+            # wait for the lock and the import give way to a stop signal.
+            with stopping.interruptible(), self._create_lock:
+                if self._client is None:
                     self._client = mlflow_client(self.uri, self._timeout, self._max_retries)
-            return self._client
+                client = self._client
+        return client
 
     def _owner(self) -> int:
         owner: int | None = getattr(self._worker, "owner", None)
@@ -209,9 +217,9 @@ class MlflowRegistry:
         """The client for one counted call, its errors translated. ``interruptible``: a slow
         MLflow (or `import mlflow` on first use) must not hold up a SIGTERM; on the daemon's
         main thread the call is abandoned (every such caller is crash-safe)."""
-        self.count()
         region = stopping.interruptible() if interruptible else contextlib.nullcontext()
         with region, translate_errors(what, self.uri):
+            self.count()
             yield self.client
 
     def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:

@@ -35,7 +35,7 @@ from watcher.runtime.logging import get_logger
 if TYPE_CHECKING:
     from watcher.trigger.outbox import Outbox
 
-log = get_logger("watcher.data.watcher")  # the data watcher's events
+log = get_logger(__name__)  # the data watcher's events
 
 OBJECTS = ".objects"
 TMP_PREFIX = ".tmp-"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
 
-log = get_logger("watcher.drift.stats")
+log = get_logger(__name__)
 
 
 class DriftWatch:

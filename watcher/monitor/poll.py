@@ -1,6 +1,6 @@
 """Registry monitoring: poll MLflow on a schedule, decide and notify in ``tick()``.
 
-The APScheduler job (one worker thread, so the MlflowClient lives in one thread)
+The APScheduler job (one worker thread; the process's registry adapter is thread-safe)
 only reads the registry and the live-accuracy observations and puts the result
 on a queue. ``tick()`` (the daemon loop) hands results to the registry diff
 (monitor/changes.py) and the accuracy policy (monitor/accuracy.py). MLflow being
@@ -132,7 +132,7 @@ class _Schedule:
             def __init__(self, pool: _DaemonWorker) -> None:
                 super().__init__(pool)
 
-        # One worker thread: the MlflowClient is used from that thread only. A daemon thread,
+        # One worker thread: polls never overlap (overruns are skipped). A daemon thread,
         # so a poll stuck in a slow MLflow call cannot hold up shutdown.
         self._worker = _DaemonWorker()
         sched = BackgroundScheduler(

@@ -2,7 +2,7 @@
 
 The monitor decides *that* Production's live accuracy breached the policy (read here
 through the read-only ``ports.Verdicts`` view); this
-component decides *whether* to roll back (``rollback_policy.decide_auto``:
+component decides *whether* to roll back (``rollback.policy.decide_auto``:
 rollback.after, cooldown, flap guard, target quarantined or below threshold)
 and runs the journaled rollback. At start it finishes any rollback a crash
 interrupted. Refusals are recorded and alerted once per breach, never retried
@@ -76,7 +76,8 @@ class AutoRollback:
         self._waiting: set[tuple[str, str]] = set()
         self._left_alone: set[tuple[str, str]] = set()  # logged once each
         self._refused_here: set[tuple[str, str]] = set()  # refusals stand for this process only
-        self._error = OncePerCause()  # the error deferring work: logged once per cause
+        # The error deferring each piece of work (recovery, one model): logged once per cause.
+        self._errors: dict[tuple[str, str], OncePerCause] = {}
         self._last_error: str | None = None  # … and shown in health
         self.rollbacks = 0
 
@@ -88,7 +89,7 @@ class AutoRollback:
             with self._lock():
                 for outcome in self.rollbacker.recover():
                     log.warning("rollback_recovered", message=outcome.message)
-            self._error.clear()
+            self._said("rollback_recovery_deferred").clear()
         except (LockHeld, RegistryError) as exc:
             # `watcher rollback` is running, or MLflow is down: tick() retries.
             self._deferred("rollback_recovery_deferred", exc)
@@ -127,7 +128,7 @@ class AutoRollback:
                 continue
             try:
                 self._consider(model, version, since)
-                self._error.clear()
+                self._said("rollback_deferred", model).clear()
             except (RegistryError, LockHeld) as exc:
                 self._deferred("rollback_deferred", exc, model=model)
         return None
@@ -136,8 +137,11 @@ class AutoRollback:
         """MLflow down or `watcher rollback` holding the lock: retried next tick, logged
         once per cause (not at every tick of an outage)."""
         self._last_error = str(exc)
-        if self._error.first((event, str(exc))):
+        if self._said(event, where.get("model", "")).first(str(exc)):
             log.warning(event, error=str(exc), **where)
+
+    def _said(self, event: str, model: str = "") -> OncePerCause:
+        return self._errors.setdefault((event, model), OncePerCause())
 
     def _acted_on(self, model: str, version: str) -> bool:
         why = self.handled.why(model, version)

@@ -25,10 +25,10 @@ from watcher.errors import StateError
 DB_NAME = "state.db"
 # Every meta key, in one place (the module named after each writes it; status reads them).
 META_WRITE_PROBE = "state.write_probe_at"  # health: the DB still takes writes
-META_HEARTBEAT = "heartbeat"  # runtime.daemon: {"pid", "at", "components": ...}
+META_HEARTBEAT = "heartbeat"  # runtime.daemon: {"pid", "at", "checks": ...}
 META_POLICY = "monitor.policy"  # monitor: {model: {"version", "status", ...}}
 META_LAST_POLL = "monitor.last_success"  # monitor: so /metrics has it from the start
-META_DAG = "trigger.dag"  # data.watcher: {"dag_id", "paused", "since", "unpause"} for status
+META_DAG = "trigger.dag"  # trigger.delivery: {"dag_id", "paused", "since", "unpause"} for status
 META_LAST_DELIVERED = "data.last_delivered_hash"  # trigger.outbox
 META_LAST_RUN = "data.last_delivered_run_id"  # trigger.outbox
 META_ROLLBACK_HANDLED = "rollback.handled"  # rollback.journal: {model: {version: why}}

@@ -5,13 +5,9 @@ undelivered trigger, or, with snapshots, when the data went back to an earlier
 hash), strictly in the order they were queued. Delivery is retried with
 exponential backoff and jitter until the backend acknowledges it; a 409 (run
 exists) is an acknowledgement, which with deterministic run ids makes delivery
-idempotent. Delivered runs are
-then followed until they finish, and their outcome goes to the history.
-
-Test-only fault hook: ``WATCHER_FAULT=after_outbox_write`` makes the process
-SIGKILL itself right after a trigger row is committed and before delivery,
-so tests can prove a crash there still yields exactly one run. Never set it
-in production.
+idempotent. Delivered runs are then followed until they finish (trigger/delivery.py),
+and their outcome goes to the history. This module holds every SQL statement on the
+``outbox`` table; ``watcher status`` reads it read-only on its own connection.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def _live_accuracy(
     try:
         obs = FeedbackReader(registry).observations([(model, v) for v in versions])
     except Exception as exc:
-        get_logger("watcher.rollback.journal").warning("live_accuracy_unavailable", error=str(exc))
+        get_logger(__name__).warning("live_accuracy_unavailable", error=str(exc))
         return out
     for v in versions:
         out[v] = window_stats(obs.get((model, v), []), window)[0]
