@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from watcher.runtime.logging import QUIET_LOGGERS as _QUIET_LOGGERS
 from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock
 
@@ -116,6 +118,26 @@ def _restore_mlflow_uri_env() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """A test that runs a command in-process configures logging (root level, handlers,
+    noisy libraries' levels): later tests on the same worker must not inherit it — a root
+    left at ERROR hides the warnings another test asserts on."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    quiet = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    for name, lvl in quiet.items():
+        logging.getLogger(name).setLevel(lvl)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from structlog.typing import EventDict, Processor
 from alerts.redaction import redact, redact_data, register
 
 # Third-party loggers that are chatty at INFO on every poll.
-_QUIET = {
+QUIET_LOGGERS = {
     "apscheduler.scheduler": logging.WARNING,
     "apscheduler.executors.default": logging.WARNING,
     "httpx": logging.WARNING,
@@ -91,7 +91,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric)
-    for name, quiet in _QUIET.items():
+    for name, quiet in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, numeric))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
