@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from watcher.runtime.logging import QUIET_LOGGERS as _QUIET_LOGGERS
 from watcher.runtime.state import StateStore, open_state
@@ -121,23 +122,17 @@ def _restore_mlflow_uri_env() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _restore_root_logger() -> Iterator[None]:
-    """A test that runs a command in-process configures logging (root level, handlers,
-    noisy libraries' levels): later tests on the same worker must not inherit it — a root
-    left at ERROR hides the warnings another test asserts on."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    quiet = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+def _reset_logging() -> Iterator[None]:
+    """A test that runs a command in-process configures logging (the root level, noisy
+    libraries, structlog's routing): every later test on the same worker starts from the
+    state it has when run alone — a root left at ERROR hid the warnings one test asserts
+    on, and a structlog left routed to stdlib moved another's events out of stdout."""
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in _QUIET_LOGGERS)]
+    levels = [logger.level for logger in loggers]
     yield
-    root.setLevel(level)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    for name, lvl in quiet.items():
-        logging.getLogger(name).setLevel(lvl)
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    structlog.reset_defaults()
 
 
 @pytest.fixture
