@@ -5,21 +5,55 @@ Depends on nothing else in the project (watcher/ and pipeline/ depend on it).
 
 from __future__ import annotations
 
-from alerts.dispatcher import Backoff, DeliveryReport, Dispatcher
-from alerts.errors import AlertsError, AlertValidationError, NotifyError
-from alerts.lifecycle import DEFAULT_REPEAT_INTERVAL, AlertState, Evaluation, evaluate
-from alerts.model import (
-    Alert,
-    AlertStatus,
-    Notification,
-    NotificationKind,
-    fingerprint,
-    make_alert,
-)
-from alerts.notifiers.base import Notifier
-from alerts.oneshot import send_now
-from alerts.routing import Matcher, Route, Router
-from alerts.store import SCHEMA, AlertStore, Delivery, ensure_schema
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from alerts.dispatcher import Backoff, DeliveryReport, Dispatcher
+    from alerts.errors import AlertsError, AlertValidationError, NotifyError
+    from alerts.lifecycle import DEFAULT_REPEAT_INTERVAL, AlertState, Evaluation, evaluate
+    from alerts.model import (
+        Alert,
+        AlertStatus,
+        Notification,
+        NotificationKind,
+        fingerprint,
+        make_alert,
+    )
+    from alerts.notifiers.base import Notifier
+    from alerts.oneshot import send_now
+    from alerts.routing import Matcher, Route, Router
+    from alerts.store import SCHEMA, AlertStore, Delivery, ensure_schema
+
+# Lazy: `alerts.redaction` (every CLI command that loads the config) must not pull in
+# the dispatcher and structlog through this package.
+_HOMES = {
+    "Backoff": "dispatcher",
+    "DeliveryReport": "dispatcher",
+    "Dispatcher": "dispatcher",
+    "AlertsError": "errors",
+    "AlertValidationError": "errors",
+    "NotifyError": "errors",
+    "DEFAULT_REPEAT_INTERVAL": "lifecycle",
+    "AlertState": "lifecycle",
+    "Evaluation": "lifecycle",
+    "evaluate": "lifecycle",
+    "Alert": "model",
+    "AlertStatus": "model",
+    "Notification": "model",
+    "NotificationKind": "model",
+    "fingerprint": "model",
+    "make_alert": "model",
+    "Notifier": "notifiers.base",
+    "send_now": "oneshot",
+    "Matcher": "routing",
+    "Route": "routing",
+    "Router": "routing",
+    "SCHEMA": "store",
+    "AlertStore": "store",
+    "Delivery": "store",
+    "ensure_schema": "store",
+}
 
 __all__ = [
     "DEFAULT_REPEAT_INTERVAL",
@@ -48,3 +82,10 @@ __all__ = [
     "make_alert",
     "send_now",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'alerts' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"alerts.{home}"), name)

@@ -7,16 +7,37 @@ they appear, with the registry of ``alerts.redaction``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
-
-import structlog
-from structlog.typing import EventDict, Processor
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TextIO
 
 from alerts.redaction import redact, redact_data, register
+
+
+def _import_structlog() -> ModuleType:
+    """structlog without rich. ``import structlog`` imports ``structlog.dev``, which
+    imports rich (~125 ms) only to offer rich tracebacks; we never use them (tracebacks
+    become text in ``format_exc_info``, before redaction). Hiding an absent rich makes
+    structlog fall back to its plain formatter; a rich imported later (``watcher
+    status`` drawing its tables) is unaffected."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return importlib.import_module("structlog")
+    sys.modules["rich"] = None  # type: ignore[assignment]  # import rich -> ImportError
+    try:
+        return importlib.import_module("structlog")
+    finally:
+        del sys.modules["rich"]
+
+
+if TYPE_CHECKING:
+    import structlog
+    from structlog.typing import EventDict, Processor
+else:
+    structlog = _import_structlog()
 
 # Third-party loggers that are chatty at INFO on every poll.
 QUIET_LOGGERS = {
@@ -74,7 +95,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # The plain formatter whether or not rich is installed: output does not depend
+        # on which module imported structlog first.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[

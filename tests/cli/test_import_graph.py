@@ -1,0 +1,109 @@
+"""The commands that do not talk to MLflow stay light: a guard on the import graph.
+
+Each command runs in a fresh interpreter (a real `main(argv)` call, as the console
+script makes it) and reports the modules it loaded. A timer would be flaky on a busy
+box; a heavy import sneaking onto a light path is what makes these commands slow, and
+that is deterministic. `benchmarks/cli_startup.py` measures the wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Seconds of imports each (mlflow, sklearn, pandas, airflow), or not needed to read a
+# config, a state DB or a small dir: rich (~125 ms) draws only status tables.
+HEAVY = (
+    "mlflow",
+    "sklearn",
+    "pandas",
+    "numpy",
+    "airflow",
+    "sqlalchemy",
+    "rich",
+    "apscheduler",
+    "watchdog",
+    "httpx",
+    "requests",
+    "alerts.dispatcher",
+    "watcher.backends",
+)
+# `watcher --help` and `service-unit` read no config: no pydantic, no logging setup.
+CONFIG_FREE_HEAVY = (*HEAVY, "pydantic", "structlog")
+
+PROBE = """
+import json, sys
+from watcher.cli.main import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "a.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "watcher.toml").write_text(
+        f'[watch]\ndata_dir = "{tmp_path / "data"}"\n[state]\ndir = "{tmp_path / "state"}"\n'
+    )
+    return tmp_path
+
+
+def _loaded(cwd: Path, *argv: str) -> set[str]:
+    """The modules a real run of `watcher ARGV` imported (it must succeed)."""
+    report = cwd / "modules.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(report), *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(report.read_text())
+    assert result["code"] == 0, proc.stderr
+    return set(result["modules"])
+
+
+def _heavy(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("check-config",),
+        ("status", "--json"),
+        ("history",),
+        ("history", "--json"),
+        ("hash", "tiny"),
+        ("hash", "tiny", "--json", "--manifest"),
+        # The console renderer (a TTY's default) needs no rich either.
+        ("--log-format", "console", "check-config"),
+    ],
+    ids=" ".join,
+)
+def test_config_commands_import_nothing_heavy(workdir: Path, argv: tuple[str, ...]) -> None:
+    assert _heavy(_loaded(workdir, *argv), HEAVY) == []
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("service-unit",), ("--version",)], ids=" ".join)
+def test_config_free_commands_import_no_config_stack(workdir: Path, argv: tuple[str, ...]) -> None:
+    assert _heavy(_loaded(workdir, *argv), CONFIG_FREE_HEAVY) == []
+
+
+def test_human_status_loads_rich_only_to_draw(workdir: Path) -> None:
+    """The one light command that draws tables: rich, and still nothing else heavy."""
+    modules = _loaded(workdir, "status")
+    assert "rich.table" in modules
+    assert _heavy(modules, tuple(n for n in HEAVY if n != "rich")) == []
