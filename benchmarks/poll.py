@@ -1,19 +1,27 @@
 """One registry poll cycle against a real `mlflow server`: MLflow calls and wall time.
 
-Registers MODELS models (2 versions each, v2 Production, one live-accuracy
-observation each), then times the monitor's poll (registry snapshot + live
-accuracy read-back) for 10, 50 and all models, cold (first poll) and warm
-(nothing changed since), with the per-model reads one at a time and then 8 in
-flight (the default ``mlflow.concurrency``). Calls are counted at the HTTP
-layer. Target: calls linear in models, a cycle < 5 s with 100 models.
+A store of MODELS models (2 versions each, v2 Production, one live-accuracy
+observation each) is seeded once into STORE (default /tmp/watcher-bench-poll)
+and reused by later runs. The monitor's poll (registry snapshot + live-accuracy
+read-back) is timed watching 100, 300 and 1,000 of them (each case reads the
+whole registry: the other models are still there), cold (a new adapter: first
+poll) and warm (nothing changed since), with ``mlflow.concurrency`` 1 and 8.
+Calls are counted at the HTTP layer; each figure is the median of --repeat runs.
 
-    uv run python benchmarks/poll.py [--models 100]
+Per case: seconds and calls, the target (warm 300: 1.0 s and 10 calls; cold:
+3 s), the ratio figure/target, and the anchor measured in the same run: the
+poll's calls times the median wall of one minimal call (the floor at that
+call count). ``--json PATH`` writes the same rows.
+
+    uv run python benchmarks/poll.py [--models 1000] [--store DIR] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +33,7 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 REQUESTS = 0
+TARGETS = {"warm": (1.0, 10), "cold": (3.0, None)}  # seconds, calls
 
 
 def _count_http() -> None:
@@ -40,53 +49,118 @@ def _count_http() -> None:
     requests.Session.request = counted  # type: ignore[method-assign]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", type=int, default=100)
-    args = parser.parse_args()
-    _count_http()
-
-    from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
+def _seed(store: Path, models: int) -> None:
+    """Register bench-0000 … up to ``models`` in-process (no server yet); done once."""
+    marker = store / "seeded.json"
+    have = json.loads(marker.read_text())["models"] if marker.exists() else 0
+    if have >= models:
+        print(f"store: {store} ({have} models, reused)")
+        return
+    from watcher.backends.mlflow_observations import report_accuracy
     from watcher.backends.mlflow_registry import MlflowRegistry
 
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp))
-        try:
-            setup = MlflowRegistry(url)
-            t0 = time.perf_counter()
-            for i in range(args.models):
-                name = f"bench-{i:03d}"
-                setup.client.create_registered_model(name)
-                for _ in range(2):
-                    setup.client.create_model_version(name, source="s3://bench/model")
-                setup.set_production(name, "2")
-                report_accuracy(name, 0.95, 500, registry=setup)
-            print(f"setup: {args.models} models in {time.perf_counter() - t0:.1f} s")
-            head = f"{'models':>6} {'poll':>5} {'http calls':>10}"
-            print(f"{head} {'1 at a time s':>13} {'8 at a time s':>13}")
-            sizes = sorted({n for n in (10, 50, args.models) if n <= args.models})
-            for n in sizes:
-                # bench-000 … bench-(n-1) as exact names: the glob path is the same code.
-                patterns = [f"bench-{i:03d}" for i in range(n)]
-                rows: dict[str, list[str]] = {"cold": [], "warm": []}
-                for concurrency in (1, 8):
-                    registry = MlflowRegistry(url, concurrency=concurrency)
-                    reader = FeedbackReader(registry)
-                    for label in ("cold", "warm"):
-                        before = REQUESTS
-                        start = time.perf_counter()
-                        snaps = registry.snapshot(patterns)
-                        wanted = [(s.name, s.production) for s in snaps if s.production]
-                        obs = reader.observations(wanted)
-                        wall = time.perf_counter() - start
-                        assert len(snaps) == n and all(obs[k] for k in wanted), "bad poll"
-                        if concurrency == 1:
-                            rows[label].append(f"{REQUESTS - before:>10}")
-                        rows[label].append(f"{wall:>13.2f}")
-                for label, cells in rows.items():
-                    print(f"{n:>6} {label:>5} {' '.join(cells)}")
-        finally:
-            stop_server(proc)
+    store.mkdir(parents=True, exist_ok=True)
+    setup = MlflowRegistry(f"sqlite:///{store / 'mlflow.db'}")
+    t0 = time.perf_counter()
+    for i in range(have, models):
+        name = f"bench-{i:04d}"
+        if not setup.model_exists(name):
+            setup.client.create_registered_model(name)
+        while len(setup.versions(name)) < 2:
+            setup.client.create_model_version(name, source="s3://bench/model")
+        setup.set_production(name, "2")
+        report_accuracy(name, 0.95, 500, registry=setup)
+        if i % 100 == 99:
+            marker.write_text(json.dumps({"models": i + 1}))
+    marker.write_text(json.dumps({"models": models}))
+    print(f"store: seeded {models - have} models in {time.perf_counter() - t0:.0f} s")
+
+
+def _floor(url: str, repeat: int) -> float:
+    """Median wall of one minimal registry call (1 model) on a warm connection."""
+    from watcher.backends.mlflow_registry import MlflowRegistry
+
+    client = MlflowRegistry(url).client
+    walls = []
+    for _ in range(repeat * 3):
+        t = time.perf_counter()
+        client.search_registered_models(max_results=1)
+        walls.append(time.perf_counter() - t)
+    return statistics.median(walls)
+
+
+def _poll(url: str, n: int, concurrency: int) -> dict[str, tuple[float, int]]:
+    from watcher.backends.mlflow_observations import FeedbackReader
+    from watcher.backends.mlflow_registry import MlflowRegistry
+
+    patterns = ["bench-0*"] if n == 1000 else [f"bench-{i:04d}" for i in range(n)]
+    registry = MlflowRegistry(url, concurrency=concurrency)
+    reader = FeedbackReader(registry)
+    out = {}
+    for label in ("cold", "warm"):
+        before = REQUESTS
+        start = time.perf_counter()
+        snaps = registry.snapshot(patterns)
+        wanted = [(s.name, s.production) for s in snaps if s.production]
+        obs = reader.observations(wanted)
+        wall = time.perf_counter() - start
+        assert len(snaps) == n and all(obs[k] for k in wanted), "bad poll"
+        out[label] = (wall, REQUESTS - before)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", type=int, default=1000, help="models in the store")
+    parser.add_argument(
+        "--store", type=Path, default=Path(tempfile.gettempdir()) / "watcher-bench-poll"
+    )
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args()
+    _seed(args.store, args.models)
+    _count_http()
+
+    proc, url = start_server(args.store)
+    rows: list[dict[str, Any]] = []
+    try:
+        floor = _floor(url, args.repeat)
+        print(f"one minimal call: {floor * 1000:.1f} ms (anchor = calls x this)")
+        print(
+            f"{'models':>6} {'poll':>5} {'in flight':>9} {'s':>6} {'calls':>5} "
+            f"{'target':>12} {'ratio':>5} {'anchor s':>8} {'x anchor':>8}"
+        )
+        for n in sorted({n for n in (100, 300, 1000) if n <= args.models}):
+            for concurrency in (1, 8):
+                runs = [_poll(url, n, concurrency) for _ in range(args.repeat)]
+                for label in ("cold", "warm"):
+                    wall = statistics.median(r[label][0] for r in runs)
+                    calls = max(r[label][1] for r in runs)
+                    t_s, t_calls = TARGETS[label]
+                    anchor = calls * floor
+                    row = {
+                        "models": n,
+                        "poll": label,
+                        "concurrency": concurrency,
+                        "seconds": round(wall, 3),
+                        "calls": calls,
+                        "target_seconds": t_s,
+                        "target_calls": t_calls,
+                        "ratio": round(wall / t_s, 2),
+                        "anchor_seconds": round(anchor, 3),
+                        "x_anchor": round(wall / anchor, 2),
+                    }
+                    rows.append(row)
+                    target = f"{t_s:g} s" + (f", {t_calls} calls" if t_calls else "")
+                    print(
+                        f"{n:>6} {label:>5} {concurrency:>9} {wall:>6.2f} {calls:>5} "
+                        f"{target:>12} {wall / t_s:>5.2f} {anchor:>8.3f} {wall / anchor:>8.1f}"
+                    )
+    finally:
+        stop_server(proc)
+    if args.json:
+        doc = {"machine": "2-core box, other work running", "floor_call_s": floor, "rows": rows}
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 if __name__ == "__main__":
