@@ -1,10 +1,12 @@
 """One registry poll cycle against a real `mlflow server`: MLflow calls and wall time.
 
 A store of MODELS models (2 versions each, v2 Production, one live-accuracy
-observation each) is seeded once into STORE (default /tmp/watcher-bench-poll)
-and reused by later runs. The monitor's poll (registry snapshot + live-accuracy
-read-back) is timed watching 100, 300 and 1,000 of them (each case reads the
-whole registry: the other models are still there), cold (a new adapter: first
+observation each, two for the first 100: their cold read is 2 metric-history
+calls each, the in-flight reads ``mlflow.concurrency`` applies to) is seeded
+once into STORE (default /tmp/watcher-bench-poll) and reused by later runs.
+The monitor's poll (registry snapshot + live-accuracy read-back) is timed
+watching 100, 300 and 1,000 of them (each case reads the whole registry: the
+other models are still there), cold (a new adapter: first
 poll) and warm (nothing changed since), with ``mlflow.concurrency`` 1 and 8.
 Calls are counted at the HTTP layer; each figure is the median of --repeat runs.
 
@@ -33,6 +35,7 @@ os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 REQUESTS = 0
+HISTORY = 100  # models whose run holds 2 observations: a cold poll reads their histories
 TARGETS = {"warm": (1.0, 10), "cold": (3.0, None)}  # seconds, calls
 
 
@@ -50,10 +53,12 @@ def _count_http() -> None:
 
 
 def _seed(store: Path, models: int) -> None:
-    """Register bench-0000 … up to ``models`` in-process (no server yet); done once."""
+    """Register bench-0000 … up to ``models`` in-process (no server yet), one observation
+    each, and a second one for the first HISTORY; done once, resumed where it stopped."""
     marker = store / "seeded.json"
-    have = json.loads(marker.read_text())["models"] if marker.exists() else 0
-    if have >= models:
+    done = json.loads(marker.read_text()) if marker.exists() else {}
+    have, second = done.get("models", 0), done.get("history", 0)
+    if have >= models and second >= min(HISTORY, models):
         print(f"store: {store} ({have} models, reused)")
         return
     from watcher.backends.mlflow_observations import report_accuracy
@@ -70,10 +75,11 @@ def _seed(store: Path, models: int) -> None:
             setup.client.create_model_version(name, source="s3://bench/model")
         setup.set_production(name, "2")
         report_accuracy(name, 0.95, 500, registry=setup)
-        if i % 100 == 99:
-            marker.write_text(json.dumps({"models": i + 1}))
-    marker.write_text(json.dumps({"models": models}))
-    print(f"store: seeded {models - have} models in {time.perf_counter() - t0:.0f} s")
+        marker.write_text(json.dumps({"models": i + 1}))
+    for i in range(second, min(HISTORY, models)):
+        report_accuracy(f"bench-{i:04d}", 0.93, 400, registry=setup)
+        marker.write_text(json.dumps({"models": models, "history": i + 1}))
+    print(f"store: seeded up to {models} models in {time.perf_counter() - t0:.0f} s")
 
 
 def _floor(url: str, repeat: int) -> float:
