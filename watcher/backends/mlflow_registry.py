@@ -10,9 +10,11 @@ clients would isolate nothing. Each call is counted for the thread it runs for.
 MLflow exceptions are translated here, at the edge: unreachable →
 RegistryUnavailable, anything else → RegistryError.
 
-Per-model reads against an MLflow *server* go out ``concurrency`` at a time (a poll
-of 100 models is 100 round trips; one after another they cost seconds). A local
-store (``sqlite:``, a file path) is read one call at a time: it is in-process.
+A poll reads the registry in pages (``snapshot``: 2 calls per 1000 models), not per
+model. What is still per item -- the metric histories of runs the live-accuracy reader
+must re-read -- goes out ``concurrency`` at a time against an MLflow *server*
+(``map``; measured faster than one at a time, benchmarks/poll.py). A local store
+(``sqlite:``, a file path) is read one call at a time: it is in-process.
 """
 
 from __future__ import annotations
