@@ -88,6 +88,10 @@ class FakeRegistry:
         if self._production.get(name) == version:
             del self._production[name]
 
+    def delete_model(self, name: str) -> None:
+        self._models.pop(name)
+        self._production.pop(name, None)
+
     # The port ---------------------------------------------------------------
 
     def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:

@@ -92,6 +92,46 @@ def test_snapshot_matches_names_and_globs(subject: tuple[Registry, Create]) -> N
     assert [f"{prefix}-b"] == [s.name for s in reg.snapshot([f"{prefix}-b"])]
 
 
+def _delete(reg: Registry, name: str, version: str | None = None) -> None:
+    """Delete a version (or the whole model) behind the adapter's back."""
+    if isinstance(reg, FakeRegistry):
+        reg.delete_model(name) if version is None else reg.delete_version(name, version)
+        return
+    assert isinstance(reg, MlflowRegistry)
+    client: Any = reg.client
+    if version is None:
+        client.delete_registered_model(name)
+    else:
+        client.delete_model_version(name, version)
+
+
+def test_snapshot_sees_what_changed_since_the_last_one(subject: tuple[Registry, Create]) -> None:
+    """A poll reads the registry afresh: a tag set on a version already seen, Production
+    moving, a new version, a deleted version and a deleted model all show on the next one."""
+    reg, create = subject
+    prefix = unique("poll")
+    name, gone = f"{prefix}-a", f"{prefix}-b"
+    for _ in range(3):
+        create(name, {"data_hash": "abc"})
+    create(gone, None)
+    reg.set_production(name, "1")
+    first = {s.name: s for s in reg.snapshot([f"{prefix}-*"])}
+    assert ("1", {"1", "2", "3"}) == (first[name].production, set(first[name].versions))
+    assert gone in first
+    reg.set_tags(name, "1", quarantine_tags("accuracy 0.5", datetime.now(UTC), "watcher"))
+    reg.set_tags(name, "2", {"accuracy": "0.97"})
+    reg.set_production(name, "2")
+    assert "4" == create(name, None)
+    _delete(reg, name, "3")
+    _delete(reg, gone)
+    (snap,) = reg.snapshot([f"{prefix}-*"])
+    assert (name, "2") == (snap.name, snap.production)
+    assert ["1", "2", "4"] == list(snap.versions)
+    assert snap.versions["1"].quarantined and not snap.versions["2"].quarantined
+    assert {"data_hash": "abc", "accuracy": "0.97"} == dict(snap.versions["2"].tags)
+    assert ("Production" if reg.mode == "stage" else "None") == snap.versions["2"].stage
+
+
 def test_missing_things_are_none_not_errors(subject: tuple[Registry, Create]) -> None:
     """Unknown model or version: False / None / [] (callers turn it into exit 2)."""
     reg, create = subject
@@ -145,7 +185,8 @@ def test_fake_down_is_registry_unavailable() -> None:
 @pytest.mark.service
 def test_concurrent_poll_reads_equal_sequential_ones(mlflow_server: str) -> None:
     """Against a real server the per-model reads go out in parallel: same snapshot, same
-    observations, the same number of calls as one at a time (1 listing + 1 per model)."""
+    observations, the same number of calls as one at a time: a snapshot is 1 listing of
+    models + 1 of versions, whatever the number of models."""
     from watcher.backends.mlflow_observations import FeedbackReader, report_accuracy
 
     prefix = unique("par")
@@ -164,7 +205,7 @@ def test_concurrent_poll_reads_equal_sequential_ones(mlflow_server: str) -> None
         reg = MlflowRegistry(mlflow_server, max_retries=0, concurrency=concurrency)
         assert concurrency == reg.concurrency
         snaps = reg.snapshot([f"{prefix}-*"])
-        assert 1 + 12 == reg.calls
+        assert 2 == reg.calls
         wanted = [(s.name, s.production) for s in snaps if s.production is not None]
         obs = FeedbackReader(reg).observations(wanted)
         assert 8 == len(wanted) == len([k for k, v in obs.items() if v])

@@ -201,8 +201,24 @@ def _pair(
     return sorted(out, key=lambda o: o.at), skipped
 
 
+def _latest(run: Any) -> dict[str, Any]:
+    """The run's latest value of each metric (the highest step: the newest observation), as
+    search_runs returns it; through the public proto, the entity keeps them private."""
+    return {m.key: m for m in run.data.to_proto().metrics}
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    count: str  # the run's observation-count tag when read
+    run_id: str
+    observations: list[Observation]
+
+
 class FeedbackReader:
-    """Reads observations per (model, version), fetching histories only for changed runs.
+    """Reads observations per (model, version): one search_runs per 1000 runs each poll;
+    a run with one new observation since the last poll takes it from that search (its
+    latest metrics), and only a run that changed otherwise (first read, several new
+    observations) costs two metric-history calls.
 
     One reader per thread that uses it (its cache is unlocked); the adapter it reads
     through is the process's shared one.
@@ -211,8 +227,36 @@ class FeedbackReader:
     def __init__(self, registry: MlflowRegistry) -> None:
         self._registry = registry
         self._experiment_id: str | None = None
-        self._cache: dict[tuple[str, str], tuple[str, list[Observation]]] = {}
+        self._cache: dict[tuple[str, str], _Read] = {}
         self._skipped: set[tuple[str, int]] = set()  # (run id, step) already reported
+
+    def _runs(self, experiment_id: str) -> list[Any]:
+        runs: list[Any] = []
+        token: str | None = None
+        while True:
+            with self._registry.call("search_runs", interruptible=False) as client:
+                page = client.search_runs([experiment_id], max_results=_RUNS_PAGE, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _one_more(self, key: tuple[str, str], run: Any, count: str) -> _Read | None:
+        """The cached read plus the run's latest observation, when that is the only one
+        added since (count one higher, both metrics at its step); None otherwise."""
+        cached = self._cache.get(key)
+        known = cached.count if cached is not None and cached.run_id == run.info.run_id else "0"
+        if not (count.isdigit() and known.isdigit() and int(count) == int(known) + 1):
+            return None
+        latest = _latest(run)
+        acc, smp = latest.get(METRIC_ACCURACY), latest.get(METRIC_SAMPLES)
+        step = int(count) - 1
+        if acc is None or smp is None or not int(acc.step) == int(smp.step) == step:
+            return None
+        new, skipped = _pair([acc], [smp])
+        self._report_skipped(key, run.info.run_id, skipped)
+        before = cached.observations if cached is not None and known != "0" else []
+        return _Read(count, run.info.run_id, sorted([*before, *new], key=lambda o: o.at))
 
     def observations(
         self, wanted: Iterable[tuple[str, str]]
@@ -227,29 +271,21 @@ class FeedbackReader:
                 self._experiment_id = _experiment_id(client, create=False)
             if self._experiment_id is None:
                 return out  # nobody reported yet
-        runs: list[Any] = []
-        token: str | None = None
-        while True:
-            with reg.call("search_runs", interruptible=False) as client:
-                page = client.search_runs(
-                    [self._experiment_id], max_results=_RUNS_PAGE, page_token=token
-                )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
         changed: list[tuple[tuple[str, str], str, str]] = []  # key, count tag, run id
-        for run in runs:
+        for run in self._runs(self._experiment_id):
             tags = run.data.tags
             key = (tags.get(TAG_MODEL, ""), tags.get(TAG_VERSION, ""))
             if key not in wanted_set:
                 continue
             count = tags.get(TAG_COUNT, "")
             cached = self._cache.get(key)
-            if cached is not None and cached[0] == count:
-                out[key] = cached[1]
-            else:
+            if cached is None or cached.count != count or cached.run_id != run.info.run_id:
+                cached = self._one_more(key, run, count)
+            if cached is None:
                 changed.append((key, count, run.info.run_id))
+            else:
+                self._cache[key] = cached
+                out[key] = cached.observations
 
         def history(run_id: str) -> tuple[list[Observation], list[tuple[int, str]]]:
             with reg.call("get_metric_history", interruptible=False) as client:
@@ -260,7 +296,7 @@ class FeedbackReader:
 
         fetched = reg.map(history, [run_id for _, _, run_id in changed])
         for (key, count, run_id), (obs, skipped) in zip(changed, fetched, strict=True):
-            self._cache[key] = (count, obs)
+            self._cache[key] = _Read(count, run_id, obs)
             out[key] = obs
             self._report_skipped(key, run_id, skipped)
         for key in list(self._cache):

@@ -10,9 +10,11 @@ clients would isolate nothing. Each call is counted for the thread it runs for.
 MLflow exceptions are translated here, at the edge: unreachable →
 RegistryUnavailable, anything else → RegistryError.
 
-Per-model reads against an MLflow *server* go out ``concurrency`` at a time (a poll
-of 100 models is 100 round trips; one after another they cost seconds). A local
-store (``sqlite:``, a file path) is read one call at a time: it is in-process.
+A poll reads the registry in pages (``snapshot``: 2 calls per 1000 models), not per
+model. What is still per item -- the metric histories of runs the live-accuracy reader
+must re-read -- goes out ``concurrency`` at a time against an MLflow *server*
+(``map``; measured faster than one at a time, benchmarks/poll.py). A local store
+(``sqlite:``, a file path) is read one call at a time: it is in-process.
 """
 
 from __future__ import annotations
@@ -251,18 +253,26 @@ class MlflowRegistry:
             if not token:
                 return out
 
-    def _search_versions(self, name: str) -> list[VersionInfo]:
+    def _version_pages(self, filter_string: str | None) -> list[VersionInfo]:
+        """Every version the filter selects, page by page, ordered by name and number (a
+        stable order: a version updated between two pages does not move between them)."""
         out: list[VersionInfo] = []
         token: str | None = None
         while True:
             with self.call("search_model_versions") as c:
                 page = c.search_model_versions(
-                    f"name = '{quote(name)}'", max_results=_VERSIONS_PAGE, page_token=token
+                    filter_string,
+                    max_results=_VERSIONS_PAGE,
+                    order_by=["name ASC", "version_number ASC"],
+                    page_token=token,
                 )
             out.extend(_version_info(mv) for mv in page)
             token = page.token
             if not token:
-                return sorted(out, key=lambda v: int(v.version))
+                return out
+
+    def _search_versions(self, name: str) -> list[VersionInfo]:
+        return self._version_pages(f"name = '{quote(name)}'")
 
     def _production_from(
         self, aliases: Mapping[str, Any], versions: Sequence[VersionInfo]
@@ -275,15 +285,25 @@ class MlflowRegistry:
         return max(prod, key=lambda v: int(v.version)).version if prod else None
 
     def snapshot(self, patterns: Sequence[str]) -> list[ModelSnapshot]:
-        """1 listing call per 1000 models + 1 versions call per watched model."""
-        watched = [rm for rm in self._registered_models() if matches(rm.name, patterns)]
-
-        def one(rm: Any) -> ModelSnapshot:
-            versions = self._search_versions(rm.name)
-            production = self._production_from(rm.aliases or {}, versions)
-            return ModelSnapshot(rm.name, production, {v.version: v for v in versions})
-
-        return sorted(self.map(one, watched), key=lambda s: s.name)
+        """1 call per 1000 models (names, aliases) + 1 per 10,000 versions (stages, tags),
+        whatever the number of watched models: every version is read afresh each poll, so
+        a tag set, a stage moved or a version deleted since the last poll is seen without
+        a per-version cache to invalidate. Versions of unwatched models are read too
+        (filtered here): one filter per glob would cost a call per pattern."""
+        watched = {rm.name: rm for rm in self._registered_models() if matches(rm.name, patterns)}
+        if not watched:
+            return []
+        by_model: dict[str, dict[str, VersionInfo]] = {name: {} for name in watched}
+        for v in self._version_pages(None):
+            if v.name in by_model:
+                by_model[v.name][v.version] = v
+        out = []
+        for name in sorted(watched):
+            versions = by_model[name]
+            ordered = sorted(versions.values(), key=lambda v: int(v.version))
+            production = self._production_from(watched[name].aliases or {}, ordered)
+            out.append(ModelSnapshot(name, production, {v.version: v for v in ordered}))
+        return out
 
     def model_exists(self, name: str) -> bool:
         try:
