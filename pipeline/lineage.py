@@ -7,6 +7,7 @@ hash is the SHA-256 of the manifest bytes. See README "Dataset hash".
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import errno
 import fnmatch
 import functools
@@ -17,9 +18,13 @@ import stat as _stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 DEFAULT_IGNORE: tuple[str, ...] = ("*.tmp", "*.part", "*.swp", "*~")
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # bytes per read: the copy stays in L2 until the digest reads it
+LARGE_FILE = 1 << 20  # files at least this big get a pool task of their own
+SMALL_BATCH = 256  # small files per work item
+TICK = 0.2  # seconds between a pool run's checks (stop, progress, watchdog)
 # The watcher → pipeline trigger contract: what the watcher adds to a run conf about
 # *why* it triggered. Recorded on the training run (tags; drift as metrics), never
 # training parameters.
@@ -164,17 +169,135 @@ def _stat_through(
 
 
 def hash_file(path: Path | str, between_chunks: Callable[[], None] | None = None) -> str:
-    """SHA-256 of the file's bytes, read CHUNK at a time (hashlib.file_digest's loop).
-    ``between_chunks`` runs after each chunk: the daemon's stop check, which may raise."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with Path(path).open("rb", buffering=0) as fh:
-        while size := fh.readinto(buf):
-            digest.update(view[:size])  # releases the GIL: pool threads hash in parallel
+    """SHA-256 of the file's bytes. ``between_chunks`` runs after each chunk: the daemon's
+    stop check, which may raise."""
+    return _digest_path(os.fspath(path), bytearray(CHUNK), between_chunks)[0]
+
+
+def _digest_path(
+    path: str, buf: bytearray, between_chunks: Callable[[], None] | None = None
+) -> tuple[str, int]:
+    """(hex digest, bytes read): a raw fd read into the caller's reused buffer, no file
+    object; hashlib releases the GIL while digesting, so pool threads hash in parallel."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        digest = hashlib.sha256()
+        view = memoryview(buf)
+        size = 0
+        while n := os.readv(fd, (buf,)):
+            digest.update(view[:n])
+            size += n
             if between_chunks is not None:
                 between_chunks()
-    return digest.hexdigest()
+        return digest.hexdigest(), size
+    finally:
+        os.close(fd)
+
+
+# A FIFO swapped in after the walk must not block the read (regular files ignore it).
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+_Item = tuple[str, os.stat_result]
+# (path, digest or None when the file vanished or changed while read, bytes read)
+Digested = tuple[str, str | None, int]
+
+
+class Checks(Protocol):
+    """The daemon's hooks into a hashing run; the pipeline and the CLI pass none."""
+
+    def stop(self) -> None:
+        """Raise to abandon the run (checked between files and chunks)."""
+
+    def still(self, path: str, before: os.stat_result) -> bool:
+        """False when the file changed while it was read (its digest is then dropped)."""
+
+    def tick(self, done_bytes: int) -> None:
+        """Every ``TICK`` seconds while the pool works: progress, watchdog."""
+
+
+def _hash_batch(
+    root: str, batch: Sequence[_Item], checks: Checks | None, done: list[int]
+) -> list[Digested]:
+    """Digest each file of one work item with one reused buffer."""
+    buf = bytearray(CHUNK)
+    stop = checks.stop if checks is not None else None
+    out: list[Digested] = []
+    for rel, st in batch:
+        if stop is not None:
+            stop()
+        path = f"{root}/{rel}"
+        try:
+            sha: str | None
+            sha, size = _digest_path(path, buf, stop)
+            if checks is not None and not checks.still(path, st):
+                sha = None
+        except (FileNotFoundError, NotADirectoryError):
+            if checks is None:
+                raise
+            sha, size = None, 0
+        out.append((rel, sha, size))
+        done[0] += st.st_size  # one int, updated under the GIL: a progress hint only
+    return out
+
+
+def batches(items: Sequence[_Item]) -> list[list[_Item]]:
+    """One work item per large file; small files grouped SMALL_BATCH at a time, so a
+    work item costs one future, not one per file."""
+    out: list[list[_Item]] = []
+    small: list[_Item] = []
+    for item in items:
+        if item[1].st_size >= LARGE_FILE:
+            out.append([item])
+        else:
+            small.append(item)
+            if len(small) >= SMALL_BATCH:
+                out.append(small)
+                small = []
+    if small:
+        out.append(small)
+    return out
+
+
+def hash_many(
+    root: Path | str,
+    items: Sequence[_Item],
+    *,
+    workers: int | None = None,
+    checks: Checks | None = None,
+    always_pool: bool = False,
+) -> list[Digested]:
+    """Digest ``items`` (relative path, stat from the walk): large files on a thread
+    pool, one per task; small files in batches on the calling thread, because below
+    ~1 MiB the GIL hand-offs between threads cost more than they overlap (measured,
+    benchmarks/hashing.py). ``always_pool`` keeps this thread free to run
+    ``checks.tick`` (the daemon's progress and watchdog) even for one batch."""
+    base = os.fspath(root)
+    work = batches(items)
+    big = [b for b in work if b[0][1].st_size >= LARGE_FILE]
+    small = [b for b in work if b[0][1].st_size < LARGE_FILE]
+    workers = workers or os.cpu_count() or 2
+    done = [0]
+    if not always_pool and (workers == 1 or len(big) + min(1, len(small)) < 2):
+        return [d for b in work for d in _hash_batch(base, b, checks, done)]
+    queued = work if always_pool else big
+    with cf.ThreadPoolExecutor(min(workers, len(queued)), thread_name_prefix="hash") as pool:
+        futures = [pool.submit(_hash_batch, base, b, checks, done) for b in queued]
+        try:
+            out = (
+                []
+                if always_pool
+                else [d for b in small for d in _hash_batch(base, b, checks, done)]
+            )
+            pending: set[cf.Future[list[Digested]]] = set(futures)
+            while pending:
+                _, pending = cf.wait(pending, timeout=TICK)
+                if checks is not None:
+                    checks.stop()
+                    checks.tick(done[0])
+        except BaseException:
+            # Queued items never start; running ones end at their next chunk's check.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        return out + [d for f in futures for d in f.result()]
 
 
 def build_manifest(entries: Iterable[FileEntry]) -> Manifest:
@@ -188,10 +311,9 @@ def compute_manifest(
     follow_symlinks: bool = False,
 ) -> Manifest:
     """Hash every file, no cache. The daemon's incremental hasher gives identical output."""
-    root = Path(root)
+    items = list(iter_files(Path(root), patterns, follow_symlinks=follow_symlinks))
     return build_manifest(
-        FileEntry(rel, hash_file(root / rel), st.st_size)
-        for rel, st in iter_files(root, patterns, follow_symlinks=follow_symlinks)
+        FileEntry(rel, sha, size) for rel, sha, size in hash_many(root, items) if sha is not None
     )
 
 
