@@ -304,14 +304,13 @@ class IncrementalHasher:
             else None
         )
         try:
-            # Big work always goes through the pool, even for one file, so this thread
-            # can report progress and keep the systemd watchdog fed meanwhile.
+            # Large files go to the pool while this thread reports progress and keeps
+            # the systemd watchdog fed (Checks.tick).
             results = hash_many(
                 self.root,
                 todo,
                 workers=self.workers,
                 checks=_DaemonChecks(self, progress),
-                always_pool=total >= PROGRESS_MIN_BYTES,
             )
         finally:
             if progress is not None:
@@ -340,9 +339,10 @@ class _DaemonChecks:
         self.progress = progress
         self.alive = _Liveness()
 
-    def still(self, path: str, before: os.stat_result) -> bool:
+    def still(self, path: str, before: os.stat_result | None) -> bool:
         # os.stat on the str: no Path object per file in this hot loop.
-        return _key(os.stat(path, follow_symlinks=self.follow)) == _key(before)  # noqa: PTH116
+        after = os.stat(path, follow_symlinks=self.follow)  # noqa: PTH116
+        return before is not None and _key(after) == _key(before)
 
     def tick(self, done_bytes: int) -> None:
         self.alive.update(done_bytes)
