@@ -287,6 +287,8 @@ class _Run:
                 fd = -1  # the task closes it
                 return None
             size = n + _digest_rest(fd, digest, buf, self.stop, self.done) if n else 0
+        except OSError as exc:
+            raise _named(exc, path) from None
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -363,9 +365,16 @@ def _finish(
     try:
         stop = checks.stop if checks is not None else None
         size = n + _digest_rest(fd, digest, bytearray(CHUNK), stop, done)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         os.close(fd)
     return _verified(rel, digest.hexdigest(), size, path, st, checks)
+
+
+def _named(exc: OSError, path: str) -> OSError:
+    """A read error (EIO has no file name) as the same OSError subclass, naming the file."""
+    return exc if exc.filename else OSError(exc.errno, exc.strerror, path)
 
 
 def _verified(
