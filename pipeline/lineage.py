@@ -237,9 +237,9 @@ class Checks(Protocol):
 class _Run:
     """One :func:`hash_many` call. This thread opens every file and reads its first chunk:
     a file that fits in it (the many-small-files case) is finished here, with no thread
-    hand-off (below ~1 MiB the GIL hand-offs between threads cost more than they overlap:
-    measured in benchmarks/hashing.py) and no stat; a larger one goes, open, with its
-    digest so far, to the pool, where hashlib digests it without the GIL."""
+    hand-off (for small files the GIL hand-offs between threads cost more than they
+    overlap: ``small-pool`` in benchmarks/hashing.py) and no stat; a larger one goes,
+    open, with its digest so far, to the pool, where hashlib digests it without the GIL."""
 
     def __init__(self, root: str, workers: int, checks: Checks | None) -> None:
         self.root = root
@@ -298,8 +298,7 @@ class _Run:
     def _hand_off(
         self, fd: int, rel: str, st: os.stat_result | None, path: str, digest: Any, n: int
     ) -> None:
-        while len(self.handed) >= 2 * self.workers:  # bounds the open fds
-            self._wait(1)
+        self._wait(2 * self.workers - 1)  # bounds the open fds
         if self.pool is None:
             self.pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="hash")
         task = self.pool.submit(_finish, fd, rel, st, path, digest, n, self.checks, self.done)

@@ -275,3 +275,41 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
         with pytest.raises(OSError, match="Input/output error") as err:
             hash_many(data, list(walk(data, follow_symlinks=True)), workers=workers)
         assert err.value.filename == f"{data}/mem"
+
+
+class _StopAfter:
+    """Checks that raise on the n-th stop check (a daemon told to stop mid-hash)."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def stop(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+    def still(self, path: str, before: os.stat_result | None) -> bool:
+        return True
+
+    def tick(self, done_bytes: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stop_after", [None, 0, 5, 40])
+def test_many_large_files_leave_no_fd_open(tmp_path: Path, stop_after: int | None) -> None:
+    """More large files than hand-offs in flight: same hash; finished, failed or stopped at
+    any point (queued tasks cancelled), every file descriptor is closed again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        (data / f"f{i:02}.bin").write_bytes(os.urandom(2 * CHUNK + i))
+    fds = set(Path("/proc/self/fd").iterdir())
+    items = list(walk(data))
+    if stop_after is None:
+        digests = hash_many(data, items, workers=2)
+        got = build_manifest(FileEntry(rel, sha, n) for rel, sha, n in digests if sha is not None)
+        assert _reference_hash(data) == got.dataset_hash
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            hash_many(data, items, workers=2, checks=_StopAfter(stop_after))
+    assert fds == set(Path("/proc/self/fd").iterdir())
