@@ -118,8 +118,11 @@ def iter_files(
     Symlinks are skipped unless ``follow_symlinks``; directory loops are detected
     by (device, inode) and reported through ``on_skip``.
     """
-    for rel, st in walk(root, patterns, follow_symlinks=follow_symlinks, on_skip=on_skip):
-        yield rel, st if st is not None else os.stat(f"{root}/{rel}")  # noqa: PTH116
+    for rel, st in walk(
+        root, patterns, follow_symlinks=follow_symlinks, on_skip=on_skip, stat_all=True
+    ):
+        if st is not None:  # always, with stat_all
+            yield rel, st
 
 
 def walk(
@@ -128,10 +131,12 @@ def walk(
     *,
     follow_symlinks: bool = False,
     on_skip: Callable[[str, str], None] | None = None,
+    stat_all: bool = False,
 ) -> Iterator[tuple[str, os.stat_result | None]]:
     """:func:`iter_files` without a stat per plain file (None): the directory entry's
     type says it is a regular file, and a stat costs more than reading a small file's
-    bytes. Symlinks (followed) and directories (loop check) are still stat'ed."""
+    bytes. Symlinks (followed) and directories (loop check) are still stat'ed, and
+    every file with ``stat_all`` (the daemon's cache keys)."""
     seen_dirs: set[tuple[int, int]] = set()
     root_st = Path(root).stat()
     seen_dirs.add((root_st.st_dev, root_st.st_ino))
@@ -149,13 +154,11 @@ def walk(
             rel = f"{rel_dir}{name}"
             if entry.is_file(follow_symlinks=False):
                 check_name(rel)
-                yield rel, None
+                st = _stat_through(entry, rel, on_skip) if stat_all else None
+                if st is not None or not stat_all:  # None: vanished since the listing
+                    yield rel, st
                 continue
-            if entry.is_symlink() and not follow_symlinks:
-                if on_skip is not None:
-                    on_skip(rel, "symlink (follow_symlinks is off)")
-                continue
-            st = _stat_through(entry, rel, on_skip)
+            st = _resolve(entry, rel, follow_symlinks, on_skip)
             if st is None:
                 continue
             if _stat.S_ISDIR(st.st_mode):
@@ -169,6 +172,20 @@ def walk(
             elif _stat.S_ISREG(st.st_mode):
                 check_name(rel)
                 yield rel, st
+
+
+def _resolve(
+    entry: os.DirEntry[str],
+    rel: str,
+    follow_symlinks: bool,
+    on_skip: Callable[[str, str], None] | None,
+) -> os.stat_result | None:
+    """A symlink or directory's stat through links; None (reported) when skipped."""
+    if entry.is_symlink() and not follow_symlinks:
+        if on_skip is not None:
+            on_skip(rel, "symlink (follow_symlinks is off)")
+        return None
+    return _stat_through(entry, rel, on_skip)
 
 
 def _stat_through(
