@@ -162,7 +162,7 @@ def cli_small(root: Path, base: Path, runs: int) -> list[dict[str, Any]]:
         case("cli-startup", start, "coreutils one-liner", anchor, anchor / start, "empty dir"),
         case("hash-small", inproc, "coreutils one-liner", anchor2, anchor2 / inproc, "in-process"),
         case("cli-small", ours, "coreutils one-liner", anchor, anchor / ours, ">= 2 (faster)"),
-        case("cli-small", ours, "find -printf stat walk", walk_s, ours / walk_s, "floor"),
+        case("cli-small-walk", ours, "find -printf stat walk", walk_s, ours / walk_s, "floor"),
     ]
 
 
