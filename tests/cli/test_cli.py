@@ -109,6 +109,47 @@ class TestExitCodes:
         assert len(capsys.readouterr().out.strip()) == 64
         assert main(["hash", str(tmp_path / "missing")]) == 2
 
+    def test_hash_unreadable_file_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A file that cannot be read: one line naming it, exit 2, no traceback. (A followed
+        link to /proc/self/mem opens but fails to read, even for root.)"""
+        data = tmp_path / "d"
+        data.mkdir()
+        (data / "a.csv").write_text("x\n", encoding="utf-8")
+        (data / "mem").symlink_to("/proc/self/mem")
+        cfg = tmp_path / "w.toml"
+        cfg.write_text("[watch]\nfollow_symlinks = true\n", encoding="utf-8")
+        assert main(["--config", str(cfg), "hash", str(data)]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {data}/mem: Input/output error\n" == err
+
+    def test_hash_same_as_the_daemon(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`watcher hash` (small files here, a large one on the pool) prints the daemon's hash
+        and, with --manifest, sha256sum's lines."""
+        from watcher.data.hashing import IncrementalHasher
+
+        data = tmp_path / "d"
+        (data / "sub dir").mkdir(parents=True)
+        (data / "sub dir" / "ü.csv").write_text("1\n", encoding="utf-8")
+        (data / "empty").write_bytes(b"")
+        (data / "big.bin").write_bytes(os.urandom(3 << 20))
+        assert main(["hash", str(data)]) == 0
+        assert (
+            IncrementalHasher(data).scan().manifest.dataset_hash == capsys.readouterr().out.strip()
+        )
+        assert main(["hash", "--manifest", str(data)]) == 0
+        out = subprocess.run(
+            ["sha256sum", "big.bin", "empty", "sub dir/ü.csv"],
+            cwd=data,
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        assert out == capsys.readouterr().out
+
 
 class TestGlobalOptionsAfterTheCommand:
     """`watcher run --config X`, `watcher status --config X --json`: as users type them (#13)."""

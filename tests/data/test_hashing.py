@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -10,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.lineage import DatasetPathError, compute_manifest
+from pipeline.lineage import (
+    CHUNK,
+    DatasetPathError,
+    FileEntry,
+    build_manifest,
+    compute_manifest,
+    hash_many,
+    iter_files,
+    walk,
+)
 from watcher.data.hashing import RACY_NS, IncrementalHasher, record_snapshot
 from watcher.runtime.state import StateStore
 
@@ -189,3 +199,118 @@ def test_symlinks_skipped_by_default(tmp_path: Path) -> None:
     followed = IncrementalHasher(data, follow_symlinks=True).scan()
     assert ["d/f.csv", "link.csv"] == [e.path for e in followed.manifest.entries]
     assert ("d/loop", "symlink loop") in followed.skipped
+
+
+def _reference_hash(root: Path, follow_symlinks: bool = False) -> str:
+    """The definition, spelled out slowly: every regular file's bytes, sorted by path bytes."""
+    lines = []
+    for rel, _st in iter_files(root, follow_symlinks=follow_symlinks):
+        digest = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        lines.append((rel.encode(), f"{digest}  {rel}\n".encode()))
+    return hashlib.sha256(b"".join(line for _, line in sorted(lines))).hexdigest()
+
+
+def _odd_tree(root: Path) -> None:
+    """Odd names, empty files, and sizes around the read chunk (the pool hand-off)."""
+    _tree(root)
+    (root / "-leading dash").write_bytes(b"-")
+    (root / "colon:star*?[x]").write_bytes(b"")
+    (root / ("long" * 60)).write_bytes(b"L")
+    (root / "Z").mkdir()
+    (root / "Z" / "empty").write_bytes(b"")
+    for size in (CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK):
+        (root / f"sized-{size}.bin").write_bytes(os.urandom(size))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_every_entry_point_gives_the_reference_hash(
+    tmp_path: Path, state: StateStore, workers: int
+) -> None:
+    """compute_manifest (CLI, pipeline) and the daemon, one thread or a pool, give the
+    hash of the plain definition on odd names, empty files and chunk-boundary sizes."""
+    data = tmp_path / "data"
+    _odd_tree(data)
+    want = _reference_hash(data)
+    assert want == compute_manifest(data).dataset_hash
+    items = list(walk(data))
+    got = build_manifest(
+        FileEntry(rel, sha, size)
+        for rel, sha, size in hash_many(data, items, workers=workers)
+        if sha is not None
+    )
+    assert want == got.dataset_hash
+    assert want == IncrementalHasher(data, state, workers=workers).scan().manifest.dataset_hash
+    assert [e.size for e in got.entries] == [(data / e.path).stat().st_size for e in got.entries]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_symlinks_alike_in_every_entry_point(tmp_path: Path, follow: bool) -> None:
+    """The stat-free walk of compute_manifest skips or follows links as the daemon does."""
+    data = tmp_path / "data"
+    (data / "d").mkdir(parents=True)
+    (data / "d" / "f.csv").write_text("1")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.csv").write_text("2")
+    (data / "link.csv").symlink_to(data / "d" / "f.csv")
+    (data / "dirlink").symlink_to(outside)
+    (data / "dangling").symlink_to(tmp_path / "nowhere")
+    (data / "d" / "loop").symlink_to(data)
+    manifest = compute_manifest(data, follow_symlinks=follow)
+    daemon = IncrementalHasher(data, follow_symlinks=follow).scan().manifest
+    assert manifest.text() == daemon.text()
+    assert _reference_hash(data, follow) == manifest.dataset_hash
+    want = ["d/f.csv", "dirlink/o.csv", "link.csv"] if follow else ["d/f.csv"]
+    assert want == [e.path for e in manifest.entries]
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    """A read error names the file, with or without a pool task in flight. The file is a
+    followed link to /proc/self/mem, which opens but fails to read (EIO) even for root."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(3 * CHUNK))  # a pool task meanwhile
+    (data / "mem").symlink_to("/proc/self/mem")
+    for workers in (1, 2):
+        with pytest.raises(OSError, match="Input/output error") as err:
+            hash_many(data, list(walk(data, follow_symlinks=True)), workers=workers)
+        assert err.value.filename == f"{data}/mem"
+
+
+class _StopAfter:
+    """Checks that raise on the n-th stop check (a daemon told to stop mid-hash). The test
+    below makes at least 36: one per file and one per chunk after the first."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    def stop(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+    def still(self, path: str, before: os.stat_result | None) -> bool:
+        return True
+
+    def tick(self, done_bytes: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stop_after", [None, 0, 5, 20])
+def test_many_large_files_leave_no_fd_open(tmp_path: Path, stop_after: int | None) -> None:
+    """More large files than hand-offs in flight: same hash; finished, failed or stopped at
+    any point (queued tasks cancelled), every file descriptor is closed again."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        (data / f"f{i:02}.bin").write_bytes(os.urandom(2 * CHUNK + i))
+    fds = set(Path("/proc/self/fd").iterdir())
+    items = list(walk(data))
+    if stop_after is None:
+        digests = hash_many(data, items, workers=2)
+        got = build_manifest(FileEntry(rel, sha, n) for rel, sha, n in digests if sha is not None)
+        assert _reference_hash(data) == got.dataset_hash
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            hash_many(data, items, workers=2, checks=_StopAfter(stop_after))
+    assert fds == set(Path("/proc/self/fd").iterdir())

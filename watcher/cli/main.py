@@ -231,6 +231,8 @@ def hash_cmd(ctx: Context, directory: Path, as_json: bool, manifest: bool) -> No
         )
     except DatasetPathError as exc:
         raise UsageError(f"{directory}/{exc}") from None
+    except OSError as exc:  # unreadable, or gone mid-walk: the file is named
+        raise UsageError(f"{exc.filename or directory}: {exc.strerror or exc}") from None
     if as_json:
         click.echo(
             json.dumps(

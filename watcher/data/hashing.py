@@ -12,7 +12,6 @@ of futures low. The manifest is built by ``lineage.build_manifest`` from the sam
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import sqlite3
 import sys
@@ -24,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from pipeline.lineage import DEFAULT_IGNORE, FileEntry, Manifest, build_manifest, hash_file
+from pipeline.lineage import DEFAULT_IGNORE, FileEntry, Manifest, build_manifest, hash_many
 from pipeline.lineage import iter_files as lineage_iter_files
 from watcher.runtime import keepalive, stopping
 from watcher.runtime.logging import get_logger
@@ -36,15 +35,9 @@ if TYPE_CHECKING:
 log = get_logger("watcher.data.hashing")
 
 RACY_NS = 2_000_000_000  # git's rule, widened to 2 s for coarse-timestamp filesystems
-LARGE_FILE = 1 << 20  # files at least this big get a pool task of their own
 STALLED_AFTER = 600.0  # no file finished for this long: stop feeding the watchdog
-SMALL_BATCH = 256  # small files per pool task
 PROGRESS_MIN_BYTES = 256 << 20  # show progress when at least this much must be read
 PROGRESS_LOG_EVERY = 5.0  # seconds between progress log lines when not on a TTY
-STOP_CHECK_EVERY = 0.2  # seconds between the pool-feeding thread's stop checks
-
-
-_Batch = list[tuple[str, os.stat_result]]
 
 
 class StatKey(NamedTuple):
@@ -304,102 +297,57 @@ class IncrementalHasher:
         """Digest each file, then re-stat it: a file that changed meanwhile is unsettled."""
         if not todo:
             return {}, []
-        root = str(self.root)
-        done_bytes = 0
-        lock = threading.Lock()
-        check = self._check_stop
-
-        def work(batch: _Batch) -> list[tuple[str, str | None]]:
-            nonlocal done_bytes
-            out: list[tuple[str, str | None]] = []
-            for rel, st in batch:
-                check()
-                path = f"{root}/{rel}"
-                try:
-                    sha: str | None = hash_file(path, check)
-                    # os.stat on the str: no Path object per file in this hot loop.
-                    after = os.stat(path, follow_symlinks=self.follow_symlinks)  # noqa: PTH116
-                    if _key(after) != _key(st):
-                        sha = None
-                except (FileNotFoundError, NotADirectoryError):
-                    sha = None
-                out.append((rel, sha))
-                with lock:
-                    done_bytes += st.st_size
-            return out
-
-        batches = _batches(todo)
         total = sum(st.st_size for _, st in todo)
         progress = (
             _Progress(total, len(todo), self.root)
             if self.progress and total >= PROGRESS_MIN_BYTES
             else None
         )
-        digests: dict[str, str] = {}
-        unsettled: list[str] = []
         try:
-            if total < PROGRESS_MIN_BYTES and (len(batches) == 1 or self.workers == 1):
-                results = [work(b) for b in batches]
-            else:
-                # Big work always goes through the pool, even for one file, so this thread
-                # can report progress and keep the systemd watchdog fed meanwhile.
-                results = self._in_pool(batches, work, lambda: done_bytes, progress)
+            # Large files go to the pool while this thread reports progress and keeps
+            # the systemd watchdog fed (Checks.tick).
+            results = hash_many(
+                self.root,
+                todo,
+                workers=self.workers,
+                checks=_DaemonChecks(self, progress),
+            )
         finally:
             if progress is not None:
                 progress.close()
-        for batch_out in results:
-            for rel, sha in batch_out:
-                if sha is None:
-                    unsettled.append(rel)
-                else:
-                    digests[rel] = sha
+        digests: dict[str, str] = {}
+        unsettled: list[str] = []
+        for rel, sha, _size in results:
+            if sha is None:
+                unsettled.append(rel)
+            else:
+                digests[rel] = sha
         return digests, unsettled
 
     def _check_stop(self) -> None:
         if self.stop is not None and self.stop.is_set():
             raise stopping.Stopping
 
-    def _in_pool(
-        self,
-        batches: list[_Batch],
-        work: Callable[[_Batch], list[tuple[str, str | None]]],
-        done_bytes: Callable[[], int],
-        progress: _Progress | None,
-    ) -> list[list[tuple[str, str | None]]]:
-        """Run ``work`` over ``batches`` on the pool while this thread reports progress,
-        feeds the watchdog and checks for a stop."""
-        workers = min(self.workers, len(batches))
-        with cf.ThreadPoolExecutor(workers, thread_name_prefix="hash") as pool:
-            futures = [pool.submit(work, b) for b in batches]
-            pending: set[cf.Future[list[tuple[str, str | None]]]] = set(futures)
-            alive = _Liveness()
-            while pending:
-                _, pending = cf.wait(pending, timeout=STOP_CHECK_EVERY)
-                if self.stop is not None and self.stop.is_set():
-                    # Queued batches never start; running ones end at their next chunk.
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise stopping.Stopping
-                alive.update(done_bytes())
-                if progress is not None:
-                    progress.update(done_bytes())
-            return [f.result() for f in futures]
 
+class _DaemonChecks:
+    """The daemon's side of ``lineage.hash_many``: its stop event, the re-stat that
+    marks a file unsettled, progress and the watchdog."""
 
-def _batches(todo: list[tuple[str, os.stat_result]]) -> list[_Batch]:
-    """One pool task per large file, small files grouped so futures cost little."""
-    batches: list[_Batch] = []
-    small: list[tuple[str, os.stat_result]] = []
-    for item in todo:
-        if item[1].st_size >= LARGE_FILE:
-            batches.append([item])
-        else:
-            small.append(item)
-            if len(small) >= SMALL_BATCH:
-                batches.append(small)
-                small = []
-    if small:
-        batches.append(small)
-    return batches
+    def __init__(self, hasher: IncrementalHasher, progress: _Progress | None) -> None:
+        self.stop = hasher._check_stop
+        self.follow = hasher.follow_symlinks
+        self.progress = progress
+        self.alive = _Liveness()
+
+    def still(self, path: str, before: os.stat_result | None) -> bool:
+        # os.stat on the str: no Path object per file in this hot loop.
+        after = os.stat(path, follow_symlinks=self.follow)  # noqa: PTH116
+        return before is not None and _key(after) == _key(before)
+
+    def tick(self, done_bytes: int) -> None:
+        self.alive.update(done_bytes)
+        if self.progress is not None:
+            self.progress.update(done_bytes)
 
 
 def record_snapshot(state: StateStore, manifest: Manifest, now: datetime) -> bool:
