@@ -45,10 +45,11 @@ def start(
     registry: FakeRegistry,
     obs: MemoryObservations,
     clock: FakeClock,
+    models: tuple[str, ...] = (MODEL,),
     **overrides: object,
 ) -> Daemon:
     state = open_state(tmp_path / "state")
-    config = MonitorConfig.model_validate({"models": [MODEL], "window": 1, "min_samples": 10})
+    config = MonitorConfig.model_validate({"models": list(models), "window": 1, "min_samples": 10})
     monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
     monitor.start()
     guards = RollbackConfig.model_validate(
@@ -223,15 +224,8 @@ def test_each_model_and_each_kind_of_deferral_is_logged_once(
     registry.create_version("n", {"accuracy": "0.95", TAG_PREVIOUS: "1"})
     registry.set_production("n", "2")
     clock, obs = FakeClock(), MemoryObservations()
-    state = open_state(tmp_path / "state")
-    config = MonitorConfig.model_validate({"models": [MODEL, "n"], "window": 1, "min_samples": 10})
-    monitor = Monitor(config, state, registry, obs, None, clock=clock, use_scheduler=False)
-    monitor.start()
-    guards = RollbackConfig.model_validate({"auto": True, "cooldown": 0, "max_per_window": 10})
-    rollback = AutoRollback(
-        guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
-    )
-    rollback.start()
+    daemon = start(tmp_path, registry, obs, clock, models=(MODEL, "n"))
+    monitor, rollback = daemon.monitor, daemon.rollback
     for model in (MODEL, "n"):
         obs.add(model, "2", 0.5, 100, clock.now())
     monitor.poll_once()
@@ -245,4 +239,4 @@ def test_each_model_and_each_kind_of_deferral_is_logged_once(
     registry.down = False
     rollback.tick()
     assert "1" == registry.production(MODEL) == registry.production("n")
-    state.close()
+    daemon.state.close()
