@@ -139,6 +139,19 @@ class TestSecrets:
         assert "hunter2" not in str(cfg.redacted())
         assert cfg.secret_values() == ["hunter2"]
 
+    def test_url_password_is_redacted(self, tmp_path: Path) -> None:
+        """A password written into a URL never reaches a dump and is scrubbed from logs."""
+        path = write(
+            tmp_path,
+            "[mlflow]\ntracking_uri = 'postgresql://ml:s3cr%40t@db:5432/mlflow'\n"
+            "[alerts.alertmanager]\nurl = 'https://ops:hunter2@am.example:9093'\n",
+        )
+        cfg = load_config(path, env={})
+        dump = str(cfg.redacted())
+        assert "s3cr%40t" not in dump and "hunter2" not in dump
+        assert f"postgresql://ml:{REDACTED}@db:5432/mlflow" in dump
+        assert {"s3cr%40t", "hunter2"} <= set(cfg.secret_values())
+
     def test_secret_from_file_key(self, tmp_path: Path) -> None:
         """`<key>_file` reads the secret; relative names resolve in $CREDENTIALS_DIRECTORY."""
         (tmp_path / "slack").write_text("https://hooks.example/T0/B0/XYZ\n", encoding="utf-8")

@@ -377,14 +377,18 @@ class Config(Section):
         return self.alerts.file or self.state.dir / "alerts.jsonl"
 
     def secret_values(self) -> list[str]:
-        """Every secret value present, for the log redaction processor."""
-        return [s.get_secret_value() for s in _iter_secrets(self) if s.get_secret_value()]
+        """Every secret value present, for the log redaction processor: the secret
+        fields and any password written into a URL (``postgresql://u:pw@db/x``)."""
+        values = [s.get_secret_value() for s in _iter_secrets(self) if s.get_secret_value()]
+        dump = self.model_dump(mode="json", by_alias=True)
+        urls = [*_strings(dump), self.tracking_uri]
+        return values + [pw for pw in map(url_password, urls) if pw]
 
     def redacted(self) -> dict[str, Any]:
-        """The effective config as plain data with secrets replaced."""
+        """The effective config as plain data with secrets and URL passwords replaced."""
         data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
         _mask(data, self)
-        return data
+        return _mask_url_passwords(data)  # type: ignore[no-any-return]
 
 
 def _iter_secrets(model: BaseModel) -> Iterator[SecretStr]:
@@ -404,6 +408,38 @@ def _mask(data: dict[str, Any], model: BaseModel) -> None:
             data[key] = REDACTED
         elif isinstance(value, BaseModel):
             _mask(data[key], value)
+
+
+def url_password(value: str) -> str | None:
+    """The password in a URL's user-info, if any (``scheme://user:pw@host``)."""
+    if "://" not in value:
+        return None
+    try:
+        return urlsplit(value).password or None
+    except ValueError:  # a malformed port or bracket: not a URL we can read
+        return None
+
+
+def _strings(data: object) -> Iterator[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for item in data.values():
+            yield from _strings(item)
+    elif isinstance(data, list):
+        for item in data:
+            yield from _strings(item)
+
+
+def _mask_url_passwords(data: object) -> object:
+    if isinstance(data, str):
+        pw = url_password(data)
+        return data.replace(f":{pw}@", f":{REDACTED}@") if pw else data
+    if isinstance(data, dict):
+        return {k: _mask_url_passwords(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask_url_passwords(v) for v in data]
+    return data
 
 
 def _secret_fields(cls: type[BaseModel]) -> list[str]:
