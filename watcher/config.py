@@ -388,7 +388,9 @@ class Config(Section):
         """The effective config as plain data with secrets and URL passwords replaced."""
         data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
         _mask(data, self)
-        return _mask_url_passwords(data)  # type: ignore[no-any-return]
+        masked = _mask_url_passwords(data)
+        assert isinstance(masked, dict)
+        return masked
 
 
 def _iter_secrets(model: BaseModel) -> Iterator[SecretStr]:
