@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,6 +97,18 @@ class TestStore:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
         store.close()
+
+    def test_dead_creators_temporary_files_are_removed(self, tmp_path: Path) -> None:
+        """A creation killed mid-way (kill -9) leaves ``.state.db.new-<pid>``; the next
+        creation removes it, but never the file of a creator that is still alive."""
+        child = subprocess.Popen([sys.executable, "-c", "pass"])
+        child.wait()  # a pid that certainly belonged to a process now dead
+        dead = tmp_path / f".{DB_NAME}.new-{child.pid}"
+        live = tmp_path / f".{DB_NAME}.new-{os.getppid()}"
+        for leftover in (dead, dead.with_name(dead.name + "-wal"), live):
+            leftover.write_bytes(b"")
+        open_state(tmp_path).close()
+        assert sorted(p.name for p in tmp_path.glob(f".{DB_NAME}.new-*")) == [live.name]
 
     def test_transaction_rolls_back(self, tmp_path: Path) -> None:
         """An exception inside a transaction leaves nothing half-written."""

@@ -308,6 +308,7 @@ def _create_private(path: Path) -> None:
     were creating (a crash mid-creation leaves only the temporary file) but damage."""
     if path.exists():
         return
+    _remove_stale_creations(path)
     tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -331,6 +332,27 @@ def _create_private(path: Path) -> None:
                 tmp.rename(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_creations(path: Path) -> None:
+    """Remove the temporary files of creations whose process died (kill -9 mid-creation):
+    the name carries the creator's pid, and a live creator's file is left alone."""
+    for tmp in path.parent.glob(f".{path.name}.new-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def migrate(conn: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) -> int:
