@@ -17,14 +17,6 @@ from watcher.cli.main import main
 WATCHER = str(Path(sys.executable).parent / "watcher")
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("WATCHER_"):
-            monkeypatch.delenv(name)
-
-
 class TestExitCodes:
     def test_help_and_version(self, capsys: pytest.CaptureFixture[str]) -> None:
         """--help and --version exit 0."""

@@ -26,14 +26,6 @@ def _schema(name: str) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in list(os.environ):
-        if name.startswith("WATCHER_"):
-            monkeypatch.delenv(name)
-
-
 def _scenario(state: StateStore, now: datetime) -> None:
     """Two datasets, a promotion, poor live accuracy, an alert and a rollback."""
     t = [now - timedelta(minutes=60 - 5 * i) for i in range(12)]
