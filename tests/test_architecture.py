@@ -77,6 +77,26 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
             if node.module == "watcher":  # from watcher import x: x is the module
                 for alias in node.names:
                     yield node.lineno, f"watcher.{alias.name}"
+        elif isinstance(node, ast.Call) and _is_import_module(node.func):
+            arg = node.args[0] if node.args else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                yield node.lineno, arg.value  # a lazy import couples as much as an eager one
+
+
+def _is_import_module(func: ast.expr) -> bool:
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name in ("import_module", "__import__")
+
+
+def test_no_relative_imports() -> None:
+    """Absolute imports only, so the layer rules below see every edge."""
+    relative = [
+        f"{rel}:{node.lineno}"
+        for rel, path in _modules()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, relative
 
 
 def test_imports_point_down_the_layers() -> None:
