@@ -21,11 +21,10 @@ from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Component, Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.sdnotify import SystemdNotifier
-from watcher.runtime.state import META_HEARTBEAT, StateStore, iso
+from watcher.runtime.state import HEARTBEAT_EVERY, META_HEARTBEAT, StateStore, iso
 
 log = get_logger("watcher.runtime.daemon")
 
-HEARTBEAT_EVERY = 5.0
 MAX_IDLE = 1.0
 # Before READY=1 systemd applies TimeoutStartSec, not the watchdog: a long first hash
 # asks for this much more start time, this often.
