@@ -49,7 +49,9 @@ _pending = False  # a configure() not yet given to structlog
 def _structlog() -> ModuleType:
     """structlog, imported and configured as the last ``configure()`` asked."""
     global _pending  # noqa: PLW0603  (one process-wide configuration, as structlog's own)
-    module = sys.modules.get("structlog") or _import_structlog()
+    # import_module, not sys.modules: another thread may be importing structlog right now
+    # (the demo's daemon thread), and only the import system waits for it to finish.
+    module = _import_structlog()
     if _pending:
         with _lock:
             if _pending:
