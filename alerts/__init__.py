@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from alerts.notifiers.base import Notifier
     from alerts.oneshot import send_now
     from alerts.routing import Matcher, Route, Router
-    from alerts.store import SCHEMA, AlertStore, Delivery, ensure_schema
+    from alerts.schema import SCHEMA
+    from alerts.store import AlertStore, Delivery, ensure_schema
 
 # Lazy: `alerts.redaction` (every CLI command that loads the config) must not pull in
 # the dispatcher and structlog through this package.
@@ -49,7 +50,7 @@ _HOMES = {
     "Matcher": "routing",
     "Route": "routing",
     "Router": "routing",
-    "SCHEMA": "store",
+    "SCHEMA": "schema",
     "AlertStore": "store",
     "Delivery": "store",
     "ensure_schema": "store",

@@ -45,6 +45,7 @@ MAX_WINDOW = 10_000  # observations per model version the policy looks at
 # A config or secret file is small text: never read more (a FIFO or /dev/zero would hang).
 MAX_CONFIG_BYTES = 4 << 20
 MAX_SECRET_BYTES = 64 << 10
+_NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
 
 
 def _split_list(value: object) -> object:
@@ -90,11 +91,20 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _default() -> Any:
+    """A section's default: ``{}`` validated by the enclosing model's validator (as a
+    default factory calling the section class would build that class's own validator)."""
+    return Field(default_factory=dict, validate_default=True)
+
+
 HttpUrl = Annotated[str, BeforeValidator(lambda v: _check_url(v) if isinstance(v, str) else v)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Validators are built when first used, not at import (subclasses inherit this): one
+    # per section class and again inside Config's cost ~45 ms of every command's start-up.
+    # Sections default to a validated {} (``_default``): loading builds Config's alone.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class SecretsSection(Section):
@@ -174,7 +184,7 @@ class TriggerConfig(Section):
     retry_initial: PositiveDuration = 5.0
     retry_max: PositiveDuration = 600.0
     run_timeout: PositiveDuration = 3600.0
-    airflow: AirflowConfig = Field(default_factory=AirflowConfig)
+    airflow: AirflowConfig = _default()
 
     @model_validator(mode="after")
     def _command_needs_argv(self) -> TriggerConfig:
@@ -279,10 +289,10 @@ class AlertsConfig(Section):
     repeat_interval: PositiveDuration = 4 * 3600.0
     log: bool = True
     file: Path | None = None
-    alertmanager: AlertmanagerConfig = Field(default_factory=AlertmanagerConfig)
-    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
-    slack: SlackConfig = Field(default_factory=SlackConfig)
-    email: EmailConfig = Field(default_factory=EmailConfig)
+    alertmanager: AlertmanagerConfig = _default()
+    webhook: WebhookConfig = _default()
+    slack: SlackConfig = _default()
+    email: EmailConfig = _default()
 
 
 class HttpConfig(Section):
@@ -318,17 +328,17 @@ class DriftConfig(Section):
 
 
 class Config(Section):
-    watch: WatchConfig = Field(default_factory=WatchConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
-    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
-    trigger: TriggerConfig = Field(default_factory=TriggerConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
-    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    http: HttpConfig = Field(default_factory=HttpConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-    drift: DriftConfig = Field(default_factory=DriftConfig)
+    watch: WatchConfig = _default()
+    state: StateConfig = _default()
+    mlflow: MlflowConfig = _default()
+    trigger: TriggerConfig = _default()
+    pipeline: PipelineConfig = _default()
+    monitor: MonitorConfig = _default()
+    rollback: RollbackConfig = _default()
+    alerts: AlertsConfig = _default()
+    http: HttpConfig = _default()
+    log: LogConfig = _default()
+    drift: DriftConfig = _default()
 
     @model_validator(mode="after")
     def _public_bind(self) -> Config:
@@ -553,6 +563,7 @@ def load_config(
         _set(tree, flag_path, flag_value)
         sources[flag_path] = "from the command line"
 
+    _build_validator()
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
@@ -561,6 +572,24 @@ def load_config(
     if errors or config is None:
         raise ConfigError(errors)
     return config
+
+
+def _build_validator() -> None:
+    """Build Config's (deferred) validator once, without pydantic's plugin discovery: the
+    first validator built in a process reads the entry points of every installed
+    distribution (~200 with mlflow's dependencies: ~20 ms of each command's start-up), and
+    plugins have no business watching our config. Later models (mlflow's) still get them."""
+    if Config.__pydantic_complete__:
+        return
+    saved = os.environ.get(_NO_PLUGINS)
+    os.environ[_NO_PLUGINS] = "__all__"
+    try:
+        Config.model_rebuild()
+    finally:
+        if saved is None:
+            del os.environ[_NO_PLUGINS]
+        else:
+            os.environ[_NO_PLUGINS] = saved
 
 
 def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> list[str]:

@@ -210,7 +210,9 @@ class TestRunProcess:
             text=True,
         )
 
-    def _wait_ready(self, proc: subprocess.Popen[str], timeout: float = 30.0) -> list[str]:
+    def _wait_ready(self, proc: subprocess.Popen[str], timeout: float = 120.0) -> list[str]:
+        """Until the `ready` line: after the first registry poll (`import mlflow`, a new
+        SQLite store), seconds, more on a busy box."""
         assert proc.stdout is not None
         lines: list[str] = []
         deadline = time.monotonic() + timeout

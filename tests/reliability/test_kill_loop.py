@@ -106,7 +106,7 @@ def test_sigkill_at_random_points(root: Path, iterations: int, snapshots: bool) 
     proc = start_daemon(root, env)
     try:
         # Ready first: until its signal handlers are installed, SIGTERM kills it (-15).
-        wait_for(lambda: _count(log, "ready") > seen, 60, "ready")
+        wait_for(lambda: _count(log, "ready") > seen, 120, "ready")
         wait_for(lambda: final in run_hashes(root), 60, "the latest data to run")
         wait_for(lambda: bool(notification_keys(alerts)), 30, "the MLflow-down notification")
         wait_for(lambda: delivered_file_keys(root)[1] == 0, 30, "pending notifications")
@@ -228,10 +228,10 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
         if not unfinished and reg.production(model) not in bad:
             promote_bad_version()
         # Kill relative to a milestone, not to a guess of how long `import mlflow` takes on
-        # this box: "ready" + up to 1 s (before the first poll) every third round, else
-        # the first poll's outcome + up to 3 s (the rollback follows it within ~0.1 s):
-        # kills land before, during and after the rollback.
-        milestone, spread = ("ready", 1.0) if i % 3 == 0 else ("registry_first_poll", 3.0)
+        # this box: the first scan + up to 1 s (before the first poll, which READY=1 waits
+        # for) every third round, else the first poll's outcome + up to 3 s (the rollback
+        # follows it within ~0.1 s): kills land before, during and after the rollback.
+        milestone, spread = ("data_scanned", 1.0) if i % 3 == 0 else ("registry_first_poll", 3.0)
         seen = _count(log, milestone)
         proc = start_daemon(root, env)
         try:
@@ -253,7 +253,7 @@ def test_sigkill_around_automatic_rollbacks_keeps_the_registry_consistent(
     proc = start_daemon(root, env)
     try:
         # Ready first: its signal handlers are installed, and recovery has run.
-        wait_for(lambda: _count(log, "ready") > seen, 60, "ready")
+        wait_for(lambda: _count(log, "ready") > seen, 120, "ready")
         wait_for(
             lambda: (
                 reg.production(model) not in bad

@@ -200,14 +200,15 @@ def test_stop_during_startup_imports(root: Path) -> None:
 
 
 def test_stop_during_first_registry_poll(root: Path) -> None:
-    """Right after ready, the first poll is still importing mlflow in its thread: the stop
-    does not wait for that import."""
+    """Right after the first reconcile, the first poll is still importing mlflow in its
+    thread (READY=1 waits for it): the stop does not wait for that import."""
     proc = start_daemon(root, daemon_env(root))
-    wait_event(root, proc, "ready")
+    wait_event(root, proc, "data_scanned")
     stop_and_measure(root, proc)
     # The moment held: the poll had not finished (its first outcome comes after the import).
     assert not before(root, "mlflow_unreachable"), names(root)
     assert not before(root, "registry_first_poll"), names(root)
+    assert "ready" not in names(root)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -243,13 +244,13 @@ def test_stop_during_slow_mlflow_call_in_poll(root: Path, silent_mlflow: SilentS
         WATCHER_MLFLOW__REQUEST_TIMEOUT="300",
     )
     proc = start_daemon(root, env)
-    wait_event(root, proc, "ready")
-    silent_mlflow.wait_path("registered-models/search")
+    silent_mlflow.wait_path("registered-models/search")  # READY=1 waits for this poll
     stop_and_measure(root, proc)
 
 
 def test_stop_during_slow_mlflow_call_on_main_loop(root: Path, silent_mlflow: SilentServer) -> None:
-    """New data after ready: the main loop's drift check asks MLflow for Production and
+    """New data after the first reconcile (the loop ticks while READY=1 waits for the first
+    poll, which hangs too): the main loop's drift check asks MLflow for Production and
     hangs. The stop abandons the call; nothing is queued or run."""
     env = daemon_env(
         root,
@@ -257,7 +258,7 @@ def test_stop_during_slow_mlflow_call_on_main_loop(root: Path, silent_mlflow: Si
         WATCHER_MLFLOW__REQUEST_TIMEOUT="300",
     )
     proc = start_daemon(root, env)
-    wait_event(root, proc, "ready")
+    wait_event(root, proc, "data_scanned")
     (root / "data" / "a.csv").write_text("x,y\n1,2\n", encoding="utf-8")
     silent_mlflow.wait_path("alias")  # get_model_version_by_alias, from the main loop
     stop_and_measure(root, proc)

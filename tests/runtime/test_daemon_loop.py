@@ -130,3 +130,81 @@ def test_long_ticks_keep_systemd_from_killing_the_service(tmp_path: Path) -> Non
     assert len(during) >= 5
     keepalive.beat()  # the daemon has stopped: a no-op
     assert len(pings) == len([p for p in pings if p <= 51.0])
+
+
+class _FirstPoll:
+    """Stands in for the monitor: warming up until the tick that handles its first poll's
+    result (``handled_at``; None: never); stops the daemon in its first tick after READY=1
+    (or at tick ``stop_at``)."""
+
+    name = "first-poll"
+
+    def __init__(self, clock: FakeClock, handled_at: int | None, stop_at: int = 0) -> None:
+        self.clock = clock
+        self.handled_at = handled_at
+        self.stop_at = stop_at
+        self.ticks = 0
+        self.events: list[str] = []
+        self.daemon: Daemon | None = None
+
+    def warming_up(self) -> bool:
+        return self.handled_at is None or self.ticks < self.handled_at
+
+    def start(self) -> None: ...
+
+    def tick(self) -> float | None:
+        self.ticks += 1
+        self.events.append(f"tick {self.ticks}")
+        if self.daemon is not None and ("READY=1" in self.events or self.ticks == self.stop_at):
+            self.events.append(f"stopped at {self.clock.monotonic():g}")
+            self.daemon.stop()
+        return None
+
+    def health(self) -> Health:
+        return Health(self.name, True)
+
+    def stop(self) -> None: ...
+
+
+def _run_first_poll(tmp_path: Path, comp: _FirstPoll) -> list[str]:
+    """Run the daemon with ``comp``; the events it saw, READY=1 and EXTEND lines included."""
+    sd = SystemdNotifier(env={})
+
+    def notify(*lines: str) -> bool:
+        comp.events.extend(line for line in lines if line.startswith(("READY", "EXTEND")))
+        return True
+
+    sd.notify = notify  # type: ignore[method-assign]
+    state = open_state(tmp_path / "state")
+    try:
+        daemon = Daemon(state, [comp], clock=comp.clock, notifier=sd, warm_up_max=30.0)
+        comp.daemon = daemon
+        assert 0 == daemon.run()
+    finally:
+        state.close()
+    return comp.events
+
+
+def test_ready_follows_the_first_poll(tmp_path: Path) -> None:
+    """READY=1 waits, the loop ticking meanwhile, until the first poll's result has been
+    handled (tick 3 here), extending systemd's start timeout while it waits."""
+    events = _run_first_poll(tmp_path, _FirstPoll(FakeClock(), handled_at=3))
+    assert ["tick 1", "EXTEND_TIMEOUT_USEC=60000000", "tick 2", "tick 3", "READY=1"] == events[:5]
+
+
+def test_ready_after_a_bounded_wait_when_the_first_poll_hangs(tmp_path: Path) -> None:
+    """A first poll that never ends (a registry that does not answer) delays READY=1 by
+    warm_up_max (30 s here), not forever: the outage is handled after READY, as any other."""
+    clock = FakeClock()
+    t0 = clock.monotonic()
+    events = _run_first_poll(tmp_path, _FirstPoll(clock, handled_at=None))
+    assert 1 == events.count("READY=1")
+    stopped = float(events[-1].removeprefix("stopped at "))
+    assert 30.0 <= stopped - t0 <= 32.0, events
+
+
+def test_a_stop_while_warming_up_never_says_ready(tmp_path: Path) -> None:
+    comp = _FirstPoll(FakeClock(), handled_at=None, stop_at=2)
+    events = _run_first_poll(tmp_path, comp)
+    assert "READY=1" not in events
+    assert 2 == comp.ticks

@@ -58,7 +58,7 @@ class TestMigrations:
 
     def test_released_migrations_never_change(self) -> None:
         """A migration already applied to users' DBs is frozen: an edit (say, to
-        alerts.store.SCHEMA, which migration 3 applies) would reach new DBs only. Change
+        alerts.schema.SCHEMA, which migration 3 applies) would reach new DBs only. Change
         the schema with a new migration instead, and add its hash here."""
         released = [
             "714858d989872a74",

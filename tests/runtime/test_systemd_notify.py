@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from itertools import pairwise
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.runtime.conftest import (
     NotifySocket,
@@ -20,6 +22,9 @@ from tests.runtime.conftest import (
 )
 
 WATCHDOG_USEC = 1_000_000  # systemd would kill us after 1 s without a ping
+# READY=1 follows the first registry poll (`import mlflow`, a new SQLite store): seconds,
+# more on a busy box.
+READY_WITHIN = 120.0
 
 
 def _wait_status(url: str, status: int, timeout: float = 15.0) -> httpx.Response:
@@ -50,7 +55,7 @@ def test_run_under_fake_systemd(tmp_path: Path, notify_socket: NotifySocket) -> 
         extra_env={"WATCHER_HTTP__LISTEN": f"127.0.0.1:{port}"},
     )
     try:
-        ready_at = notify_socket.wait_for("READY=1")
+        ready_at = notify_socket.wait_for("READY=1", timeout=READY_WITHIN)
         ready = next(m for _, m in notify_socket.seen if "READY=1" in m)
         assert f"MAINPID={proc.pid}" in ready.splitlines()
         assert ready_at <= notify_socket.wait_for("WATCHDOG=1", timeout=2)
@@ -103,9 +108,35 @@ def test_no_pings_for_another_watchdog_pid(tmp_path: Path, notify_socket: Notify
     """WATCHDOG_PID naming another process: READY=1 still arrives, but no WATCHDOG=1."""
     proc = start_watcher(tmp_path, notify_socket, watchdog_usec=WATCHDOG_USEC, watchdog_pid="1")
     try:
-        ready_at = notify_socket.wait_for("READY=1")
+        ready_at = notify_socket.wait_for("READY=1", timeout=READY_WITHIN)
         # A heartbeat written 1 s from now: the loop went past two due pings since READY.
         wait_heartbeat(tmp_path / ".watcher", after=time.time() + 1.0)
         assert [] == notify_socket.pings(since=ready_at)
     finally:
         stop_watcher(proc)  # SIGKILL: the stop path is measured in the test above
+
+
+@pytest.mark.parametrize("mlflow", ["embedded", "down"])
+def test_ready_follows_the_first_poll_attempt(
+    tmp_path: Path, notify_socket: NotifySocket, mlflow: str
+) -> None:
+    """READY=1 and the `ready` line come once the first registry poll attempt has been
+    handled: its result (embedded SQLite MLflow), or the outage (nothing listens on the
+    tracking URI's port), which is then handled as any outage, not a start-up failure."""
+    extra = {}
+    if mlflow == "down":
+        extra = {
+            "WATCHER_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+            "WATCHER_MLFLOW__MAX_RETRIES": "0",
+        }
+    proc = start_watcher(tmp_path, notify_socket, extra_env=extra)
+    try:
+        notify_socket.wait_for("READY=1", timeout=READY_WITHIN)
+        proc.send_signal(signal.SIGTERM)  # a clean stop: every line written, `ready` too
+        assert 0 == proc.wait(timeout=60)
+    finally:
+        out = stop_watcher(proc)
+    events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+    first_poll = "registry_first_poll" if mlflow == "embedded" else "mlflow_unreachable"
+    assert first_poll in events and "ready" in events, events
+    assert events.index(first_poll) < events.index("ready"), events

@@ -133,7 +133,7 @@ def _service_lines(spec: UnitSpec) -> list[str]:
     data_dir = _escape(spec.data_dir) if spec.data_dir else f"%S/{SERVICE}/data"
     lines = [
         "[Service]",
-        "# READY=1 after the first reconcile; WATCHDOG=1 from the main loop only while healthy.",
+        "# READY=1 after the first reconcile and registry poll; WATCHDOG=1 only while healthy.",
         "Type=notify",
         "NotifyAccess=main",
         "ExecStart=" + " ".join(_quote(a) for a in argv),

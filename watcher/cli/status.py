@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from watcher.errors import StateError
-from watcher.runtime.daemon import HEARTBEAT_EVERY
 from watcher.runtime.lock import pid_alive
 from watcher.runtime.state import (
     DB_NAME,
+    HEARTBEAT_EVERY,
     META_DAG,
     META_HEARTBEAT,
     META_LAST_DELIVERED,

@@ -341,6 +341,11 @@ class Monitor:
         self.stop_event.set()
         self._schedule.stop()
 
+    def warming_up(self) -> bool:
+        """True until the first poll's result (or its failure) has been handled: the daemon
+        says READY after it (the first poll imports mlflow: seconds, and most of the RSS)."""
+        return self._last_poll is None and self._schedule.running()
+
     # Polling (scheduler thread) -----------------------------------------------
 
     def poll_once(self) -> PollResult | None:

@@ -21,23 +21,28 @@ from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Component, Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.sdnotify import SystemdNotifier
-from watcher.runtime.state import META_HEARTBEAT, StateStore, iso
+from watcher.runtime.state import HEARTBEAT_EVERY, META_HEARTBEAT, StateStore, iso
 
 log = get_logger("watcher.runtime.daemon")
 
-HEARTBEAT_EVERY = 5.0
 MAX_IDLE = 1.0
 # Before READY=1 systemd applies TimeoutStartSec, not the watchdog: a long first hash
 # asks for this much more start time, this often.
 EXTEND_START_USEC = 60_000_000
 EXTEND_START_EVERY = 20.0
+# READY=1 waits for components still warming up (the registry monitor's first poll
+# attempt, with its `import mlflow`), at most this long: a registry that hangs is an
+# outage, handled as one after READY, not a start-up that never ends.
+WARM_UP_MAX = 60.0
 
 
 class Daemon:
     """The main loop. A component that produces results on another thread may define
     ``bind_wake(wake)`` and call ``wake()`` when it has queued one: the loop then ticks at
     once instead of at the end of its sleep. One that does long work in a tick may define
-    ``bind_stop(event)`` and raise :class:`~watcher.runtime.stopping.Stopping` once it is set."""
+    ``bind_stop(event)`` and raise :class:`~watcher.runtime.stopping.Stopping` once it is set.
+    One whose first pass runs on another thread may define ``warming_up()``: READY=1 waits
+    (up to ``warm_up_max``) until it returns false, the loop ticking meanwhile."""
 
     def __init__(
         self,
@@ -47,8 +52,10 @@ class Daemon:
         clock: Clock | None = None,
         notifier: SystemdNotifier | None = None,
         stop: threading.Event | None = None,
+        warm_up_max: float = WARM_UP_MAX,
     ) -> None:
         self.state = state
+        self.warm_up_max = warm_up_max
         self.components = list(components)
         self.clock = clock or SystemClock()
         self.sd = notifier or SystemdNotifier()
@@ -141,6 +148,30 @@ class Daemon:
             return None
         return max(0.0, self._next_ping - self.clock.monotonic())
 
+    def _warming(self) -> list[str]:
+        return [c.name for c in self.components if getattr(c, "warming_up", lambda: False)()]
+
+    def _warm_up(self) -> None:
+        """Tick until no component is warming up, so that READY=1 and ``ready`` mean the
+        daemon works: the data side and HTTP run from the first tick, and the first
+        registry poll attempt (success or outage) has been handled. Bounded by
+        ``warm_up_max``; systemd's start timeout is extended meanwhile."""
+        deadline = self.clock.monotonic() + self.warm_up_max
+        while not self.stop_event.is_set() and (waiting := self._warming()):
+            left = deadline - self.clock.monotonic()
+            if left <= 0:
+                log.warning(
+                    "ready_while_warming_up",
+                    components=waiting,
+                    waited_seconds=self.warm_up_max,
+                    hint="the first registry poll has not finished; it is handled when it does",
+                )
+                return
+            self.keepalive()  # before READY=1: EXTEND_TIMEOUT_USEC, at its rate
+            self.clock.wait(self.wake, min(MAX_IDLE, left))
+            self.wake.clear()
+            self.tick()
+
     def install_signal_handlers(self) -> None:
         def _on_signal(name: str) -> None:
             log.info("stop_requested", signal=name)
@@ -177,6 +208,7 @@ class Daemon:
                     # the earlier ones (and their non-daemon threads) shut down.
                     running.append(comp)
                 self.tick()  # the first reconcile happens before READY=1
+            self._warm_up()
             stopping.check(self.stop_event)
             status = "watching; " + ", ".join(c.name for c in self.components)
             self.sd.ready(status)

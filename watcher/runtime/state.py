@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from alerts.redaction import redact, redact_data
-from alerts.store import SCHEMA as ALERTS_SCHEMA
+from alerts.schema import SCHEMA as ALERTS_SCHEMA
 from watcher.errors import StateError
 
 DB_NAME = "state.db"
 # Every meta key, in one place (the module named after each writes it; status reads them).
 META_WRITE_PROBE = "state.write_probe_at"  # health: the DB still takes writes
 META_HEARTBEAT = "heartbeat"  # runtime.daemon: {"pid", "at", "checks": ...}
+HEARTBEAT_EVERY = 5.0  # seconds between the daemon's heartbeats (status: stale after 6)
 META_POLICY = "monitor.policy"  # monitor: {model: {"version", "status", ...}}
 META_LAST_POLL = "monitor.last_success"  # monitor: so /metrics has it from the start
 META_DAG = "trigger.dag"  # trigger.delivery: {"dag_id", "paused", "since", "unpause"} for status
@@ -105,7 +106,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX rollback_model ON rollback_journal(model, started_at);
     """,
-    # 3: alert lifecycle states and the notification delivery outbox: alerts/store.py owns
+    # 3: alert lifecycle states and the notification delivery outbox: alerts/schema.py owns
     # their schema (and keeps it as released: a change to it is a new migration here).
     ALERTS_SCHEMA,
     # 4: built-in evaluator (watcher/monitor/evaluator.py): feedback content already scored, per

@@ -6,8 +6,6 @@ in the state dir, and the journal makes an interrupted rollback resumable.
 
 from __future__ import annotations
 
-import getpass
-import socket
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -219,6 +217,9 @@ def _plan_and_run(
             raise UsageError("not on a terminal: pass --yes to confirm the rollback")
         if not click.confirm(f"Move Production of {model} from v{current} to v{target}?"):
             raise UsageError("rollback cancelled")
+    import getpass
+    import socket
+
     user = f"{getpass.getuser()}@{socket.gethostname()}"
     with lock:
         if registry.production(model) != current:

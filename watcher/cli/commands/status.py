@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -10,6 +12,18 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+# A cell: its text and, on a terminal, a rich style ("" for none).
+Cell = tuple[str, str]
+
+
+@dataclass
+class Block:
+    """One table of the human view; the same rows drawn by rich or as plain text."""
+
+    title: str | None
+    columns: tuple[str, ...] | None  # None: a label/value grid without a header
+    rows: list[tuple[Cell, ...]] = field(default_factory=list)
 
 
 @click.command("status")
@@ -41,13 +55,65 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             conn.close()
     if as_json:
         click.echo(json.dumps(doc, sort_keys=True))
-        return
-    import sys
+    elif sys.stdout.isatty():
+        from rich.console import Console
 
-    from rich.console import Console
+        render(doc, Console(highlight=False))
+    else:
+        # Piped (mail, logs, scripts): plain text, and no rich to import (~25 ms).
+        click.echo(plain(doc), nl=False)
 
-    # Piped (mail, logs, tests): wide enough that model names and hashes are not cut.
-    render(doc, Console(highlight=False, width=None if sys.stdout.isatty() else 160))
+
+def blocks(doc: dict[str, Any]) -> list[Block]:
+    """The human view of the status document."""
+    out = [_summary(doc)]
+    if doc["models"]:
+        out.append(_models(doc["models"]))
+    daemon = doc["daemon"]
+    failing = {k: v for k, v in daemon["checks"].items() if isinstance(v, dict) and not v.get("ok")}
+    if daemon["running"] and failing:
+        out.append(_failing_checks(failing))
+    return out
+
+
+def render(doc: dict[str, Any], console: Console) -> None:
+    """Draw the human view with rich (a terminal, the demo)."""
+    for block in blocks(doc):
+        console.print(_rich_table(block))
+
+
+def plain(doc: dict[str, Any]) -> str:
+    """The human view as plain text: columns aligned with spaces, no styles."""
+    parts = []
+    for block in blocks(doc):
+        rows = [tuple(text for text, _ in row) for row in block.rows]
+        if block.columns is not None:
+            rows.insert(0, block.columns)
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+        lines = [block.title] if block.title else []
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+        ]
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
+
+
+def _rich_table(block: Block) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    if block.columns is None:
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+    else:
+        table = Table(title=block.title, title_justify="left")
+        for col in block.columns:
+            table.add_column(col)
+    for row in block.rows:
+        # Text, not markup: a value holding "[...]" (an error, a name) is shown as is.
+        table.add_row(*(Text(text, style=style) for text, style in row))
+    return table
 
 
 def _short(value: object, n: int = 12) -> str:
@@ -58,64 +124,50 @@ def _pct(value: object) -> str:
     return "—" if not isinstance(value, int | float) else f"{value:.1%}"
 
 
-def _daemon_state(daemon: dict[str, Any]) -> str:
+def _daemon_state(daemon: dict[str, Any]) -> Cell:
     if daemon["running"]:
-        health = "[green]healthy[/]" if daemon["healthy"] else "[red]unhealthy[/]"
-        return f"running (pid {daemon['pid']}), {health}"
+        health = "healthy" if daemon["healthy"] else "unhealthy"
+        return f"running (pid {daemon['pid']}), {health}", "green" if daemon["healthy"] else "red"
     if daemon["heartbeat_at"]:
-        return f"[yellow]not running[/] (last heartbeat {daemon['heartbeat_at']})"
-    return "[yellow]not running[/] (never started on this state dir)"
+        return f"not running (last heartbeat {daemon['heartbeat_at']})", "yellow"
+    return "not running (never started on this state dir)", "yellow"
 
 
-def render(doc: dict[str, Any], console: Console) -> None:
-    """The human view of the status document."""
-    console.print(_summary(doc))
-    if doc["models"]:
-        console.print(_models(doc["models"]))
-    daemon = doc["daemon"]
-    failing = {k: v for k, v in daemon["checks"].items() if isinstance(v, dict) and not v.get("ok")}
-    if daemon["running"] and failing:
-        console.print(_failing_checks(failing))
-
-
-def _summary(doc: dict[str, Any]) -> Table:
-    from rich.table import Table
-
+def _summary(doc: dict[str, Any]) -> Block:
     ds, trig, outbox = doc["dataset"], doc["last_trigger"], doc["outbox"]
-    summary = Table.grid(padding=(0, 2))
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("daemon", _daemon_state(doc["daemon"]))
-    summary.add_row("data dir", doc["data_dir"])
-    summary.add_row("state dir", doc["state_dir"])
+    block = Block(None, None)
+
+    def row(label: str, value: str, style: str = "") -> None:
+        block.rows.append(((label, "bold"), (value, style)))
+
+    block.rows.append((("daemon", "bold"), _daemon_state(doc["daemon"])))
+    row("data dir", doc["data_dir"])
+    row("state dir", doc["state_dir"])
     current = _short(ds["current_hash"])
     if ds["file_count"] is not None:
         current += f"  ({ds['file_count']} files, {ds['bytes']} bytes, seen {ds['seen_at']})"
-    summary.add_row("current hash", current)
+    row("current hash", current)
     if trig is None:
-        summary.add_row("last trigger", "—")
+        row("last trigger", "—")
     else:
         run_state = trig["run_state"] or "not started"
-        summary.add_row("last trigger", f"{_short(trig['data_hash'])}  {trig['created_at']}")
-        summary.add_row("last run", f"{trig['run_id']}: {trig['status']}, run {run_state}")
+        row("last trigger", f"{_short(trig['data_hash'])}  {trig['created_at']}")
+        row("last run", f"{trig['run_id']}: {trig['status']}, run {run_state}")
     dag = doc.get("dag")
     if dag and dag["paused"]:
-        summary.add_row("DAG", f"[red]{dag['dag_id']} is paused[/] since {dag['since']}")
-        summary.add_row("", "its runs stay queued until it is unpaused:")
-        summary.add_row("", str(dag["unpause"]))
+        row("DAG", f"{dag['dag_id']} is paused since {dag['since']}", "red")
+        row("", "its runs stay queued until it is unpaused:")
+        row("", str(dag["unpause"]))
     by_status = ", ".join(f"{k} {v}" for k, v in outbox["by_status"].items())
-    summary.add_row(
-        "outbox", f"{outbox['depth']} pending" + (f" ({by_status})" if by_status else "")
+    row("outbox", f"{outbox['depth']} pending" + (f" ({by_status})" if by_status else ""))
+    return block
+
+
+def _models(models: list[dict[str, Any]]) -> Block:
+    block = Block(
+        "models",
+        ("model", "production", "training acc.", "live acc.", "alert", "last rollback"),
     )
-    return summary
-
-
-def _models(models: list[dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    table = Table(title="models", title_justify="left")
-    for col in ("model", "production", "training acc.", "live acc.", "alert", "last rollback"):
-        table.add_column(col)
     for m in models:
         rb = m["last_rollback"]
         rollback = (
@@ -124,26 +176,22 @@ def _models(models: list[dict[str, Any]]) -> Table:
             else f"v{rb['from_version']}→v{rb['to_version']} {rb['step']} {rb['at']}"
         )
         alert = m["alert_state"] or "—"
-        if alert == "firing":
-            alert = "[red]firing[/]"
-        table.add_row(
-            m["name"],
-            "—" if m["production_version"] is None else f"v{m['production_version']}",
-            _pct(m["training_accuracy"]),
-            _pct(m["live_accuracy"]),
-            alert,
-            rollback,
+        block.rows.append(
+            (
+                (m["name"], ""),
+                ("—" if m["production_version"] is None else f"v{m['production_version']}", ""),
+                (_pct(m["training_accuracy"]), ""),
+                (_pct(m["live_accuracy"]), ""),
+                (alert, "red" if alert == "firing" else ""),
+                (rollback, ""),
+            )
         )
-    return table
+    return block
 
 
-def _failing_checks(failing: dict[str, dict[str, Any]]) -> Table:
-    from rich.table import Table
-
-    checks = Table(title="failing checks", title_justify="left")
-    checks.add_column("component")
-    checks.add_column("detail")
+def _failing_checks(failing: dict[str, dict[str, Any]]) -> Block:
+    block = Block("failing checks", ("component", "detail"))
     for name, detail in sorted(failing.items()):
         shown = {k: v for k, v in detail.items() if k != "ok"}
-        checks.add_row(name, json.dumps(shown, default=str))
-    return checks
+        block.rows.append(((name, ""), (json.dumps(shown, default=str), "")))
+    return block
