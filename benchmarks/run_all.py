@@ -19,12 +19,14 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from benchmarks.report import Report, Row
 
 REPO = Path(__file__).resolve().parents[1]
+FIELDS = {f.name for f in fields(Row)}
 # name: (quick arguments, full arguments); run in this order.
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "cli_startup": (["--runs", "7"], ["--runs", "11"]),
@@ -64,7 +66,11 @@ def combined(out: Path, ran: list[dict[str, Any]]) -> Report:
         if entry["json"] is None:
             continue
         doc = json.loads((out / entry["json"]).read_text(encoding="utf-8"))
-        for row in doc["rows"]:
+        rows = doc.get("rows", [])
+        if not all(isinstance(r, dict) and r.keys() == FIELDS for r in rows):
+            print(f"{entry['name']}: rows not in the shared format, left out of the table")
+            continue
+        for row in rows:
             report.rows.append(Row(**{**row, "name": f"{entry['name']}.{row['name']}"}))
     return report
 
