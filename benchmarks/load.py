@@ -1,23 +1,26 @@
 """Load: a 100,000-file data dir (first hash, then incremental) and a 50,000-event burst.
 
-Prints wall time, files/s and the process RSS (current and peak) for each phase:
+Rows (``benchmarks/report.py``, ``--json PATH``), each against an anchor measured in the
+same run:
 
-1. first hash of FILES small files (cold cache: every file read) with the progress log;
-2. incremental re-hash after one file changed (stat walk + one read);
+1. first hash of FILES small files (every file read) with the progress log, against
+   the README's coreutils one-liner over the same files;
+2. incremental re-hash after one file changed, against a bare ``os.scandir`` stat walk;
 3. a burst of EVENTS new files written by another process into the watched dir while
-   the data watcher runs (inotify): time until the single resulting trigger, RSS.
+   the data watcher runs (inotify): time until the single resulting trigger, against
+   the writer's own time;
+4. this process's RSS after each phase, against its RSS before them.
 
 The 100-watched-models figure comes from `benchmarks/poll.py` (it needs a real
 `mlflow server`). A scaled-down variant of phases 1-2 with a memory bound runs in the
 tests (tests/reliability/test_load.py).
 
-    uv run python benchmarks/load.py [--files 100000] [--events 50000]
+    uv run python benchmarks/load.py [--files 100000] [--events 50000] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -25,6 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.hashing import one_liner, stat_walk
+from benchmarks.report import Report, add_json_arg
 
 # Writes N files named b<i>.csv into a dir, from another process (like a real producer).
 WRITE_FILES = (
@@ -76,6 +82,12 @@ def hash_phases(root: Path, files: int) -> dict[str, float]:
         out["incremental_s"] = time.perf_counter() - t
         out["incremental_hashed"] = again.hashed_files
         out["rss_after_incremental_mib"], _ = rss_mib()
+        t = time.perf_counter()
+        stat_walk(str(data))
+        out["stat_walk_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        one_liner(data)
+        out["one_liner_s"] = time.perf_counter() - t
     finally:
         state.close()
     return out
@@ -111,10 +123,13 @@ def burst_phase(root: Path, events: int) -> dict[str, float]:
         t = time.perf_counter()
         writer = subprocess.Popen([sys.executable, "-c", WRITE_FILES, str(data), str(events), "b"])
         while writer.poll() is None or not runs.exists():
+            if "writer_s" not in out and writer.poll() is not None:
+                out["writer_s"] = time.perf_counter() - t
             time.sleep(min(max(min(dw.tick(), delivery.tick()), 0.01), 0.1))
             if time.perf_counter() - t > 600:
                 raise RuntimeError("no trigger within 10 minutes")
         out["burst_to_trigger_s"] = time.perf_counter() - t
+        out.setdefault("writer_s", out["burst_to_trigger_s"])
         out["burst_triggers"] = len(runs.read_text().split())
         out["burst_files_hashed"] = dw.status.last_files
         out["rss_after_burst_mib"], out["peak_after_burst_mib"] = rss_mib()
@@ -125,35 +140,55 @@ def burst_phase(root: Path, events: int) -> dict[str, float]:
     return out
 
 
-def main() -> None:
+def rows(report: Report, f: dict[str, float], files: int) -> None:
+    report.add(
+        f"first-hash-{files}-files",
+        f["first_s"],
+        "s",
+        anchor_name="coreutils one-liner",
+        anchor=f["one_liner_s"],
+    )
+    report.add(
+        "incremental-one-changed",
+        f["incremental_s"],
+        "s",
+        anchor_name="os.scandir stat walk",
+        anchor=f["stat_walk_s"],
+        target="1 file re-read",
+        met=f["incremental_hashed"] == 1,
+    )
+    report.add(
+        "burst-to-trigger",
+        f["burst_to_trigger_s"],
+        "s",
+        anchor_name="the writer's own time",
+        anchor=f["writer_s"],
+        target="1 trigger",
+        met=f["burst_triggers"] == 1,
+    )
+    base = f["rss_baseline_mib"]
+    for key in ("rss_after_first", "peak_after_first", "rss_after_burst", "peak_after_burst"):
+        name = key.replace("_", "-")
+        report.add(name, f[f"{key}_mib"], "MiB", anchor_name="RSS before", anchor=base)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=50_000)
+    add_json_arg(parser)
     args = parser.parse_args()
+    report = Report("load", vars(args))
     with tempfile.TemporaryDirectory(prefix="watcher-load-") as tmp:
         root = Path(tmp)
         base, _ = rss_mib()
         figures = {"rss_baseline_mib": base}
         figures |= hash_phases(root, args.files)
         figures |= burst_phase(root, args.events)
-    f = figures
     print(f"load: {args.files} files, burst of {args.events} new files")
-    print(
-        f"  first hash      {f['first_s']:.1f} s ({args.files / f['first_s']:,.0f} files/s), "
-        f"RSS {f['rss_after_first_mib']:.0f} MiB (peak {f['peak_after_first_mib']:.0f})"
-    )
-    print(
-        f"  incremental     {f['incremental_s']:.2f} s, {f['incremental_hashed']:.0f} file(s) "
-        f"re-read, RSS {f['rss_after_incremental_mib']:.0f} MiB"
-    )
-    print(
-        f"  burst → trigger {f['burst_to_trigger_s']:.1f} s, {f['burst_triggers']:.0f} "
-        f"trigger(s) for {f['burst_files_hashed']:.0f} files, "
-        f"RSS {f['rss_after_burst_mib']:.0f} MiB (peak {f['peak_after_burst_mib']:.0f})"
-    )
-    print(f"  baseline RSS {f['rss_baseline_mib']:.0f} MiB; 100 watched models: benchmarks/poll.py")
-    print(json.dumps({k: round(v, 3) for k, v in figures.items()}))
+    rows(report, figures, args.files)
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

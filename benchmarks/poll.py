@@ -7,13 +7,16 @@ and a second one for the first 100 (their cold read is 2 metric-history calls
 each: the in-flight reads ``mlflow.concurrency`` applies to). The monitor's
 poll (registry snapshot + live-accuracy read-back) of every model is timed
 against a real `mlflow server`, cold (a new adapter: first poll) and warm
-(nothing changed since), with ``mlflow.concurrency`` 1 and 8. Calls are
+(nothing changed since), with ``mlflow.concurrency`` 1 and 8 in alternating runs. Calls are
 counted at the HTTP layer; each figure is the median of --repeat runs.
 
-Per case: seconds and calls, the target (warm 300: 1.0 s and 10 calls; cold:
-3 s), the ratio figure/target, and the anchor measured in the same run: the
-poll's calls times the median wall of one minimal call (the floor at that
-call count). ``--json PATH`` writes the same rows.
+Rows (``benchmarks/report.py``), per size and poll: ``poll-N-warm`` / ``poll-N-cold``
+(seconds, at the default ``mlflow.concurrency``, 8) against the anchor measured in the
+same run, the poll's calls
+times the median wall of one minimal call (the floor at that call count), with the
+targets (warm 300: 1.0 s; cold 300: 3 s); ``…-calls`` (MLflow calls, warm 300: ≤ 10);
+``…-inflight8``: the same poll with 8 reads in flight against 1 in flight (ratio < 1:
+concurrency pays). ``--json PATH`` writes the rows.
 
     uv run python benchmarks/poll.py [--models 1000] [--store DIR] [--json PATH]
 """
@@ -30,13 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.mlflow_server import start_server, stop_server
+from benchmarks.report import Report, add_json_arg
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 REQUESTS = 0
 HISTORY = 100  # models whose run holds 2 observations: a cold poll reads their histories
-TARGETS = {"warm": (1.0, 10), "cold": (3.0, None)}  # seconds, calls
+TARGETS = {"warm": (1.0, 10), "cold": (3.0, None)}  # seconds, calls (for 300 models)
+TARGET_MODELS = 300
 
 
 def _count_http() -> None:
@@ -115,67 +120,69 @@ def _poll(url: str, n: int, concurrency: int) -> dict[str, tuple[float, int]]:
     return out
 
 
-def _row(
-    n: int, label: str, concurrency: int, runs: list[dict[str, tuple[float, int]]], floor: float
-) -> dict[str, Any]:
-    wall = statistics.median(r[label][0] for r in runs)
-    calls = max(r[label][1] for r in runs)
-    t_s, t_calls = TARGETS[label]
-    anchor = calls * floor
-    target = f"{t_s:g} s" + (f", {t_calls} calls" if t_calls else "")
-    print(
-        f"{n:>6} {label:>5} {concurrency:>9} {wall:>6.2f} {calls:>5} "
-        f"{target:>16} {wall / t_s:>5.2f} {anchor:>8.3f} {wall / anchor:>8.1f}",
-        flush=True,
-    )
-    return {
-        "models": n,
-        "poll": label,
-        "concurrency": concurrency,
-        "seconds": round(wall, 3),
-        "calls": calls,
-        "target_seconds": t_s,
-        "target_calls": t_calls,
-        "ratio": round(wall / t_s, 2),
-        "anchor_seconds": round(anchor, 3),
-        "x_anchor": round(wall / anchor, 2),
-    }
+def _rows(
+    report: Report, n: int, runs: dict[int, list[dict[str, tuple[float, int]]]], floor: float
+) -> None:
+    """The rows of one store size: each poll at the default concurrency (8 in flight), its
+    calls, and 8 vs 1 in flight."""
+    for label in ("cold", "warm"):
+        wall = {c: statistics.median(r[label][0] for r in rs) for c, rs in runs.items()}
+        calls = max(r[label][1] for r in runs[8])
+        t_s, t_calls = TARGETS[label] if n == TARGET_MODELS else (None, None)
+        name = f"poll-{n}-{label}"
+        report.add(
+            name,
+            wall[8],
+            "s",
+            anchor_name=f"{calls} calls x one minimal call",
+            anchor=calls * floor,
+            target="info" if t_s is None else f"<= {t_s:g} s",
+            met=None if t_s is None else wall[8] <= t_s,
+        )
+        report.add(
+            f"{name}-calls",
+            calls,
+            "calls",
+            target="info" if t_calls is None else f"<= {t_calls}",
+            met=None if t_calls is None else calls <= t_calls,
+        )
+        report.add(
+            f"{name}-inflight8",
+            wall[8],
+            "s",
+            anchor_name="1 in flight",
+            anchor=wall[1],
+            target="info (< 1: pays)",
+        )
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", type=int, default=1000, help="largest case (100, 300, 1000)")
     parser.add_argument(
         "--store", type=Path, default=Path(tempfile.gettempdir()) / "watcher-bench-poll"
     )
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--json", type=Path, help="write the rows here")
+    add_json_arg(parser)
     args = parser.parse_args()
     _count_http()
-    rows: list[dict[str, Any]] = []
-    floors: dict[int, float] = {}
-    print(
-        f"{'models':>6} {'poll':>5} {'in flight':>9} {'s':>6} {'calls':>5} "
-        f"{'target':>16} {'ratio':>5} {'anchor s':>8} {'x anchor':>8}"
-    )
+    report = Report("poll", vars(args))
     for n in sorted({n for n in (100, 300, 1000) if n <= args.models}):
         store = args.store / str(n)
         _seed(store, n)
         proc, url = start_server(store)
         try:
-            floors[n] = floor = _floor(url, args.repeat)
-            for concurrency in (1, 8):
-                runs = [_poll(url, n, concurrency) for _ in range(args.repeat)]
-                for label in ("cold", "warm"):
-                    rows.append(_row(n, label, concurrency, runs, floor))
+            runs: dict[int, list[dict[str, tuple[float, int]]]] = {1: [], 8: []}
+            for _ in range(args.repeat):  # alternating: load changes hit both alike
+                for concurrency, done in runs.items():
+                    done.append(_poll(url, n, concurrency))
+            floor = _floor(url, args.repeat)  # after the polls: the server is warm
+            report.add(f"poll-{n}-one-call", floor, "s", target="info (the anchor's unit)")
+            _rows(report, n, runs, floor)
         finally:
             stop_server(proc)
-    print("anchor: the poll's calls x one minimal call (search 1 model) in the same run:")
-    print("  " + ", ".join(f"{n} models {f * 1000:.0f} ms" for n, f in floors.items()))
-    if args.json:
-        doc = {"machine": "2-core box, other work running", "floor_call_s": floors, "rows": rows}
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

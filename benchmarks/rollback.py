@@ -5,17 +5,21 @@ training accuracy tags), then the daemon's real components (``build_components``
 alerting, data watcher, registry monitor polling every --poll seconds,
 auto-rollback) run in a Daemon loop on a thread. One model at a time, poor
 live accuracy is reported for v2 at a random moment of the poll cycle, and
-two times are taken:
+two times are taken (wall clock, the same clock as ``PollResult.at``):
 
-- observation → moved: from the end of the poll that first saw the bad live
-  accuracy to the return of the registry call that moved Production to v1
-  (the daemon loop picks a poll result up within its 1 s idle tick);
-- report → moved: from ``report_accuracy`` returning to Production moved
-  (adds the wait for the next poll).
+- ``seen-to-moved``: from the moment the poll that first read the bad live accuracy
+  finished its reads (``PollResult.at``, just before it queues the result and wakes
+  the main loop) to the return of the registry call that moved Production to v1:
+  the main loop's hand-off, the policy, the rollback's guard reads (Production, the
+  lineage versions) and its journal, and the move itself. Anchor: that move call
+  alone (``set_production``), measured in the same rollbacks;
+- ``report-to-moved``: from ``report_accuracy`` returning to Production moved (adds
+  the wait for the next poll). Anchor: the poll interval.
 
-Target: within one poll interval + 1 s.
+Target: every rollback within one poll interval + 1 s of the report. ``--json PATH``
+writes the rows (``benchmarks/report.py``).
 
-    uv run python benchmarks/rollback.py [--poll 2] [--trials 5]
+    uv run python benchmarks/rollback.py [--poll 2] [--trials 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.mlflow_server import start_server, stop_server
+from benchmarks.report import Report, add_json_arg
 
 if TYPE_CHECKING:
     from watcher.monitor.poll import Monitor, PollResult
@@ -67,32 +72,36 @@ def _wait(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 def _instrument(
     monitor: Monitor, rollback: AutoRollback, threshold: float
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Time stamps from the instances the daemon runs (the scheduler binds poll_once at start).
 
-    Returns (seen, moved): per model, when the poll that first saw the breach ended,
-    and when the registry call that moved Production returned.
+    Returns (seen, moved, move_call): per model, when the poll that first read the breach
+    finished reading (its ``at``), when the registry call that moved Production returned,
+    and how long that call took.
     """
     seen: dict[str, float] = {}
     moved: dict[str, float] = {}
+    move_call: dict[str, float] = {}
     poll_once, set_production = monitor.poll_once, rollback.registry.set_production
 
     def timed_poll() -> PollResult | None:
         result = poll_once()
-        done = time.monotonic()
         if result is not None and result.snapshots is not None:
             for (model, _version), obs in result.observations.items():
                 if any(o.accuracy < threshold for o in obs):
-                    seen.setdefault(model, done)
+                    seen.setdefault(model, result.at.timestamp())
         return result
 
     def timed_move(name: str, version: str) -> None:
+        start = time.time()
         set_production(name, version)
-        moved.setdefault(name, time.monotonic())
+        done = time.time()
+        moved.setdefault(name, done)
+        move_call.setdefault(name, done - start)
 
     setattr(monitor, "poll_once", timed_poll)  # noqa: B010  (instance patch, not the class)
     setattr(rollback.registry, "set_production", timed_move)  # noqa: B010
-    return seen, moved
+    return seen, moved, move_call
 
 
 def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dict[str, Any]:
@@ -130,23 +139,23 @@ def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dic
     monitor = next(c for c in components if isinstance(c, Monitor))
     rollback = next(c for c in components if isinstance(c, AutoRollback))
 
-    seen, moved = _instrument(monitor, rollback, cfg.monitor.min_accuracy)
+    seen, moved, move_call = _instrument(monitor, rollback, cfg.monitor.min_accuracy)
 
     stop = threading.Event()
     daemon = Daemon(state, components, notifier=SystemdNotifier(env={}), stop=stop)
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
     reporter = MlflowRegistry(url, cfg.mlflow.registry_mode)
-    rows: list[tuple[float, float]] = []
+    rows: list[tuple[float, float, float]] = []
     try:
         _wait("the first registry poll", lambda: monitor.health().detail["models"] == trials, 60)
         rng = random.Random(1)  # a reproducible schedule
         for name in names:
             time.sleep(rng.uniform(0, poll))  # land anywhere in the poll cycle
             report_accuracy(name, BAD_ACCURACY, 500, version="2", registry=reporter)
-            reported = time.monotonic()
+            reported = time.time()
             _wait(f"{name}: Production moved", partial(operator.contains, moved, name), poll + 30)
-            rows.append((moved[name] - seen[name], moved[name] - reported))
+            rows.append((moved[name] - seen[name], moved[name] - reported, move_call[name]))
         for name in names:
             info = reporter.get_version(name, "2")
             if reporter.production(name) != "1" or info is None or not info.quarantined:
@@ -158,46 +167,62 @@ def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dic
     return {"mode": mode, "rows": rows}
 
 
-def _fmt(values: list[float]) -> str:
-    return f"{min(values):6.3f} {statistics.median(values):6.3f} {max(values):6.3f}"
+def _rows(report: Report, mode: str, rows: list[tuple[float, float, float]], poll: float) -> None:
+    target = poll + 1.0
+    seen, reported, call = ([r[k] for r in rows] for k in range(3))
+    med = statistics.median
+    report.add(
+        f"rollback-{mode}-seen-to-moved",
+        med(seen),
+        "s",
+        anchor_name="the move call alone",
+        anchor=med(call),
+    )
+    report.add(f"rollback-{mode}-seen-to-moved-max", max(seen), "s")
+    report.add(
+        f"rollback-{mode}-report-to-moved",
+        med(reported),
+        "s",
+        anchor_name="poll interval",
+        anchor=poll,
+    )
+    report.add(
+        f"rollback-{mode}-report-to-moved-max",
+        max(reported),
+        "s",
+        anchor_name="poll interval",
+        anchor=poll,
+        target=f"<= {target:g} s",
+        met=max(reported) <= target,
+    )
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--poll", type=float, default=2.0, help="monitor.poll_interval, seconds")
     parser.add_argument("--trials", type=int, default=5, help="rollbacks per registry mode")
+    add_json_arg(parser)
     args = parser.parse_args()
 
     from watcher.runtime.logging import configure
 
     configure("error")  # the rollbacks log warnings by design; the figures are the output
+    report = Report("rollback", vars(args))
     with tempfile.TemporaryDirectory(prefix="bench-rollback-") as tmp:
         root = Path(tmp)
         started = time.monotonic()
         proc, url = start_server(root)
-        print(f"mlflow server up in {time.monotonic() - started:.1f} s at {url}")
-        target = args.poll + 1.0
+        print(f"mlflow server up in {time.monotonic() - started:.1f} s at {url}", flush=True)
         try:
             results = [
                 bench_mode(url, mode, args.poll, args.trials, root) for mode in ("alias", "stage")
             ]
         finally:
             stop_server(proc)
-    print(
-        f"poll interval {args.poll:g} s, {args.trials} rollbacks per mode; seconds min/median/max"
-    )
-    print(f"{'mode':<6} {'observation → moved':>22} {'report → moved':>22}  target ≤ {target:g} s")
-    ok = True
     for res in results:
-        rows = res["rows"]
-        obs = [r[0] for r in rows]
-        rep = [r[1] for r in rows]
-        met = max(obs) <= target and max(rep) <= target
-        ok &= met
-        print(f"{res['mode']:<6} {_fmt(obs):>22} {_fmt(rep):>22}  {'met' if met else 'MISSED'}")
-    if not ok:
-        raise SystemExit(1)
+        _rows(report, res["mode"], res["rows"], args.poll)
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

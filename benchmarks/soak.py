@@ -4,11 +4,12 @@ The daemon uses the `command` trigger backend (a tiny Python child per run) and 
 in-process SQLite MLflow registry holding one model with a Production version; the
 driver changes a data file and reports live accuracy (alternating healthy and breaching,
 so the alert fires and resolves) for the busy part, then leaves the daemon idle.
-Printed: RSS at start (after warm-up) and end, file descriptors, threads, runs and
-notifications seen, and CPU seconds per hour while idle. Targets: RSS growth < 10 %,
-idle CPU < 1 % of a core (36 s per hour).
+Rows (``benchmarks/report.py``, ``--json PATH``): RSS, file descriptors and threads at
+the end against the same at the start (after warm-up), runs against data changes + 1,
+and CPU seconds per hour while idle. Targets: RSS growth < 10 %, no fd or thread growth,
+one run per change, idle CPU < 1 % of a core (36 s per hour).
 
-    uv run python benchmarks/soak.py --minutes 30
+    uv run python benchmarks/soak.py --minutes 30 [--json PATH]
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks.report import Report, add_json_arg
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 
@@ -231,7 +234,61 @@ def soak(
     )
 
 
-def main() -> None:
+def rows(report: Report, result: SoakResult) -> None:
+    s, e = result.start, result.end
+    report.add(
+        "rss-end",
+        e.rss_kib / 1024,
+        "MiB",
+        anchor_name="RSS at start",
+        anchor=s.rss_kib / 1024,
+        target="ratio < 1.10",
+        met=result.rss_growth < 0.10,
+    )
+    report.add(
+        "fds-end",
+        e.fds,
+        "fds",
+        anchor_name="at start",
+        anchor=s.fds,
+        target="<= start + 1",
+        met=e.fds <= s.fds + 1,
+    )
+    report.add(
+        "threads-end",
+        e.threads,
+        "threads",
+        anchor_name="at start",
+        anchor=s.threads,
+        target="<= start",
+        met=e.threads <= s.threads,
+    )
+    report.add(
+        "runs",
+        result.runs,
+        "runs",
+        anchor_name="data changes + warm-up",
+        anchor=result.data_changes + 1,
+        target="one per change",
+        met=result.runs == result.data_changes + 1,
+    )
+    report.add(
+        "notifications",
+        result.notifications,
+        "alerts",
+        target=">= 2",
+        met=result.notifications >= 2,
+    )
+    report.add(
+        "idle-cpu",
+        result.idle_cpu_s_per_hour,
+        "s/h",
+        target="< 36 s/h (1 % of a core)",
+        met=result.idle_cpu_s_per_hour < 36,
+    )
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="total soak time")
     parser.add_argument("--idle-share", type=float, default=0.2, help="idle part at the end")
@@ -239,7 +296,9 @@ def main() -> None:
         "--poll-interval", type=float, default=10.0, help="monitor.poll_interval (s)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir")
+    add_json_arg(parser)
     args = parser.parse_args()
+    report = Report("soak", vars(args))
     total = args.minutes * 60
     root = Path(tempfile.mkdtemp(prefix="watcher-soak-"))
     result = soak(
@@ -248,30 +307,18 @@ def main() -> None:
         total * args.idle_share,
         poll_interval=args.poll_interval,
     )
-    s, e = result.start, result.end
     print(
         f"soak: {result.seconds / 60:.1f} min after warm-up, registry poll every "
-        f"{args.poll_interval:g} s ({root})"
+        f"{args.poll_interval:g} s, {result.reports} accuracy reports, idle for "
+        f"{result.idle_seconds:.0f} s ({root})"
     )
-    print(
-        f"  data changes {result.data_changes}, runs {result.runs}, "
-        f"accuracy reports {result.reports}, notifications {result.notifications}"
-    )
-    print(
-        f"  RSS start {s.rss_kib / 1024:.1f} MiB, end {e.rss_kib / 1024:.1f} MiB "
-        f"({result.rss_growth:+.1%})"
-    )
-    print(f"  fds start {s.fds}, end {e.fds}; threads start {s.threads}, end {e.threads}")
-    print(
-        f"  idle CPU {result.idle_cpu_s_per_hour:.1f} s/hour "
-        f"({result.idle_cpu_s_per_hour / 36:.2f} % of a core) over {result.idle_seconds:.0f} s"
-    )
-    print(json.dumps(asdict(result), default=str))
+    rows(report, result)
     if not args.keep:
         import shutil
 
         shutil.rmtree(root, ignore_errors=True)
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

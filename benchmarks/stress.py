@@ -4,7 +4,8 @@
 
 The hog is `stress-ng --cpu 1` (Debian package stress-ng) when installed, else a Python
 busy loop in a child process. Each round is a fresh `pytest` process; prints each round's
-outcome and time and exits 1 unless every round passed.
+outcome and time, then the rows (``benchmarks/report.py``, ``--json PATH``: each round's
+seconds, and the green rounds against the rounds run) and exits 1 unless every round passed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+
+from benchmarks.report import Report, add_json_arg
 
 # Tests whose assertions depend on things happening in time (waits, kills, signals, pings).
 DEFAULT_TESTS = [
@@ -51,7 +54,9 @@ def one_core_busy() -> Iterator[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
+    add_json_arg(ap)
     args, pytest_args = ap.parse_known_args()
+    report = Report("stress", {"rounds": args.rounds, "tests": pytest_args or "default"})
     targets = pytest_args or DEFAULT_TESTS
     results: list[tuple[int, float]] = []
     with one_core_busy() as hog:
@@ -70,9 +75,19 @@ def main() -> int:
             print(f"round {n}: {summary[0]} ({seconds:.0f} s)", flush=True)
             if done.returncode != 0:
                 print("\n".join(done.stdout.splitlines()[-40:]), flush=True)
+    for n, (code, seconds) in enumerate(results, 1):
+        report.add(f"round-{n}", seconds, "s", target="green", met=code == 0)
     green = sum(1 for code, _ in results if code == 0)
-    print(f"stress: {green}/{len(results)} green")
-    return 0 if green == len(results) else 1
+    report.add(
+        "rounds-green",
+        green,
+        "rounds",
+        anchor_name="rounds run",
+        anchor=len(results),
+        target="all",
+        met=green == len(results),
+    )
+    return report.finish(args.json)
 
 
 if __name__ == "__main__":

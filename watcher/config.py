@@ -36,6 +36,8 @@ from watcher.monitor.policy import MAX_SAMPLES
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_ENV = "WATCHER_CONFIG"
+# Set by the template unit (`watcher service-unit --template`) to the instance name.
+INSTANCE_ENV = "WATCHER_INSTANCE"
 DEFAULT_CONFIG_FILE = Path("watcher.toml")
 REDACTED = "********"
 # Upper bounds for counts from outside: far beyond any sane value, small enough that
@@ -571,7 +573,16 @@ def load_config(
         config = None
     if errors or config is None:
         raise ConfigError(errors)
-    return config
+    return _instance_defaults(config, env)
+
+
+def _instance_defaults(config: Config, env: Mapping[str, str]) -> Config:
+    """A template instance watches its own model unless monitor.models is given, so two
+    instances on one host never alert (or roll back) one model twice."""
+    if not env.get(INSTANCE_ENV) or "models" in config.monitor.model_fields_set:
+        return config
+    monitor = config.monitor.model_copy(update={"models": [config.pipeline.model_name]})
+    return config.model_copy(update={"monitor": monitor})
 
 
 def _build_validator() -> None:
