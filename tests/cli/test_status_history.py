@@ -177,3 +177,24 @@ def test_history_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert 5 == len(mine) and {MODEL} == {e["model"] for e in mine}
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({**lines[0], "data_hash": "short"})
+
+
+def test_status_views_show_values_as_they_are(tmp_path: Path) -> None:
+    """A stored error holding what looks like rich markup ("[ssl: ...]", "[/]") is shown
+    as is on a terminal (rich) and piped (plain text); rich used to eat it as markup."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from watcher.cli.commands.status import plain, render
+    from watcher.cli.status import collect
+
+    doc = collect(None, data_dir=tmp_path, state_dir=tmp_path, now=datetime.now(UTC))
+    error = "[ssl: certificate_verify_failed] [/] closed"
+    doc["daemon"].update(
+        running=True, healthy=False, pid=1, checks={"core": {"ok": False, "error": error}}
+    )
+    screen = StringIO()
+    render(doc, Console(file=screen, width=200))
+    assert error in screen.getvalue()
+    assert error in plain(doc)
