@@ -86,8 +86,13 @@ def evaluate(model: Any, x: pd.DataFrame, y: pd.Series[Any], task: Task) -> dict
 
 
 def trusted_types(model: Any) -> list[str]:
-    """The types skops must trust to load ``model`` again: what the fitted model holds
-    beyond skops' defaults (a forest's trees, a boosting's predictors)."""
+    """The types skops must trust to load ``model`` again: a forest's trees for the
+    default estimator; for another, what the fitted model holds beyond skops' defaults
+    (a boosting's predictors), found by serialising it once (time grows with its size)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    if type(model) is RandomForestClassifier:
+        return list(SKOPS_TRUSTED_TYPES)
     import skops.io  # type: ignore[import-untyped]
 
     return sorted({*SKOPS_TRUSTED_TYPES, *skops.io.get_untrusted_types(data=skops.io.dumps(model))})
