@@ -177,3 +177,22 @@ def test_regression_from_config_gated_on_rmse_and_held_when_worse(
     assert v2["production_score"] == pytest.approx(v1["rmse"])  # same split, same metric
     assert "worse than Production's" in v2["reason"] and v2["reason"].startswith("rmse ")
     assert "sklearn.dummy.DummyRegressor" == client.get_run(v2["run_id"]).data.params["estimator"]
+
+
+def test_a_team_dag_gets_the_gate_but_not_the_estimator_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With trigger.dag_id naming a team's own DAG, the shipped estimator is not trained:
+    a regression gate with the default estimator is fine and an estimator that does not
+    import here is not imported; the gate itself is still checked by key."""
+    trigger = '[trigger]\nbackend = "airflow"\ndag_id = "diabetes_regression"\n'
+    path = tmp_path / "watcher.toml"
+    path.write_text(
+        f'{trigger}[pipeline]\nmetric = "rmse"\nthreshold = 60\nestimator = "teampkg.nope:X"\n',
+        encoding="utf-8",
+    )
+    assert 0 == watcher_main(["--config", str(path), "check-config"])
+    assert '"metric": "rmse"' in capsys.readouterr().out
+    path.write_text(f'{trigger}[pipeline]\nmetric = "rmse"\n', encoding="utf-8")
+    assert 2 == watcher_main(["--config", str(path), "check-config"])
+    assert capsys.readouterr().err.startswith("error: pipeline.threshold: required for rmse")
