@@ -103,7 +103,8 @@ def gate(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.validate", description="Fail below a metric threshold."
+        prog="python -m pipeline.validate",
+        description="Fail when a metric misses its threshold (in the metric's direction).",
     )
     p.add_argument("--model", help="registered model name")
     p.add_argument("--version", help="model version number")
