@@ -9,6 +9,7 @@ Values are checked here, before anything is trained: a bad one is a BadInputErro
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -16,12 +17,13 @@ from typing import Any
 
 from pipeline.data import DEFAULT_SEED, DEFAULT_TARGET, DEFAULT_TEST_SIZE
 from pipeline.errors import BadInputError
+from pipeline.estimator import DEFAULT_ESTIMATOR
 from pipeline.lineage import TRIGGER_KEYS
+from pipeline.metrics import resolve_gate
 from pipeline.register import check_mode, check_rule
 from pipeline.train import DEFAULT_EXPERIMENT
 
 DEFAULT_MODEL_NAME = "iris-classifier"
-DEFAULT_THRESHOLD = 0.9
 MAX_ESTIMATORS = 10_000
 MAX_DEPTH = 1_000
 ENV_DEFAULTS = {
@@ -32,6 +34,10 @@ ENV_DEFAULTS = {
     "threshold": "WATCHER_THRESHOLD",
     "experiment": "WATCHER_EXPERIMENT",
     "target": "WATCHER_TARGET",
+    "estimator": "WATCHER_ESTIMATOR",
+    "params": "WATCHER_PARAMS",  # a JSON object
+    "task": "WATCHER_TASK",
+    "metric": "WATCHER_METRIC",
 }
 
 
@@ -43,7 +49,11 @@ class RunConfig:
     model_name: str = DEFAULT_MODEL_NAME
     registry_mode: str = "alias"
     promote: str = "if_better"
-    threshold: float = DEFAULT_THRESHOLD
+    estimator: str = DEFAULT_ESTIMATOR
+    params: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None  # None: inferred (the estimator, else the target column)
+    metric: str | None = None  # None: the task's default (accuracy, rmse)
+    threshold: float | None = None  # None: the metric's default (0.9 for accuracy)
     n_estimators: int = 100
     max_depth: int | None = None
     random_state: int = DEFAULT_SEED
@@ -60,10 +70,27 @@ class RunConfig:
             raise BadInputError("model_name must not be empty")
         check_mode(self.registry_mode)
         check_rule(self.promote)
-        _check_range("threshold", self.threshold, 0.0, 1.0)
         _check_range("n_estimators", self.n_estimators, 1, MAX_ESTIMATORS)
         if self.max_depth is not None:
             _check_range("max_depth", self.max_depth, 1, MAX_DEPTH)
+        if self.estimator != DEFAULT_ESTIMATOR and (
+            self.n_estimators != 100 or self.max_depth is not None
+        ):
+            raise BadInputError(
+                "n_estimators/max_depth: they configure the default estimator only; "
+                f"give {self.estimator}'s settings in params"
+            )
+        # The seed's RandomForestClassifier is known to classify without importing it.
+        task = self.task
+        if task is None and self.metric is None and self.estimator == DEFAULT_ESTIMATOR:
+            task = "classification"
+        gate = resolve_gate(task, self.metric, self.threshold)
+        # Frozen, so filled in here: a resolved config round-trips through to_dict().
+        # The task as configured (or the seed's): one derived from the metric is left to
+        # the estimator check, which then names the metric as the conflicting key.
+        object.__setattr__(self, "task", task)
+        object.__setattr__(self, "metric", gate.metric)
+        object.__setattr__(self, "threshold", gate.threshold)
         _check_range("random_state", self.random_state, 0, 2**32 - 1)  # numpy's seed range
         if not 0.0 < self.test_size < 1.0:
             raise BadInputError(f"test_size: expected a number in (0, 1), got {self.test_size!r}")
@@ -82,6 +109,8 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
     a BadInputError naming the key (a list or a bool is never silently stringified)."""
     if value is None or (isinstance(value, str) and value == "" and "None" in kind):
         return None
+    if kind.startswith("dict"):
+        return _object(name, value)
     try:
         if isinstance(value, bool | list | dict):
             raise TypeError(value)
@@ -96,6 +125,18 @@ def _coerce(name: str, value: Any, kind: str) -> Any:
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadInputError(f"{name}: expected {kind}, got {value!r}") from exc
     return value
+
+
+def _object(name: str, value: Any) -> dict[str, Any]:
+    """A JSON object: as sent in a run conf, or as text in an env var."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise BadInputError(f"{name}: expected a JSON object, got {value!r}") from exc
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise BadInputError(f"{name}: expected an object, got {value!r}")
+    return dict(value)
 
 
 def from_conf(conf: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> RunConfig:

@@ -307,18 +307,56 @@ def load_labelled_file(
 
 def check_hash(dataset: Dataset, expected: str | None, data_dir: Path | str) -> None:
     """Fail unless the loaded data hashes to ``expected`` (no-op when not given)."""
+    check_data_hash(dataset.data_hash, expected, data_dir)
+
+
+def check_data_hash(actual: str, expected: str | None, data_dir: Path | str) -> None:
+    """Fail unless ``actual`` (the data's hash now) is ``expected`` (no-op when not given)."""
     if expected is None or expected == "":
         return
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise BadInputError(f"data_hash {expected!r} is not a lowercase SHA-256 hex digest")
-    if dataset.data_hash != expected:
-        raise DataHashMismatchError(str(data_dir), expected, dataset.data_hash)
+    if actual != expected:
+        raise DataHashMismatchError(str(data_dir), expected, actual)
 
 
-def check_splittable(dataset: Dataset, test_size: float = DEFAULT_TEST_SIZE) -> None:
-    """Enough classes and rows for a stratified split, else a DataValidationError."""
+def regression_target(dataset: Dataset) -> pd.Series[Any]:
+    """The target as float64 for a regression, or a DataValidationError naming the row."""
+    import numpy as np
+    import pandas as pd
+
+    numbers = pd.to_numeric(dataset.target, errors="coerce").astype("float64")
+    bad = (numbers.isna() | np.isinf(numbers)).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        rel, row = dataset.locate(i)
+        raise DataValidationError(
+            f"non-numeric target value {dataset.target.iloc[i]!r} for a regression at row {row}",
+            file=rel,
+            column=dataset.target_name,
+            row=row,
+        )
+    numbers.name = dataset.target_name
+    return numbers
+
+
+def check_splittable(
+    dataset: Dataset, test_size: float = DEFAULT_TEST_SIZE, task: str = "classification"
+) -> None:
+    """Enough classes and rows for a stratified split (a regression: enough rows and a
+    numeric target), else a DataValidationError."""
     if not 0.0 < test_size < 1.0:
         raise BadInputError(f"test_size must be in (0, 1), got {test_size}")
+    if task == "regression":
+        regression_target(dataset)
+        n, n_test = dataset.n_rows, math.ceil(test_size * dataset.n_rows)
+        if n_test < 2 or n - n_test < 2:
+            raise DataValidationError(
+                f"too few rows to split: {n} rows, test_size {test_size} leaves "
+                f"{n - n_test} train / {n_test} test rows (need >= 2 each)",
+                file=", ".join(s.path for s in dataset.sources),
+            )
+        return
     counts = dataset.target.value_counts(sort=False)
     n_classes = len(counts)
     n = dataset.n_rows
@@ -351,17 +389,24 @@ def check_splittable(dataset: Dataset, test_size: float = DEFAULT_TEST_SIZE) -> 
 
 
 def split_dataset(
-    dataset: Dataset, *, test_size: float = DEFAULT_TEST_SIZE, seed: int = DEFAULT_SEED
+    dataset: Dataset,
+    *,
+    test_size: float = DEFAULT_TEST_SIZE,
+    seed: int = DEFAULT_SEED,
+    task: str = "classification",
 ) -> Split:
-    """Seeded stratified split; same data + seed gives the same split everywhere."""
+    """Seeded split, stratified for a classification; same data + seed + task gives the
+    same split everywhere."""
     from sklearn.model_selection import train_test_split
 
-    check_splittable(dataset, test_size)
+    check_splittable(dataset, test_size, task)
+    regression = task == "regression"
+    target = regression_target(dataset) if regression else dataset.target
     x_train, x_test, y_train, y_test = train_test_split(
         dataset.features,
-        dataset.target,
+        target,
         test_size=test_size,
         random_state=seed,
-        stratify=dataset.target,
+        stratify=None if regression else target,
     )
     return Split(x_train, x_test, y_train, y_test)

@@ -50,5 +50,15 @@ class BadInputError(PipelineError, ValueError):
     """Bad user input (unknown model, version or run, bad option value)."""
 
 
+class SettingError(BadInputError):
+    """A pipeline setting that is unknown or contradicts another; ``key`` names it
+    (``metric``, ``params.max_iter``) so each front end can prefix its own section."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.detail = message
+        super().__init__(f"{key}: {message}")
+
+
 class BackendError(PipelineError):
     """MLflow (or another backend) failed or could not be reached."""

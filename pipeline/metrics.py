@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.errors import SettingError
+
 Task = Literal["classification", "regression"]
 Direction = Literal["higher", "lower"]
 
@@ -50,6 +52,66 @@ METRICS: dict[str, Metric] = {
     )
 }
 DEFAULT_METRIC: dict[Task, str] = {"classification": "accuracy", "regression": "rmse"}
+TASKS: tuple[Task, ...] = ("classification", "regression")
+# The gate's default threshold where one is meaningful whatever the data (a share of
+# right answers); an error in the target's units (rmse, mae) has none: it must be set.
+DEFAULT_THRESHOLD: dict[str, float] = {"accuracy": 0.9, "f1_score": 0.9}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The resolved gate settings; ``None`` where the task is not known yet (it is then
+    inferred from the estimator or the target column when the pipeline runs)."""
+
+    task: Task | None
+    metric: str | None
+    threshold: float | None
+
+
+def resolve_gate(task: str | None, metric_name: str | None, threshold: float | None) -> Gate:
+    """Fill in what follows from what is given, refusing contradictions by key.
+
+    The task follows from the metric and the metric from the task (its default); the
+    threshold must lie in the metric's range, and defaults only where the metric has a
+    default (``DEFAULT_THRESHOLD``).
+    """
+    if task is not None and task not in TASKS:
+        raise SettingError("task", f"expected one of {list(TASKS)}, got {task!r}")
+    if threshold is not None and math.isnan(threshold):
+        raise SettingError("threshold", "expected a number, got nan")
+    if metric_name is not None:
+        found = metric_of(metric_name)
+        if task is not None and found.task != task:
+            raise SettingError(
+                "metric",
+                f"{metric_name} is a {found.task} metric but the task is {task} "
+                f"(its metrics: {', '.join(task_metrics(task))})",
+            )
+        task = found.task
+    elif task is not None:
+        metric_name = DEFAULT_METRIC[task]
+    if metric_name is None:
+        return Gate(None, None, threshold)
+    found = METRICS[metric_name]
+    if threshold is None:
+        if metric_name not in DEFAULT_THRESHOLD:
+            raise SettingError(
+                "threshold",
+                f"required for {metric_name} ({found.direction} is better; passes at or "
+                f"{'above' if found.direction == 'higher' else 'below'} it): it has no default",
+            )
+        threshold = DEFAULT_THRESHOLD[metric_name]
+    if not found.in_range(threshold):
+        raise SettingError(
+            "threshold",
+            f"expected a number in [{found.lowest}, {found.highest}] for {metric_name}, "
+            f"got {threshold!r}",
+        )
+    return Gate(found.task, metric_name, threshold)
+
+
+def _known() -> str:
+    return ", ".join(sorted(METRICS))
 
 
 def metric(name: str) -> Metric:
@@ -57,10 +119,16 @@ def metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        known = ", ".join(sorted(METRICS))
-        raise KeyError(f"unknown metric {name!r} (known: {known})") from None
+        raise KeyError(f"unknown metric {name!r} (known: {_known()})") from None
 
 
 def task_metrics(task: Task) -> list[str]:
     """The metrics a task logs, in catalogue order."""
     return [m.name for m in METRICS.values() if m.task == task]
+
+
+def metric_of(name: str) -> Metric:
+    """The catalogue entry for ``name``, or a SettingError for ``metric`` naming the known."""
+    if name not in METRICS:
+        raise SettingError("metric", f"unknown metric {name!r} (known: {_known()})")
+    return METRICS[name]

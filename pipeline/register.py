@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pipeline import tracking
 from pipeline.errors import BadInputError
+from pipeline.metrics import METRICS, Metric, metric_of, task_metrics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,7 +55,7 @@ class RegisterResult:
     reason: str
     production: str | None  # Production version after this call
     previous_production: str | None  # Production version before this call
-    production_accuracy: float | None  # old Production scored on the candidate's test split
+    production_score: float | None  # old Production scored on the candidate's test split
 
 
 def check_mode(mode: str) -> RegistryMode:
@@ -72,32 +73,36 @@ def check_rule(rule: str) -> PromoteRule:
 def decide(
     rule: PromoteRule,
     *,
-    candidate_accuracy: float,
+    candidate: float,
     threshold: float,
-    production_accuracy: float | None,
+    production: float | None,
     has_production: bool,
     production_error: str | None = None,
+    metric: Metric = METRICS["accuracy"],
 ) -> Decision:
-    """Pure promotion rule. ``if_better``: passes the gate and is not worse than Production."""
+    """Pure promotion rule. ``if_better``: passes the gate and is not worse than Production,
+    both in the metric's direction (``rmse`` passes at or below its threshold)."""
+    name = metric.name
     if rule == "never":
         return Decision(False, "promote=never")
     if rule == "always":
         return Decision(True, "promote=always")
-    if candidate_accuracy < threshold:
-        return Decision(False, f"accuracy {candidate_accuracy:.4f} below threshold {threshold:.4f}")
+    if not metric.passes(candidate, threshold):
+        side = "below" if metric.direction == "higher" else "above"
+        return Decision(False, f"{name} {candidate:.4f} {side} threshold {threshold:.4f}")
     if not has_production:
         return Decision(True, "passes the gate and there is no Production version")
-    if production_accuracy is None:
+    if production is None:
         return Decision(False, f"cannot score current Production: {production_error}")
-    if candidate_accuracy < production_accuracy:
+    if metric.better(production, candidate):
         return Decision(
             False,
-            f"accuracy {candidate_accuracy:.4f} worse than Production's "
-            f"{production_accuracy:.4f} on the same test split",
+            f"{name} {candidate:.4f} worse than Production's {production:.4f} "
+            "on the same test split",
         )
     return Decision(
         True,
-        f"accuracy {candidate_accuracy:.4f} >= Production's {production_accuracy:.4f} "
+        f"{name} {candidate:.4f} not worse than Production's {production:.4f} "
         "on the same test split",
     )
 
@@ -142,16 +147,21 @@ def ensure_registered_model(client: MlflowClient, name: str) -> None:
 
 
 def score_version(
-    client: MlflowClient, name: str, version: str, x: pd.DataFrame, y: pd.Series[Any]
+    client: MlflowClient,
+    name: str,
+    version: str,
+    x: pd.DataFrame,
+    y: pd.Series[Any],
+    metric: Metric = METRICS["accuracy"],
 ) -> float:
-    """Accuracy of registered ``name``/``version`` on ``x``/``y``."""
+    """``metric`` of registered ``name``/``version`` on ``x``/``y``."""
     import mlflow.sklearn
 
     from pipeline.train import evaluate
 
     del client  # load_model resolves models:/ through the registry URI set by tracking.client
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
-    return evaluate(model, x, y)[0]
+    return evaluate(model, x, y, metric.task)[metric.name]
 
 
 def _stage(client: MlflowClient, name: str, version: str, mode: RegistryMode) -> None:
@@ -199,14 +209,20 @@ def create_version(
     model_uri: str,
     model_id: str | None,
     data_hash: str,
-    accuracy: float,
+    metrics: dict[str, float],
 ) -> ModelVersion:
+    """A new version tagged with its lineage and its training metrics (one tag per
+    metric, ``accuracy`` as before: the daemon's guards read them)."""
     ensure_registered_model(client, name)
     return client.create_model_version(
         name,
         source=model_uri,
         run_id=run_id,
-        tags={"data_hash": data_hash, "source_run_id": run_id, "accuracy": repr(accuracy)},
+        tags={
+            "data_hash": data_hash,
+            "source_run_id": run_id,
+            **{k: repr(v) for k, v in metrics.items()},
+        },
         model_id=model_id,
     )
 
@@ -219,16 +235,19 @@ def register_and_promote(
     model_uri: str,
     model_id: str | None,
     data_hash: str,
-    accuracy: float,
+    metrics: dict[str, float],
     x_test: pd.DataFrame,
     y_test: pd.Series[Any],
     mode: RegistryMode = "alias",
     rule: PromoteRule = "if_better",
     threshold: float = 0.9,
+    metric: str = "accuracy",
 ) -> RegisterResult:
-    """New version -> Staging -> (maybe) Production. Versions are always returned as str."""
+    """New version -> Staging -> (maybe) Production, gated on ``metric`` (one of
+    ``metrics``). Versions are always returned as str."""
     mode = check_mode(mode)
     rule = check_rule(rule)
+    gate = _gate_metric(metric, metrics)
     mv = create_version(
         client,
         name,
@@ -236,29 +255,60 @@ def register_and_promote(
         model_uri=model_uri,
         model_id=model_id,
         data_hash=data_hash,
-        accuracy=accuracy,
+        metrics=metrics,
     )
     version = str(mv.version)
     _stage(client, name, version, mode)
 
     previous = current_production(client, name, mode)
-    prod_accuracy: float | None = None
+    prod_score: float | None = None
     prod_error: str | None = None
     if previous is not None and rule == "if_better":
         try:
-            prod_accuracy = score_version(client, name, previous, x_test, y_test)
+            prod_score = score_version(client, name, previous, x_test, y_test, gate)
         except Exception as exc:  # schema change, deleted artifacts: hold, do not guess
             prod_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     decision = decide(
         rule,
-        candidate_accuracy=accuracy,
+        candidate=metrics[gate.name],
         threshold=threshold,
-        production_accuracy=prod_accuracy,
+        production=prod_score,
         has_production=previous is not None,
         production_error=prod_error,
+        metric=gate,
     )
-    promoted = decision.promote
-    reason = decision.reason
+    promoted, reason = _apply(client, name, version, previous, mode, decision)
+    return RegisterResult(
+        model_name=name,
+        version=version,
+        promoted=promoted,
+        reason=reason,
+        production=version if promoted else current_production(client, name, mode),
+        previous_production=previous,
+        production_score=prod_score,
+    )
+
+
+def _gate_metric(name: str, metrics: dict[str, float]) -> Metric:
+    gate = metric_of(name)
+    if name not in metrics:
+        raise BadInputError(
+            f"metric: {name} was not measured (a {gate.task} metric; measured: {sorted(metrics)}; "
+            f"a {gate.task} logs {task_metrics(gate.task)})"
+        )
+    return gate
+
+
+def _apply(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    previous: str | None,
+    mode: RegistryMode,
+    decision: Decision,
+) -> tuple[bool, str]:
+    """Promote when decided and Production has not moved meanwhile; record the decision."""
+    promoted, reason = decision.promote, decision.reason
     if promoted:
         now = current_production(client, name, mode)
         if now != previous:
@@ -271,12 +321,4 @@ def register_and_promote(
     client.set_model_version_tag(
         name, version, TAG_DECISION, f"{'promoted' if promoted else 'held'}: {reason}"
     )
-    return RegisterResult(
-        model_name=name,
-        version=version,
-        promoted=promoted,
-        reason=reason,
-        production=version if promoted else current_production(client, name, mode),
-        previous_production=previous,
-        production_accuracy=prod_accuracy,
-    )
+    return promoted, reason

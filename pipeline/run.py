@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from pipeline import steps
-from pipeline.config import DEFAULT_MODEL_NAME, DEFAULT_THRESHOLD, from_conf
+from pipeline.config import DEFAULT_MODEL_NAME, from_conf
 from pipeline.errors import BackendError, BadInputError, DataValidationError
+from pipeline.metrics import METRICS, TASKS
 from pipeline.register import PROMOTE_RULES, REGISTRY_MODES
 
 EXIT_OK, EXIT_BACKEND, EXIT_BAD_INPUT = 0, 1, 2
@@ -31,9 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help=f"registered model (default: {DEFAULT_MODEL_NAME})")
     p.add_argument("--registry-mode", choices=REGISTRY_MODES)
     p.add_argument("--promote", choices=PROMOTE_RULES)
-    p.add_argument("--threshold", type=float, help=f"quality gate (default: {DEFAULT_THRESHOLD})")
-    p.add_argument("--n-estimators", type=int)
-    p.add_argument("--max-depth", type=int)
+    p.add_argument("--estimator", help="import path of an estimator class or factory")
+    p.add_argument("--params", help="the estimator's keyword arguments as a JSON object")
+    p.add_argument("--task", choices=TASKS, help="default: inferred")
+    p.add_argument("--metric", choices=sorted(METRICS), help="the gate metric")
+    p.add_argument("--threshold", type=float, help="the gate (default 0.9 for accuracy)")
+    p.add_argument("--n-estimators", type=int, help="the default RandomForest's")
+    p.add_argument("--max-depth", type=int, help="the default RandomForest's")
     p.add_argument("--random-state", type=int)
     p.add_argument("--test-size", type=float)
     p.add_argument("--experiment")

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.config import RunConfig, from_conf
 from pipeline.data import Dataset, check_hash, check_splittable, load_dataset, split_dataset
 from pipeline.errors import PipelineError
+from pipeline.metrics import TASKS, Task
 
 State = dict[str, Any]
 
@@ -32,11 +33,25 @@ def _load(cfg: RunConfig, expected_hash: str | None) -> Dataset:
 
 
 def preprocess(cfg: RunConfig) -> State:
-    """Validate the data (and the triggering hash); fails before anything is trained."""
+    """Validate the data (and the triggering hash), build the estimator and settle the
+    task, gate metric and threshold; fails before anything is trained."""
+    from pipeline import estimator
+
     dataset = _load(cfg, cfg.data_hash)
-    check_splittable(dataset, cfg.test_size)
+    resolved = estimator.resolve(
+        cfg.estimator,
+        estimator.effective_params(cfg.estimator, cfg.params, cfg.n_estimators, cfg.max_depth),
+        task=cfg.task,
+        metric=cfg.metric,
+        threshold=cfg.threshold,
+        target=dataset.target,
+    )
+    gate = resolved.gate
+    check_splittable(dataset, cfg.test_size, str(gate.task))
+    config = {**cfg.to_dict(), "task": gate.task, "metric": gate.metric}
     return {
-        "config": cfg.to_dict(),
+        "config": {**config, "threshold": gate.threshold},
+        "task_source": resolved.task_source,
         "data_hash": dataset.data_hash,
         "rows": dataset.n_rows,
         "files": [s.path for s in dataset.sources],
@@ -50,7 +65,16 @@ def train(state: State) -> State:
 
     cfg = _config(state)
     dataset = _load(cfg, state["data_hash"])
-    params = TrainParams(cfg.n_estimators, cfg.max_depth, cfg.random_state, cfg.test_size)
+    params = TrainParams(
+        cfg.n_estimators,
+        cfg.max_depth,
+        cfg.random_state,
+        cfg.test_size,
+        estimator=cfg.estimator,
+        params=cfg.params,
+        task=_task(cfg),
+        task_source=state.get("task_source", "configured"),
+    )
     result = fit(
         dataset,
         params,
@@ -63,6 +87,7 @@ def train(state: State) -> State:
             "model_name": cfg.model_name,
             "registry_mode": cfg.registry_mode,
             "promote": cfg.promote,
+            "metric": cfg.metric,
             "threshold": cfg.threshold,
         },
     )
@@ -71,9 +96,17 @@ def train(state: State) -> State:
         "run_id": result.run_id,
         "model_uri": result.model_uri,
         "model_id": result.model_id,
-        "accuracy": result.accuracy,
-        "f1_score": result.f1_score,
+        "task": result.task,
+        "metrics": result.metrics,
+        **result.metrics,  # top-level too: the seed's summary keys (accuracy, f1_score)
     }
+
+
+def _task(cfg: RunConfig) -> Task:
+    """The task preprocess settled (it is always set past that step)."""
+    if cfg.task not in TASKS:
+        raise PipelineError(f"task not settled before training: {cfg.task!r}")
+    return cfg.task
 
 
 def register(state: State) -> State:
@@ -83,7 +116,7 @@ def register(state: State) -> State:
     cfg = _config(state)
     dataset = _load(cfg, state["data_hash"])
     # Same data + same seed = the candidate's own test split, to score Production fairly.
-    split = split_dataset(dataset, test_size=cfg.test_size, seed=cfg.random_state)
+    split = split_dataset(dataset, test_size=cfg.test_size, seed=cfg.random_state, task=_task(cfg))
     result = register_and_promote(
         tracking.client(cfg.tracking_uri),
         name=cfg.model_name,
@@ -91,12 +124,13 @@ def register(state: State) -> State:
         model_uri=state["model_uri"],
         model_id=state["model_id"],
         data_hash=state["data_hash"],
-        accuracy=state["accuracy"],
+        metrics=state["metrics"],
         x_test=split.x_test,
         y_test=split.y_test,
         mode=check_mode(cfg.registry_mode),
         rule=check_rule(cfg.promote),
-        threshold=cfg.threshold,
+        threshold=_threshold(cfg),
+        metric=str(cfg.metric),
     )
     return {
         **state,
@@ -105,8 +139,14 @@ def register(state: State) -> State:
         "reason": result.reason,
         "production": result.production,
         "previous_production": result.previous_production,
-        "production_accuracy": result.production_accuracy,
+        "production_score": result.production_score,
     }
+
+
+def _threshold(cfg: RunConfig) -> float:
+    if cfg.threshold is None:
+        raise PipelineError("threshold not settled before registering")
+    return cfg.threshold
 
 
 def validate(state: State, *, fail_below: bool = True) -> State:
@@ -115,7 +155,8 @@ def validate(state: State, *, fail_below: bool = True) -> State:
 
     cfg = _config(state)
     result = gate(
-        threshold=cfg.threshold,
+        threshold=_threshold(cfg),
+        metric=str(cfg.metric),
         model=cfg.model_name,
         version=state["version"],
         tracking_uri=cfg.tracking_uri,
@@ -136,14 +177,16 @@ def summary(state: State) -> dict[str, Any]:
         "reason",
         "production",
         "previous_production",
-        "accuracy",
-        "f1_score",
+        "production_score",
+        *(state.get("metrics") or {}),  # the task's metrics: accuracy, f1_score / rmse, ...
         "data_hash",
         "gate_passed",
     )
     return {
         "model_name": cfg["model_name"],
         "registry_mode": cfg["registry_mode"],
+        "task": cfg["task"],
+        "metric": cfg["metric"],
         "threshold": cfg["threshold"],
         **{k: state.get(k) for k in keys},
     }

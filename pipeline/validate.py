@@ -1,8 +1,9 @@
 """Quality gate: ``python -m pipeline.validate --model NAME --version V --threshold 0.9``.
 
 Reads the metric (default ``accuracy``) of a model version's source run, or of a
-run given by ``--run-id``, and compares it with the threshold.
-Exit 0 at or above, 1 below, 2 on bad input (unknown model/version/run/metric);
+run given by ``--run-id``, and compares it with the threshold in the metric's
+direction (``pipeline.metrics``): ``--metric rmse --threshold 40`` passes at or below 40.
+Exit 0 when it passes, 1 when not, 2 on bad input (unknown model/version/run/metric);
 a backend failure (MLflow unreachable) is also exit 1, with a different message.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from pipeline import tracking
 from pipeline.errors import BackendError, BadInputError
+from pipeline.metrics import METRICS, metric_of
 
 DEFAULT_THRESHOLD = 0.9
 DEFAULT_METRIC = "accuracy"
@@ -31,10 +33,11 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.threshold
+        return METRICS[self.metric].passes(self.value, self.threshold)
 
     def line(self) -> str:
-        verdict, op = ("PASS", ">=") if self.passed else ("FAIL", "<")
+        symbol = METRICS[self.metric].symbol()
+        verdict, op = ("PASS", symbol) if self.passed else ("FAIL", f"not {symbol}")
         return (
             f"{verdict} {self.metric}={self.value:.4f} {op} threshold={self.threshold:.4f} "
             f"({self.subject})"
@@ -65,6 +68,7 @@ def gate(
     """Look the metric up and compare; raises BadInputError/BackendError."""
     if math.isnan(threshold):
         raise BadInputError("threshold must be a number")
+    metric_of(metric)  # a known metric: its direction decides the verdict
     if run_id:
         if model or version or alias:
             raise BadInputError("give either --run-id or --model with --version/--alias")
@@ -99,14 +103,20 @@ def gate(
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pipeline.validate", description="Fail below a metric threshold."
+        prog="python -m pipeline.validate",
+        description="Fail when a metric misses its threshold (in the metric's direction).",
     )
     p.add_argument("--model", help="registered model name")
     p.add_argument("--version", help="model version number")
     p.add_argument("--alias", help="model alias instead of --version (e.g. production)")
     p.add_argument("--run-id", help="an MLflow run id instead of a model version")
-    p.add_argument("--metric", default=DEFAULT_METRIC)
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--metric", default=DEFAULT_METRIC, help="default: accuracy")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help="passes at or above it (accuracy), at or below it (rmse); default 0.9",
+    )
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI")
     return p
 

@@ -42,6 +42,7 @@ AIRFLOW_FIXTURE = "airflow_server"
 AIRFLOW_FILES = frozenset(
     {
         "tests/e2e/test_alias_story.py",
+        "tests/e2e/test_custom_dag.py",
         "tests/e2e/test_stage_story.py",
         "tests/reliability/test_faults.py",
         "tests/trigger/test_dag_paused.py",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -23,13 +24,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from pipeline.errors import SettingError
+from pipeline.estimator import DEFAULT_ESTIMATOR, FOREST_KEYS
 from pipeline.lineage import DEFAULT_IGNORE
+from pipeline.metrics import resolve_gate
 from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
 from watcher.monitor.policy import MAX_SAMPLES
@@ -48,6 +53,7 @@ MAX_WINDOW = 10_000  # observations per model version the policy looks at
 MAX_CONFIG_BYTES = 4 << 20
 MAX_SECRET_BYTES = 64 << 10
 _NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+SHIPPED_DAG = "train_pipeline"  # dags/train_pipeline.py: trains pipeline.estimator
 
 
 def _split_list(value: object) -> object:
@@ -181,7 +187,7 @@ class AirflowConfig(SecretsSection):
 
 class TriggerConfig(Section):
     backend: Literal["local", "airflow", "command"] = "local"
-    dag_id: str = Field(default="train_pipeline", min_length=1)
+    dag_id: str = Field(default=SHIPPED_DAG, min_length=1)
     command: StrList = Field(default_factory=list)
     retry_initial: PositiveDuration = 5.0
     retry_max: PositiveDuration = 600.0
@@ -201,12 +207,51 @@ class TriggerConfig(Section):
 
 
 class PipelineConfig(Section):
+    """The training run's settings, sent in every run conf (``trigger.base``).
+
+    ``estimator`` + ``params`` pick the model (default: the seed's RandomForest, set by
+    ``n_estimators`` / ``max_depth``); ``task`` / ``metric`` / ``threshold`` the gate,
+    each following from the others where it can (``pipeline.metrics.resolve_gate``).
+    """
+
     model_name: str = Field(default="iris-classifier", min_length=1)
     target_column: str = "target"
-    threshold: float = Field(default=0.9, ge=0.0, le=1.0)
+    estimator: str = Field(default=DEFAULT_ESTIMATOR, min_length=1)
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+    task: Literal["classification", "regression"] | None = None  # None: inferred
+    metric: str | None = None  # None: the task's default (accuracy, rmse)
+    threshold: float | None = None  # None: the metric's default (0.9 for accuracy)
     promote: Literal["if_better", "always", "never"] = "if_better"
     n_estimators: int = Field(default=100, ge=1, le=MAX_TREES)
     max_depth: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _gate(self) -> PipelineConfig:
+        """Fill in the gate from what is given; contradictions name their key. The
+        estimator itself is imported only by :func:`check_estimator`."""
+        forest = [k for k in FOREST_KEYS if k in self.model_fields_set]
+        if self.estimator != DEFAULT_ESTIMATOR and forest:
+            raise ValueError(
+                f"pipeline.{forest[0]}: configures the default estimator only; "
+                f"put {self.estimator}'s settings in pipeline.params"
+            )
+        task = self.task
+        if task is None and self.metric is None and self.estimator == DEFAULT_ESTIMATOR:
+            task = "classification"  # the seed's RandomForestClassifier
+        try:
+            gate = resolve_gate(task, self.metric, self.threshold)
+        except SettingError as exc:
+            raise ValueError(f"pipeline.{exc.key}: {exc.detail}") from None
+        # Frozen model: the derived values are filled in once, here, for the dump and
+        # the run conf alike.
+        self.__dict__.update(task=gate.task, metric=gate.metric, threshold=gate.threshold)
+        return self
+
+    @property
+    def configured_task(self) -> str | None:
+        """The task as written (``task`` shows it derived from the metric too): a conflict
+        with the estimator then names the key the user wrote."""
+        return self.task if "task" in self.model_fields_set else None
 
 
 class MonitorConfig(Section):
@@ -354,6 +399,29 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _seed_estimator_classifies(self) -> Config:
+        """The default estimator is a classifier: a regression gate needs another one —
+        when the shipped pipeline trains (a team's own DAG ignores the estimator)."""
+        pipe = self.pipeline
+        seed = self.trains_estimator and pipe.estimator == DEFAULT_ESTIMATOR
+        if seed and pipe.task == "regression":
+            key = "task" if pipe.configured_task else "metric"
+            raise ValueError(
+                f"pipeline.{key}: {DEFAULT_ESTIMATOR} (the default estimator) is a "
+                f"classification estimator, but {getattr(pipe, key)} is a regression "
+                f"{'task' if key == 'task' else 'metric'}: set pipeline.estimator"
+            )
+        return self
+
+    @property
+    def trains_estimator(self) -> bool:
+        """Whether runs go to the shipped pipeline (the local backend, or the Airflow DAG
+        ``train_pipeline``), which trains ``pipeline.estimator``; a team's own DAG or
+        command trains its own model and only reads the gate settings."""
+        backend = self.trigger.backend
+        return backend == "local" or (backend == "airflow" and self.trigger.dag_id == SHIPPED_DAG)
+
+    @model_validator(mode="after")
     def _snapshots_apart(self) -> Config:
         """Snapshots in the data dir would look like new data; a data or state dir inside
         the snapshot dir would share it with the pruner."""
@@ -403,6 +471,28 @@ class Config(Section):
         masked = _mask_url_passwords(data)
         assert isinstance(masked, dict)
         return masked
+
+
+def check_estimator(config: Config) -> None:
+    """Import and build the configured estimator (no training) and check it agrees with
+    the gate; ConfigError naming the key. A no-op for the seed's default (known good),
+    so the light commands stay free of sklearn unless another estimator is configured,
+    and when runs go to a team's own DAG or command (it trains its own model)."""
+    pipe = config.pipeline
+    if not config.trains_estimator or (pipe.estimator == DEFAULT_ESTIMATOR and not pipe.params):
+        return
+    from pipeline.estimator import effective_params, resolve
+
+    try:
+        resolve(
+            pipe.estimator,
+            effective_params(pipe.estimator, pipe.params, pipe.n_estimators, pipe.max_depth),
+            task=pipe.configured_task,
+            metric=pipe.metric,
+            threshold=pipe.threshold,
+        )
+    except SettingError as exc:
+        raise ConfigError(f"pipeline.{exc.key}: {exc.detail}") from None
 
 
 def _iter_secrets(model: BaseModel) -> Iterator[SecretStr]:
@@ -613,7 +703,10 @@ def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str])
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         dotted = ".".join(loc) or "(top level)"
-        if msg.startswith(f"{dotted}: ") or (":" in msg and msg.split(":")[0].endswith("_file")):
+        named = re.match(r"([a-z_]+(?:\.\w+)+): ", msg)  # a cross-field check names its key
+        if named and (not loc or named.group(1).startswith(f"{dotted}.")):
+            line = msg
+        elif msg.startswith(f"{dotted}: ") or (":" in msg and msg.split(":")[0].endswith("_file")):
             line = f"{dotted}.{msg}" if msg.split(":")[0].endswith("_file") else msg
         else:
             line = f"{dotted}: {msg}"

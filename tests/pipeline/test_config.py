@@ -50,9 +50,20 @@ def test_unknown_key_named() -> None:
         ({"n_estimators": 0}, r"n_estimators: expected a number in \[1, 10000\], got 0"),
         ({"max_depth": 2.5}, r"max_depth: expected int \| None, got 2.5"),
         ({"max_depth": 0}, r"max_depth: expected a number in \[1, 1000\], got 0"),
-        ({"threshold": 1.5}, r"threshold: expected a number in \[0.0, 1.0\], got 1.5"),
-        ({"threshold": "nan"}, r"threshold: expected a number in \[0.0, 1.0\], got nan"),
-        ({"threshold": [0.5]}, r"threshold: expected float, got \[0.5\]"),
+        ({"threshold": 1.5}, r"threshold: expected a number in \[0.0, 1.0\] for accuracy, got 1.5"),
+        ({"threshold": "nan"}, r"threshold: expected a number, got nan"),
+        ({"metric": "rmse"}, r"threshold: required for rmse \(lower is better"),
+        ({"metric": "auc"}, r"metric: unknown metric 'auc' \(known: accuracy, f1_score"),
+        ({"task": "regression", "metric": "accuracy"}, r"metric: accuracy is a classification"),
+        ({"task": "ranking"}, r"task: expected one of \['classification', 'regression'\]"),
+        ({"metric": "rmse", "threshold": -1}, r"threshold: expected a number in \[0.0, inf\]"),
+        ({"params": "[1]"}, r"params: expected an object, got \[1\]"),
+        ({"params": "{"}, r"params: expected a JSON object"),
+        (
+            {"estimator": "sklearn.linear_model.Ridge", "n_estimators": 5},
+            r"n_estimators/max_depth: they configure the default estimator only",
+        ),
+        ({"threshold": [0.5]}, r"threshold: expected float \| None, got \[0.5\]"),
         ({"model_name": {"a": 1}}, r"model_name: expected str, got \{'a': 1\}"),
         ({"promote": "sometimes"}, r"promote must be one of"),
         ({"registry_mode": "both"}, r"registry mode must be one of"),
@@ -79,3 +90,15 @@ def test_conf_wins_over_worker_env_and_null_max_depth_is_unbounded() -> None:
         cfg.target,
         cfg.max_depth,
     )
+
+
+def test_the_seed_gate_is_resolved_and_a_regression_gate_follows_from_its_metric() -> None:
+    """The default (the seed's RandomForest) resolves to accuracy >= 0.9 without importing
+    anything; a regression metric brings its task; the resolved config round-trips."""
+    seed = from_conf({"data_dir": "/d"}, environ={})
+    assert ("classification", "accuracy", 0.9) == (seed.task, seed.metric, seed.threshold)
+    env = {"WATCHER_ESTIMATOR": "sklearn.linear_model.Ridge", "WATCHER_PARAMS": '{"alpha": 2}'}
+    cfg = from_conf({"data_dir": "/d", "metric": "rmse", "threshold": 40}, environ=env)
+    assert ("sklearn.linear_model.Ridge", {"alpha": 2}) == (cfg.estimator, cfg.params)
+    assert (None, "rmse", 40.0) == (cfg.task, cfg.metric, cfg.threshold)
+    assert cfg == from_conf(cfg.to_dict(), environ={})

@@ -14,6 +14,7 @@ import pytest
 from pipeline import steps, tracking
 from pipeline.config import RunConfig
 from pipeline.data import load_dataset
+from pipeline.metrics import METRICS
 from pipeline.register import TAG_DECISION, TAG_PREVIOUS, TAG_REPLACED_BY, decide
 
 MODES = ["alias", "stage"]
@@ -59,14 +60,37 @@ class TestDecide:
         """The promotion rule as a table: gate first, then not-worse-than-Production."""
         decision = decide(
             rule,
-            candidate_accuracy=cand,
+            candidate=cand,
             threshold=0.9,
-            production_accuracy=prod,
+            production=prod,
             has_production=has_prod,
             production_error="boom" if has_prod and prod is None else None,
         )
         assert expected == decision.promote
         assert decision.reason
+
+    @pytest.mark.parametrize(
+        ("cand", "prod", "expected", "reason"),
+        [
+            (40.5, None, False, "rmse 40.5000 above threshold 40.0000"),
+            (40.0, None, True, "no Production version"),  # at the gate: passes
+            (35.0, 30.0, False, "worse than Production's 30.0000"),  # higher rmse is worse
+            (30.0, 35.0, True, "not worse than Production's 35.0000"),
+        ],
+    )
+    def test_lower_is_better_for_rmse(
+        self, cand: float, prod: float | None, expected: bool, reason: str
+    ) -> None:
+        """Issue 19: an error metric gates and compares downwards."""
+        decision = decide(
+            "if_better",
+            candidate=cand,
+            threshold=40.0,
+            production=prod,
+            has_production=prod is not None,
+            metric=METRICS["rmse"],
+        )
+        assert (expected, True) == (decision.promote, reason in decision.reason)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -147,7 +171,7 @@ class TestRegistry:
         run(registry_uri, iris_dir, model_name, mode)
         weak = run(registry_uri, iris_dir, model_name, mode, threshold=0.0, **WEAK)
         assert ("2", False, "1") == (weak["version"], weak["promoted"], weak["production"])
-        assert weak["production_accuracy"] > weak["accuracy"]
+        assert weak["production_score"] > weak["accuracy"]
         assert "1" == production(registry_uri, model_name, mode)
         assert version_tags(registry_uri, model_name, "2")[TAG_DECISION].startswith("held: ")
         client = tracking.client(registry_uri)

@@ -53,7 +53,8 @@ def test_pass_and_fail_in_process(
         (["--model", "gate-model", "--alias", "nope"], "not found"),
         (["--run-id", "0123456789abcdef0123456789abcdef"], "not found"),
         (["--run-id", "x", "--model", "gate-model"], "either"),
-        (["--model", "gate-model", "--version", "1", "--metric", "nope"], "no metric"),
+        (["--model", "gate-model", "--version", "1", "--metric", "nope"], "unknown metric 'nope'"),
+        (["--model", "gate-model", "--version", "1", "--metric", "rmse"], "has no metric 'rmse'"),
     ],
 )
 def test_bad_input_exit_2_one_line(

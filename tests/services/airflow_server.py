@@ -47,6 +47,8 @@ JWT_SECRET = "registry-watcher-tests-jwt-secret-" + "0123456789abcdef" * 4
 API_SECRET_KEY = "registry-watcher-tests-api-secret-key"
 STAND_IN_DAGS = Path(__file__).resolve().parent.parent / "trigger" / "dags"
 REAL_DAGS = Path(__file__).resolve().parents[2] / "dags"
+# The team-DAG example (issue 19): its DAG and its training module, side by side.
+EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "examples" / "custom_dag"
 AIRFLOW_BIN = Path(sys.executable).parent / "airflow"
 
 
@@ -233,9 +235,10 @@ def _airflow_env(home: Path, dags_folder: Path, port: int, extra: dict[str, str]
 
 @pytest.fixture(scope="session")
 def airflow_dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder the dag-processor parses: copies of the real DAG and the stand-in."""
+    """The folder the dag-processor parses: copies of the real DAG, the stand-in and the
+    custom-DAG example (paused, as every new DAG starts, until its test unpauses it)."""
     folder = tmp_path_factory.mktemp("airflow-dags")
-    for src in [*REAL_DAGS.glob("*.py"), *STAND_IN_DAGS.glob("*.py")]:
+    for src in [*REAL_DAGS.glob("*.py"), *STAND_IN_DAGS.glob("*.py"), *EXAMPLE_DAGS.glob("*.py")]:
         shutil.copy2(src, folder / src.name)
     return folder
 

@@ -163,12 +163,14 @@ def _run_daemon(ctx: Context, stop: threading.Event) -> None:
 
     with stopping.interruptible(stop):
         from watcher.app import build_components
+        from watcher.config import check_estimator
         from watcher.runtime.daemon import Daemon
         from watcher.runtime.lock import held
         from watcher.runtime.logging import get_logger
         from watcher.runtime.state import open_state
 
         cfg = ctx.config()
+        check_estimator(cfg)  # refuse to start with one no run could train
     log = get_logger("watcher")
     with held(cfg.state.dir, "watcher run"):
         state = open_state(cfg.state.dir)
@@ -208,7 +210,10 @@ def check_config(ctx: Context) -> None:
     """Print the effective config (secrets redacted), or every error with its field path."""
     import tomllib  # noqa: F401  (stdlib, cheap; keeps the TOML dump honest below)
 
+    from watcher.config import check_estimator
+
     cfg = ctx.config()
+    check_estimator(cfg)
     click.echo(json.dumps(cfg.redacted(), indent=2, sort_keys=False))
 
 

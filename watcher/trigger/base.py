@@ -13,6 +13,8 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from pipeline.estimator import DEFAULT_ESTIMATOR
+
 if TYPE_CHECKING:
     from watcher.config import Config
     from watcher.ports import Trigger
@@ -52,15 +54,21 @@ def pipeline_settings(config: Config) -> dict[str, Any]:
     worker keeps its own ``MLFLOW_TRACKING_URI`` (the watcher's may be a local path).
     """
     pipe = config.pipeline
-    return {
+    settings: dict[str, Any] = {
         "model_name": pipe.model_name,
         "registry_mode": config.mlflow.registry_mode,
         "promote": pipe.promote,
-        "threshold": pipe.threshold,
         "target": pipe.target_column,
-        "n_estimators": pipe.n_estimators,
-        "max_depth": pipe.max_depth,  # null = unbounded, explicitly
+        "estimator": pipe.estimator,
+        "params": dict(pipe.params),
+        # as written; null: the pipeline infers it (the metric, the estimator, the target)
+        "task": pipe.configured_task,
+        "metric": pipe.metric,
+        "threshold": pipe.threshold,
     }
+    if pipe.estimator == DEFAULT_ESTIMATOR:  # the seed's RandomForest settings
+        settings.update(n_estimators=pipe.n_estimators, max_depth=pipe.max_depth)
+    return settings
 
 
 def wait_terminal(trigger: Trigger, run_id: str, timeout: float, poll: float = 0.2) -> str | None:
