@@ -468,9 +468,7 @@ class Config(Section):
         """The effective config as plain data with secrets and URL passwords replaced."""
         data: dict[str, Any] = self.model_dump(mode="json", by_alias=True)
         _mask(data, self)
-        masked = _mask_url_passwords(data)
-        assert isinstance(masked, dict)
-        return masked
+        return {key: _mask_url_passwords(value) for key, value in data.items()}
 
 
 def check_estimator(config: Config) -> None:
