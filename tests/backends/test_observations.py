@@ -13,7 +13,7 @@ from watcher.backends.mlflow_registry import MlflowRegistry
 def _calls(reg: MlflowRegistry, reader: FeedbackReader, wanted: list[tuple[str, str]]) -> Any:
     before = reg.calls
     obs = reader.observations(wanted)
-    return reg.calls - before, {k: [(o.accuracy, o.samples) for o in v] for k, v in obs.items()}
+    return reg.calls - before, {k: [(o.value, o.samples) for o in v] for k, v in obs.items()}
 
 
 def test_one_new_observation_costs_no_history_read(tmp_path: Path) -> None:

@@ -209,7 +209,7 @@ def test_concurrent_poll_reads_equal_sequential_ones(mlflow_server: str) -> None
         wanted = [(s.name, s.production) for s in snaps if s.production is not None]
         obs = FeedbackReader(reg).observations(wanted)
         assert 8 == len(wanted) == len([k for k, v in obs.items() if v])
-        results.append((snaps, {k: [(o.accuracy, o.samples) for o in v] for k, v in obs.items()}))
+        results.append((snaps, {k: [(o.value, o.samples) for o in v] for k, v in obs.items()}))
     assert results[0] == results[1]
 
 

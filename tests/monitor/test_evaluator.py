@@ -195,7 +195,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
         (obs,) = observations(mlflow_sqlite_uri, model)
         want = expected_accuracy(mlflow_sqlite_uri, f"models:/{model}@production", header, first)
         assert 90 == obs.samples
-        assert obs.accuracy == pytest.approx(want)
+        assert obs.value == pytest.approx(want)
         assert want < 0.9
 
         # The same content again: rewritten in place, and copied under another name.
@@ -214,7 +214,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
             mlflow_sqlite_uri, f"models:/{model}@production", header, appended
         )
         assert 30 == second.samples
-        assert second.accuracy == pytest.approx(want2)
+        assert second.value == pytest.approx(want2)
 
         # A bad file: logged with file, column and row; skipped; nothing observed.
         bad_rows = [*rows[120:125], "6.0,oops,4.0,1.0,1"]
@@ -278,7 +278,7 @@ def test_stage_mode_waits_for_a_production_version(
             mlflow_sqlite_uri, f"models:/{model}/Production", header, rows[::5]
         )
         assert 30 == obs.samples
-        assert obs.accuracy == pytest.approx(want)
+        assert obs.value == pytest.approx(want)
         assert "error" not in ev.health().detail
         assert "1" == ev.health().detail["model_version"]
     finally:

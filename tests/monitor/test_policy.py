@@ -22,7 +22,7 @@ def obs(*pairs: tuple[float, int]) -> list[Observation]:
     return [Observation(T0 + timedelta(minutes=i), a, n) for i, (a, n) in enumerate(pairs)]
 
 
-CFG = PolicyConfig(min_accuracy=0.9, window=3, min_samples=100, for_=60, keep_firing_for=120)
+CFG = PolicyConfig(threshold=0.9, window=3, min_samples=100, for_=60, keep_firing_for=120)
 
 # (case, prior state, observations, seconds after T0, expected status)
 CASES = [
@@ -113,13 +113,13 @@ def test_transitions(
 
 def test_for_zero_fires_on_first_breach() -> None:
     """With `for` = 0 a breach fires at once (Prometheus without `for:`)."""
-    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    cfg = PolicyConfig(threshold=0.9, window=1, min_samples=1)
     assert Status.FIRING == evaluate(PolicyState("1"), obs((0.2, 5)), cfg, T0).status
 
 
 def test_keep_firing_zero_resolves_on_first_good_window() -> None:
     """Without keep_firing_for the first good evaluation resolves."""
-    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    cfg = PolicyConfig(threshold=0.9, window=1, min_samples=1)
     firing = PolicyState("1", Status.FIRING, T0, T0)
     assert Status.RESOLVED == evaluate(firing, obs((0.99, 5)), cfg, T0).status
 
@@ -145,7 +145,7 @@ def test_state_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"min_accuracy": 1.5}, {"window": 0}, {"min_samples": 0}, {"for_": -1.0}],
+    [{"threshold": 1.5}, {"window": 0}, {"min_samples": 0}, {"for_": -1.0}],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, float]) -> None:
     """Bad policy settings fail at construction, naming the field."""

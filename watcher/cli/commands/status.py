@@ -58,6 +58,14 @@ def _pct(value: object) -> str:
     return "—" if not isinstance(value, int | float) else f"{value:.1%}"
 
 
+def _live(model: dict[str, Any]) -> str:
+    """Live accuracy as a percentage (as always shown); any other metric named: rmse 41.2."""
+    metric, value = model.get("live_metric"), model.get("live_value")
+    if metric in (None, "accuracy"):
+        return _pct(model["live_accuracy"])
+    return "—" if not isinstance(value, int | float) else f"{metric} {value:.4g}"
+
+
 def _daemon_state(daemon: dict[str, Any]) -> str:
     if daemon["running"]:
         health = "[green]healthy[/]" if daemon["healthy"] else "[red]unhealthy[/]"
@@ -114,7 +122,7 @@ def _models(models: list[dict[str, Any]]) -> Table:
     from rich.table import Table
 
     table = Table(title="models", title_justify="left")
-    for col in ("model", "production", "training acc.", "live acc.", "alert", "last rollback"):
+    for col in ("model", "production", "training acc.", "live", "alert", "last rollback"):
         table.add_column(col)
     for m in models:
         rb = m["last_rollback"]
@@ -130,7 +138,7 @@ def _models(models: list[dict[str, Any]]) -> Table:
             m["name"],
             "—" if m["production_version"] is None else f"v{m['production_version']}",
             _pct(m["training_accuracy"]),
-            _pct(m["live_accuracy"]),
+            _live(m),
             alert,
             rollback,
         )
