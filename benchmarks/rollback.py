@@ -82,7 +82,7 @@ def _instrument(
         done = time.monotonic()
         if result is not None and result.snapshots is not None:
             for (model, _version), obs in result.observations.items():
-                if any(o.accuracy < threshold for o in obs):
+                if any(o.value < threshold for o in obs):
                     seen.setdefault(model, done)
         return result
 
@@ -130,7 +130,7 @@ def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dic
     monitor = next(c for c in components if isinstance(c, Monitor))
     rollback = next(c for c in components if isinstance(c, AutoRollback))
 
-    seen, moved = _instrument(monitor, rollback, cfg.monitor.min_accuracy)
+    seen, moved = _instrument(monitor, rollback, cfg.monitor.threshold)
 
     stop = threading.Event()
     daemon = Daemon(state, components, notifier=SystemdNotifier(env={}), stop=stop)
