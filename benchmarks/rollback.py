@@ -88,7 +88,7 @@ def _instrument(
         result = poll_once()
         if result is not None and result.snapshots is not None:
             for (model, _version), obs in result.observations.items():
-                if any(o.accuracy < threshold for o in obs):
+                if any(o.value < threshold for o in obs):
                     seen.setdefault(model, result.at.timestamp())
         return result
 
@@ -139,7 +139,7 @@ def bench_mode(url: str, mode: str, poll: float, trials: int, root: Path) -> dic
     monitor = next(c for c in components if isinstance(c, Monitor))
     rollback = next(c for c in components if isinstance(c, AutoRollback))
 
-    seen, moved, move_call = _instrument(monitor, rollback, cfg.monitor.min_accuracy)
+    seen, moved, move_call = _instrument(monitor, rollback, cfg.monitor.threshold)
 
     stop = threading.Event()
     daemon = Daemon(state, components, notifier=SystemdNotifier(env={}), stop=stop)

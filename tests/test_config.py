@@ -187,3 +187,99 @@ def test_readme_documents_every_key() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", readme, flags=re.MULTILINE))
     assert [] == [k for k in _keys(Config) if k not in documented]
+
+
+class TestMonitorMetric:
+    """monitor.metric / threshold, the min_/max_<metric> shorthand, per-model overrides (#19)."""
+
+    def test_accuracy_stays_the_default_and_min_accuracy_keeps_working(
+        self, tmp_path: Path
+    ) -> None:
+        default = load_config(env={}).monitor
+        assert ("accuracy", 0.9) == (default.metric, default.threshold)
+        cfg = load_config(write(tmp_path, "[monitor]\nmin_accuracy = 0.8\n"), env={})
+        policy = cfg.monitor.policy_for("anything")
+        assert ("accuracy", 0.8) == (policy.metric, policy.threshold)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            'metric = "rmse"\nthreshold = 40\n',
+            "max_rmse = 40\n",
+            'metric = "rmse"\nmax_rmse = 40\n',
+        ],
+    )
+    def test_rmse_threshold_two_ways(self, tmp_path: Path, text: str) -> None:
+        cfg = load_config(write(tmp_path, f"[monitor]\n{text}"), env={})
+        assert ("rmse", 40.0) == (cfg.monitor.metric, cfg.monitor.threshold)
+
+    def test_overrides_per_model_exact_name_first_then_first_glob(self, tmp_path: Path) -> None:
+        text = (
+            "[monitor]\nmodels = ['*']\nwindow = 4\n"
+            "[monitor.overrides.'house-*']\nmax_rmse = 40\nmin_samples = 20\n"
+            "[monitor.overrides.'house-big']\nmetric = 'mae'\nthreshold = 9\n"
+            "[monitor.overrides.'house-b*']\nmin_r2 = 0.5\n"
+            "[monitor.overrides.'iris-*']\nthreshold = 0.95\n"
+        )
+        mon = load_config(write(tmp_path, text), env={}).monitor
+        got = {
+            m: (p.metric, p.threshold, p.window, p.min_samples)
+            for m in ("house-a", "house-big", "house-blue", "iris-1", "fraud")
+            if (p := mon.policy_for(m))
+        }
+        assert {
+            "house-a": ("rmse", 40.0, 4, 20),
+            "house-big": ("mae", 9.0, 4, 100),
+            "house-blue": ("rmse", 40.0, 4, 20),  # 'house-*' comes first in the file
+            "iris-1": ("accuracy", 0.95, 4, 100),  # the [monitor] metric, its own threshold
+            "fraud": ("accuracy", 0.9, 4, 100),
+        } == got
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ('metric = "rmsle"\n', "monitor.metric: unknown metric 'rmsle' (known: accuracy,"),
+            ('metric = "rmse"\n', "monitor.threshold: required for metric 'rmse'"),
+            (
+                'min_accuracy = 0.9\nmetric = "rmse"\n',
+                "monitor.min_accuracy: conflicts with monitor.metric = 'rmse'",
+            ),
+            ("min_accuracy = 0.9\nthreshold = 0.8\n", "monitor.min_accuracy: conflicts with"),
+            ("max_accuracy = 0.9\n", "monitor.max_accuracy: higher is better for accuracy"),
+            ("min_rmse = 40\n", "monitor.min_rmse: lower is better for rmse, so its threshold"),
+            ("max_rmse = 40\nmax_mae = 3\n", "monitor.max_mae: conflicts with monitor.max_rmse"),
+            ("threshold = 1.5\n", "monitor.threshold: 1.5 is outside the range of accuracy"),
+            ("max_rmse = -1\n", "monitor.max_rmse: -1 is outside the range of rmse (>= 0)"),
+            ("min_r2 = 2\n", "monitor.min_r2: 2 is outside the range of r2 (<= 1)"),
+            ('max_rmse = "abc"\n', "monitor.max_rmse: expected a number, got 'abc'"),
+            (
+                "[monitor.overrides.'h-*']\nmetric = 'mae'\n",
+                "monitor.overrides.\"h-*\".threshold: required for metric 'mae'",
+            ),
+            (
+                "max_rmse = 40\n[monitor.overrides.'h-*']\nthreshold = 1e9\nmin_accuracy = 0.5\n",
+                'monitor.overrides."h-*".min_accuracy: conflicts with',
+            ),
+            (
+                "[monitor.overrides.'h-*']\nthreshold = 3\n",
+                'monitor.overrides."h-*".threshold: 3 is outside the range of accuracy',
+            ),
+            (
+                "[monitor.overrides.'h-*']\nmodels = ['x']\n",
+                "monitor.overrides.h-*.models: unknown",
+            ),
+        ],
+    )
+    def test_conflicts_exit_2_naming_the_key(
+        self, tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        from watcher.cli.main import main
+
+        body = text if text.startswith("[") else f"[monitor]\n{text}"
+        path = write(tmp_path, body)
+        with pytest.raises(ConfigError) as exc:
+            load_config(path, env={})
+        assert message in str(exc.value)
+        assert 2 == main(["--config", str(path), "check-config"])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("error: ") and message in line

@@ -45,8 +45,7 @@ def build_components(
     monitor = build_monitor(config, state, registry, alerting)
     rollback = AutoRollback(
         config.rollback,
-        config.monitor.min_accuracy,
-        config.monitor.window,
+        config.monitor.policy_for,
         monitor,
         registry,
         state,
@@ -76,7 +75,7 @@ def build_components(
 def build_monitor(
     config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
 ) -> Monitor:
-    """The registry and live-accuracy poll, reading MLflow through the process's adapter."""
+    """The registry and live-metric poll, reading MLflow through the process's adapter."""
     from watcher.backends.mlflow_observations import FeedbackReader
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
@@ -103,7 +102,7 @@ def build_evaluator(
 ) -> Evaluator:
     """The built-in evaluator on the process's MLflow adapter (``monitor.feedback_dir``)."""
     from watcher.backends.mlflow_models import MlflowModels
-    from watcher.backends.mlflow_observations import MlflowAccuracyReporter
+    from watcher.backends.mlflow_observations import MlflowMetricReporter
     from watcher.monitor.evaluator import Evaluator
 
     return Evaluator(
@@ -112,7 +111,7 @@ def build_evaluator(
         clock=clock,
         registry=registry,
         models=MlflowModels(registry),
-        reporter=MlflowAccuracyReporter(registry),
+        reporter=MlflowMetricReporter(registry),
         observer_factory=observer_factory,
     )
 

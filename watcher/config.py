@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -34,10 +35,11 @@ from pydantic import (
 from pipeline.errors import SettingError
 from pipeline.estimator import DEFAULT_ESTIMATOR, FOREST_KEYS
 from pipeline.lineage import DEFAULT_IGNORE
-from pipeline.metrics import resolve_gate
+from pipeline.metrics import METRICS, resolve_gate
 from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
-from watcher.monitor.policy import MAX_SAMPLES
+from watcher.monitor.policy import MAX_SAMPLES, PolicyConfig, range_text
+from watcher.ports import matches
 
 ENV_PREFIX = "WATCHER_"
 CONFIG_ENV = "WATCHER_CONFIG"
@@ -254,23 +256,144 @@ class PipelineConfig(Section):
         return self.task if "task" in self.model_fields_set else None
 
 
+# Only accuracy has a default threshold (the seed's); any other metric needs one said.
+DEFAULT_THRESHOLD = {"accuracy": 0.9}
+_OBJECTIVE = ("metric", "threshold", "window", "min_samples", "for_", "keep_firing_for")
+
+
+def _sugar_metric(key: str) -> str | None:
+    """``min_accuracy`` / ``max_rmse`` → the metric named, else None (``min_samples``)."""
+    word, _, name = key.partition("_")
+    return name if word in ("min", "max") and name in METRICS else None
+
+
+def _number_or_none(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]  # env values are strings
+    except (TypeError, ValueError):
+        return None  # not a number: the field's own validation says so
+
+
+def _objective(
+    data: dict[str, Any], where: str, inherited: tuple[str, float] | None
+) -> dict[str, Any]:
+    """Resolve ``min_<metric>`` / ``max_<metric>`` into ``metric`` + ``threshold`` and check
+    the pair against the catalogue (pipeline/metrics.py): a conflict or a value outside the
+    metric's range raises naming the key. ``inherited``: the section's own (metric,
+    threshold) when resolving an override (None: the section itself)."""
+    out = dict(data)
+    sugar = [k for k in data if _sugar_metric(k)]
+    source = "threshold"
+    if len(sugar) > 1:
+        raise ValueError(f"{where}.{sugar[1]}: conflicts with {where}.{sugar[0]}; keep one")
+    if sugar:
+        key = source = sugar[0]
+        name = _sugar_metric(key)
+        assert name is not None  # noqa: S101
+        m = METRICS[name]
+        want = f"{'min' if m.direction == 'higher' else 'max'}_{name}"
+        if key != want:
+            raise ValueError(
+                f"{where}.{key}: {m.direction} is better for {name}, so its threshold is {want}"
+            )
+        if out.get("metric") not in (None, name):
+            raise ValueError(
+                f"{where}.{key}: conflicts with {where}.metric = {out['metric']!r} "
+                f"(for {out['metric']}, set {where}.threshold)"
+            )
+        if out.get("threshold") is not None:
+            raise ValueError(f"{where}.{key}: conflicts with {where}.threshold; keep one")
+        out["metric"], out["threshold"] = name, out.pop(key)
+    base_metric = inherited[0] if inherited else "accuracy"
+    name = str(out.get("metric") or base_metric)
+    if name not in METRICS:
+        known = ", ".join(sorted(METRICS))
+        raise ValueError(f"{where}.metric: unknown metric {name!r} (known: {known})")
+    m = METRICS[name]
+    if out.get("threshold") is None and (inherited is None or name != base_metric):
+        if name not in DEFAULT_THRESHOLD:
+            sugar_key = f"{'min' if m.direction == 'higher' else 'max'}_{name}"
+            raise ValueError(
+                f"{where}.threshold: required for metric {name!r} (or {where}.{sugar_key} = ...)"
+            )
+        out["threshold"] = DEFAULT_THRESHOLD[name]
+    raw = out.get("threshold")
+    value = _number_or_none(raw)
+    if raw is not None and value is None:
+        raise ValueError(f"{where}.{source}: expected a number, got {raw!r}")
+    if value is not None and (math.isnan(value) or not m.in_range(value)):
+        raise ValueError(
+            f"{where}.{source}: {value:g} is outside the range of {name} ({range_text(m)})"
+        )
+    return out
+
+
+class MonitorOverride(Section):
+    """``[monitor.overrides."fraud-*"]``: what differs for the models matching a name or
+    glob (unset keys: the ``[monitor]`` values)."""
+
+    metric: str | None = None
+    threshold: float | None = None
+    window: int | None = Field(default=None, ge=1, le=MAX_WINDOW)
+    min_samples: int | None = Field(default=None, ge=1, le=MAX_SAMPLES)
+    for_: Duration | None = Field(default=None, alias="for")
+    keep_firing_for: Duration | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
 class MonitorConfig(Section):
     models: StrList = Field(default_factory=lambda: ["*"])
     poll_interval: PositiveDuration = 30.0
     mlflow_down_alert_after: Duration = 300.0
-    min_accuracy: float = Field(default=0.9, ge=0.0, le=1.0)
+    # The live metric watched (pipeline/metrics.py: its direction decides a breach) and the
+    # value it must meet; ``min_accuracy = 0.9`` / ``max_rmse = 40`` set both at once.
+    metric: str = "accuracy"
+    threshold: float = 0.9
     window: int = Field(default=5, ge=1, le=MAX_WINDOW)
     min_samples: int = Field(default=100, ge=1, le=MAX_SAMPLES)
     for_: Duration = Field(default=0.0, alias="for")
     keep_firing_for: Duration = 0.0
     feedback_dir: Path | None = None
+    overrides: dict[str, MonitorOverride] = Field(default_factory=dict)
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objectives(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = _objective(data, "monitor", None)
+        inherited = (str(out.get("metric") or "accuracy"), out["threshold"])
+        overrides = out.get("overrides")
+        if isinstance(overrides, dict):
+            out["overrides"] = {
+                pattern: _objective(o, f'monitor.overrides."{pattern}"', inherited)
+                if isinstance(o, dict)
+                else o
+                for pattern, o in overrides.items()
+            }
+        return out
 
     @field_validator("feedback_dir")
     @classmethod
     def _dir(cls, v: Path | None) -> Path | None:
         return _dir_or_absent(v)
+
+    def override_for(self, model: str) -> MonitorOverride | None:
+        """The override of ``model``: its exact name, else the first glob (in file order)."""
+        if model in self.overrides:
+            return self.overrides[model]
+        return next((o for p, o in self.overrides.items() if matches(model, [p])), None)
+
+    def policy_for(self, model: str) -> PolicyConfig:
+        """The live-metric policy of ``model``: ``[monitor]`` with its override applied."""
+        values = {k: getattr(self, k) for k in _OBJECTIVE}
+        override = self.override_for(model)
+        if override is not None:
+            values.update({k: v for k in _OBJECTIVE if (v := getattr(override, k)) is not None})
+        return PolicyConfig(**values)
 
 
 class RollbackConfig(Section):
@@ -704,7 +827,9 @@ def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str])
         named = re.match(r"([a-z_]+(?:\.\w+)+): ", msg)  # a cross-field check names its key
         if named and (not loc or named.group(1).startswith(f"{dotted}.")):
             line = msg
-        elif msg.startswith(f"{dotted}: ") or (":" in msg and msg.split(":")[0].endswith("_file")):
+        elif msg.startswith((f"{dotted}: ", f"{dotted}.")) or (
+            ":" in msg and msg.split(":")[0].endswith("_file")
+        ):
             line = f"{dotted}.{msg}" if msg.split(":")[0].endswith("_file") else msg
         else:
             line = f"{dotted}: {msg}"

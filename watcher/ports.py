@@ -235,7 +235,8 @@ class AlertSink(Protocol):
 
 
 class ObservationSource(Protocol):
-    """Live-accuracy observations per (model, version) (backends.mlflow_observations)."""
+    """Live observations per (model, version), of whatever metric each was reported as
+    (``Observation.metric``; backends.mlflow_observations)."""
 
     def observations(
         self, wanted: Iterable[tuple[str, str]]
@@ -260,13 +261,14 @@ class Logged:
     sequence: int
 
 
-class AccuracyReporter(Protocol):
-    """Where live accuracy goes (backends.mlflow_observations.MlflowAccuracyReporter)."""
+class MetricReporter(Protocol):
+    """Where live metrics go (backends.mlflow_observations.MlflowMetricReporter)."""
 
     def report(
-        self, model: str, accuracy: float, samples: int, *, version: str, at: datetime
+        self, model: str, metric: str, value: float, samples: int, *, version: str, at: datetime
     ) -> Logged:
-        """Log one observation of ``model`` v``version``."""
+        """Log one observation of ``metric`` (pipeline/metrics.py) for ``model`` v``version``;
+        UsageError for a value outside the metric's range."""
         ...
 
 

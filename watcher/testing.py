@@ -192,8 +192,16 @@ class MemoryObservations:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], list[Observation]] = {}
 
-    def add(self, model: str, version: str, accuracy: float, samples: int, at: datetime) -> None:
-        self.data.setdefault((model, version), []).append(Observation(at, accuracy, samples))
+    def add(
+        self,
+        model: str,
+        version: str,
+        value: float,
+        samples: int,
+        at: datetime,
+        metric: str = "accuracy",
+    ) -> None:
+        self.data.setdefault((model, version), []).append(Observation(at, value, samples, metric))
 
     def observations(
         self, wanted: Iterable[tuple[str, str]]

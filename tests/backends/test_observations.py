@@ -13,7 +13,7 @@ from watcher.backends.mlflow_registry import MlflowRegistry
 def _calls(reg: MlflowRegistry, reader: FeedbackReader, wanted: list[tuple[str, str]]) -> Any:
     before = reg.calls
     obs = reader.observations(wanted)
-    return reg.calls - before, {k: [(o.accuracy, o.samples) for o in v] for k, v in obs.items()}
+    return reg.calls - before, {k: [(o.value, o.samples) for o in v] for k, v in obs.items()}
 
 
 def test_one_new_observation_costs_no_history_read(tmp_path: Path) -> None:
@@ -48,3 +48,26 @@ def test_one_new_observation_costs_no_history_read(tmp_path: Path) -> None:
     assert (1 + 2, fresh()) == _calls(reg, reader, wanted)
     assert [(0.8, 200), (0.6, 10), (0.6, 11)] == fresh()[("b", "1")]
     assert (1, fresh()) == _calls(reg, reader, wanted)
+
+
+def test_observations_of_several_metrics_pair_with_their_samples(tmp_path: Path) -> None:
+    """One run per version holds live_<metric> for whatever was reported (accuracy, then
+    rmse…), each step paired with its live_samples: the incremental read (one new
+    observation per poll) and a fresh reader (full histories) see the same."""
+    from watcher.backends.mlflow_observations import report_metric
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    reg = MlflowRegistry(uri, max_retries=0)
+    client: Any = reg.client
+    client.create_registered_model("m")
+    client.create_model_version("m", source="s3://unused/m")
+    reg.set_production("m", "1")
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    reader = FeedbackReader(reg)
+    sent = [("accuracy", 0.9, 100), ("rmse", 41.5, 200), ("r2", -3.0, 50), ("rmse", 12.0, 70)]
+    for i, (metric, value, samples) in enumerate(sent):
+        report_metric("m", metric, value, samples, at=t0 + timedelta(minutes=i), registry=reg)
+        reader.observations([("m", "1")])  # one new observation per poll
+    for r in (reader, FeedbackReader(reg)):
+        got = r.observations([("m", "1")])[("m", "1")]
+        assert sent == [(o.metric, o.value, o.samples) for o in got]

@@ -209,7 +209,7 @@ def test_concurrent_poll_reads_equal_sequential_ones(mlflow_server: str) -> None
         wanted = [(s.name, s.production) for s in snaps if s.production is not None]
         obs = FeedbackReader(reg).observations(wanted)
         assert 8 == len(wanted) == len([k for k, v in obs.items() if v])
-        results.append((snaps, {k: [(o.accuracy, o.samples) for o in v] for k, v in obs.items()}))
+        results.append((snaps, {k: [(o.value, o.samples) for o in v] for k, v in obs.items()}))
     assert results[0] == results[1]
 
 
@@ -417,3 +417,25 @@ def test_every_port_method_is_in_this_contract() -> None:
         methods = [n for n, v in vars(port).items() if callable(v) and not n.startswith("_")]
         assert methods
         assert [] == [n for n in methods if f".{n}(" not in text], port.__name__
+
+
+def test_observation_sources_agree_on_metrics(tmp_path: Path) -> None:
+    """ObservationSource: the in-memory fake and FeedbackReader over MLflow give the same
+    observations (metric, value, samples, time) for the same reports, any metric (#19)."""
+    from watcher.backends.mlflow_observations import FeedbackReader, report_metric
+    from watcher.testing import MemoryObservations
+
+    reg = MlflowRegistry(f"sqlite:///{tmp_path / 'obs.db'}", max_retries=0)
+    fake = MemoryObservations()
+    t0 = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    for name in ("clf", "reg"):
+        reg.client.create_registered_model(name)
+        reg.client.create_model_version(name, source="s3://unused/m")
+        reg.set_production(name, "1")
+    sent = [("clf", "accuracy", 0.91, 120), ("reg", "rmse", 41.2, 300), ("reg", "mae", 3.5, 20)]
+    for i, (model, metric, value, samples) in enumerate(sent):
+        at = t0.replace(minute=i)
+        report_metric(model, metric, value, samples, version="1", at=at, registry=reg)
+        fake.add(model, "1", value, samples, at, metric)
+    wanted = [("clf", "1"), ("reg", "1"), ("none", "1")]
+    assert fake.observations(wanted) == FeedbackReader(reg).observations(wanted)

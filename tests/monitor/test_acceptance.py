@@ -142,7 +142,7 @@ def test_live_accuracy_alert_lifecycle(
     for ch in CHANNELS:
         assert ["firing", "repeat", "resolved"] == channels.sent(ch, ACCURACY_ALERT)
     reported = mon.verdicts()[model]
-    assert (0.99, 2000) == (reported.accuracy, reported.samples)
+    assert (0.99, 2000) == (reported.value, reported.samples)
 
 
 def test_below_min_samples_stays_inconclusive(

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -30,6 +31,7 @@ from watcher.monitor.evaluator import (
     already_scored_rows,
     count_correct,
     plan,
+    score,
 )
 from watcher.monitor.policy import Observation
 from watcher.runtime.state import StateStore
@@ -195,7 +197,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
         (obs,) = observations(mlflow_sqlite_uri, model)
         want = expected_accuracy(mlflow_sqlite_uri, f"models:/{model}@production", header, first)
         assert 90 == obs.samples
-        assert obs.accuracy == pytest.approx(want)
+        assert obs.value == pytest.approx(want)
         assert want < 0.9
 
         # The same content again: rewritten in place, and copied under another name.
@@ -214,7 +216,7 @@ def test_new_rows_are_scored_once_and_bad_files_skipped(
             mlflow_sqlite_uri, f"models:/{model}@production", header, appended
         )
         assert 30 == second.samples
-        assert second.accuracy == pytest.approx(want2)
+        assert second.value == pytest.approx(want2)
 
         # A bad file: logged with file, column and row; skipped; nothing observed.
         bad_rows = [*rows[120:125], "6.0,oops,4.0,1.0,1"]
@@ -278,7 +280,7 @@ def test_stage_mode_waits_for_a_production_version(
             mlflow_sqlite_uri, f"models:/{model}/Production", header, rows[::5]
         )
         assert 30 == obs.samples
-        assert obs.accuracy == pytest.approx(want)
+        assert obs.value == pytest.approx(want)
         assert "error" not in ev.health().detail
         assert "1" == ev.health().detail["model_version"]
     finally:
@@ -298,3 +300,93 @@ def test_registered_only_with_a_feedback_dir(tmp_path: Path, state: StateStore) 
     )
     assert "evaluator" in [c.name for c in build_components(with_dir, state)]
     assert "evaluator" not in [c.name for c in build_components(without, state)]
+
+
+# Regression feedback (#19) ------------------------------------------------------------
+
+
+def test_score_matches_scikit_learn() -> None:
+    """rmse, mae, r2, accuracy and f1_score as scikit-learn (and the pipeline) compute them."""
+    import math
+
+    from sklearn import metrics as skm
+
+    y, p = [3.0, -0.5, 2.0, 7.0, 4.2], [2.5, 0.0, 2.0, 8.0, 3.9]
+    assert score("rmse", y, p) == pytest.approx(math.sqrt(skm.mean_squared_error(y, p)))
+    assert score("mae", y, p) == pytest.approx(skm.mean_absolute_error(y, p))
+    assert score("r2", y, p) == pytest.approx(skm.r2_score(y, p))
+    assert (1.0, 0.0) == (score("r2", [2.0, 2.0], [2.0, 2.0]), score("r2", [2.0, 2.0], [1, 3]))
+    labels, said = [0, 1, 2, 2, 1], ["0", 1.0, 2, 1, 1]
+    assert score("accuracy", labels, said) == pytest.approx(0.8)
+    f1 = skm.f1_score(labels, [0, 1, 2, 1, 1], average="macro")
+    assert score("f1_score", labels, said) == pytest.approx(f1)
+
+
+def register_regressor(uri: str, model: str) -> tuple[Any, list[str], list[list[float]]]:
+    """A LinearRegression on scikit-learn's diabetes data, logged and promoted (alias) the
+    way the pipeline does; returns it, the feature names and the rows it did not see."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import LinearRegression
+
+    data = load_diabetes(as_frame=True)
+    x, y = data.data, data.target
+    fitted = LinearRegression().fit(x.iloc[:300], y.iloc[:300])
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment(f"reg-{model}")
+    with mlflow.start_run():
+        # Feature names travel with the estimator (fitted on a frame): no input example,
+        # whose pandas conversion warns inside MLflow.
+        mlflow.sklearn.log_model(fitted, name="model", registered_model_name=model)
+    MlflowRegistry(uri, "alias").set_production(model, "1")
+    rows = [
+        [*map(float, r), float(t)]
+        for r, t in zip(x.iloc[300:].to_numpy(), y.iloc[300:], strict=True)
+    ]
+    return fitted, [str(c) for c in x.columns], rows
+
+
+@pytest.mark.slow
+def test_regression_feedback_scored_with_the_monitored_metric(
+    tmp_path: Path, mlflow_sqlite_uri: str, state: StateStore
+) -> None:
+    """A regressor monitored on rmse: feedback rows → one live_rmse observation equal to
+    the rmse of the model's own predictions; a non-numeric truth → bad file naming the row."""
+    import math
+
+    import pandas as pd
+
+    model = f"eval-reg-{uuid.uuid4().hex[:6]}"
+    fitted, features, rows = register_regressor(mlflow_sqlite_uri, model)
+    cfg = make_config(tmp_path, mlflow_sqlite_uri, model, **{"monitor.max_rmse": "60"})
+    ev = build_evaluator(cfg, state, MlflowRegistry.from_config(cfg))
+    feedback = cfg.monitor.feedback_dir
+    assert feedback is not None
+    header = ",".join([*features, "target"])
+    lines = [",".join(repr(v) for v in r) for r in rows[:80]]
+    ev.start()
+    try:
+        write_feedback(feedback / "week1.csv", header, lines)
+        drive(ev, lambda: ev.status.observations == 1)
+        (obs,) = observations(mlflow_sqlite_uri, model)
+        frame = pd.DataFrame([r[:-1] for r in rows[:80]], columns=features)
+        errors = fitted.predict(frame) - [r[-1] for r in rows[:80]]
+        want = math.sqrt(float((errors**2).mean()))
+        assert ("rmse", 80) == (obs.metric, obs.samples)
+        assert obs.value == pytest.approx(want)
+        assert {"metric": "rmse", "model": model} == {
+            k: ev.health().detail[k] for k in ("metric", "model")
+        }
+
+        bad = [*lines[:3], ",".join([*lines[3].split(",")[:-1], "high"])]
+        with structlog.testing.capture_logs() as logs:
+            write_feedback(feedback / "bad.csv", header, bad)
+            drive(ev, lambda: "bad.csv" in ev.status.bad_files)
+        (error,) = [e["error"] for e in logs if e["event"] == "feedback_file_invalid"]
+        assert "'high' at data row 4 is not a finite number" in error
+        assert "column 'target'" in error
+        assert 1 == len(observations(mlflow_sqlite_uri, model))
+    finally:
+        ev.stop()

@@ -43,7 +43,8 @@ def make_monitor(
         **cfg,
     }
     mon = Monitor(
-        MonitorConfig.model_validate(settings),
+        # None: leave the default's key out (an rmse test drops min_accuracy).
+        MonitorConfig.model_validate({k: v for k, v in settings.items() if v is not None}),
         state,
         registry,
         source,
@@ -239,6 +240,30 @@ def test_gauges_restored_from_state_before_the_first_poll(
         "watcher_last_successful_poll_timestamp_seconds", {"backend": "mlflow"}
     )
     assert clock.now().timestamp() == polled
+
+
+def test_rmse_gauge_restored_from_state_before_the_first_poll(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """A model watched on rmse: its live value is restored on watcher_live_metric with its
+    metric (the state DB keeps the metric with the value), not on the accuracy gauge (#19)."""
+    source = MemoryObservations()
+    source.add(MODEL, "1", 52.5, 500, clock.now(), metric="rmse")
+    rmse = {"min_accuracy": None, "max_rmse": 40, "for": 0}
+    mon = make_monitor(state, clock, channels, registry, source, **rmse)
+    cycle(mon, channels, clock)
+    assert Status.FIRING == mon.verdicts()[MODEL].status
+    mon.stop()
+    metrics = Metrics()
+    config = MonitorConfig.model_validate({"models": ["iris-*"], "max_rmse": 40})
+    restarted = Monitor(
+        config, state, registry, source, None, clock=clock, metrics=metrics, use_scheduler=False
+    )
+    restarted.start()
+    text = metrics.render().decode()
+    assert f'watcher_live_metric{{metric="rmse",model="{MODEL}"}} 52.5' in text
+    assert f'watcher_alert_state{{model="{MODEL}",state="firing"}} 1.0' in text
+    assert "watcher_live_accuracy{" not in text
 
 
 def test_a_rollback_by_hand_after_the_last_poll_shows_on_the_restored_gauge(

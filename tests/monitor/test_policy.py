@@ -22,7 +22,7 @@ def obs(*pairs: tuple[float, int]) -> list[Observation]:
     return [Observation(T0 + timedelta(minutes=i), a, n) for i, (a, n) in enumerate(pairs)]
 
 
-CFG = PolicyConfig(min_accuracy=0.9, window=3, min_samples=100, for_=60, keep_firing_for=120)
+CFG = PolicyConfig(threshold=0.9, window=3, min_samples=100, for_=60, keep_firing_for=120)
 
 # (case, prior state, observations, seconds after T0, expected status)
 CASES = [
@@ -113,13 +113,13 @@ def test_transitions(
 
 def test_for_zero_fires_on_first_breach() -> None:
     """With `for` = 0 a breach fires at once (Prometheus without `for:`)."""
-    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    cfg = PolicyConfig(threshold=0.9, window=1, min_samples=1)
     assert Status.FIRING == evaluate(PolicyState("1"), obs((0.2, 5)), cfg, T0).status
 
 
 def test_keep_firing_zero_resolves_on_first_good_window() -> None:
     """Without keep_firing_for the first good evaluation resolves."""
-    cfg = PolicyConfig(min_accuracy=0.9, window=1, min_samples=1)
+    cfg = PolicyConfig(threshold=0.9, window=1, min_samples=1)
     firing = PolicyState("1", Status.FIRING, T0, T0)
     assert Status.RESOLVED == evaluate(firing, obs((0.99, 5)), cfg, T0).status
 
@@ -145,9 +145,53 @@ def test_state_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"min_accuracy": 1.5}, {"window": 0}, {"min_samples": 0}, {"for_": -1.0}],
+    [
+        {"threshold": 1.5},
+        {"window": 0},
+        {"min_samples": 0},
+        {"for_": -1.0},
+        {"metric": "rmse", "threshold": -1.0},
+        {"metric": "rmsle"},
+    ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, float]) -> None:
     """Bad policy settings fail at construction, naming the field."""
-    with pytest.raises(ValueError, match=next(iter(kwargs)).rstrip("_")):
+    with pytest.raises(ValueError, match=list(kwargs)[-1].rstrip("_")):
         PolicyConfig(**kwargs)  # type: ignore[arg-type]
+
+
+RMSE = PolicyConfig(metric="rmse", threshold=40.0, window=3, min_samples=100, for_=60)
+
+
+def rmse_obs(*pairs: tuple[float, int], metric: str = "rmse") -> list[Observation]:
+    return [Observation(T0 + timedelta(minutes=i), v, n, metric) for i, (v, n) in enumerate(pairs)]
+
+
+@pytest.mark.parametrize(
+    ("observations", "status", "reason"),
+    [
+        (rmse_obs((30.0, 200)), Status.OK, "rmse 30.0000 <= 40.0000 over 200 samples"),
+        (rmse_obs((40.0, 200)), Status.OK, "rmse 40.0000 <= 40.0000"),  # at the threshold
+        (rmse_obs((41.2, 200)), Status.PENDING, "rmse 41.2000 > 40.0000"),
+        (rmse_obs((60.0, 100), (20.0, 300)), Status.OK, "rmse 30.0000"),  # sample-weighted
+        # Another metric's values are not evidence about rmse.
+        (rmse_obs((0.1, 500), metric="accuracy"), Status.INCONCLUSIVE, "0 samples"),
+    ],
+)
+def test_lower_is_better_metric_breaches_above_its_threshold(
+    observations: list[Observation], status: Status, reason: str
+) -> None:
+    """The direction comes from pipeline/metrics.py: rmse breaches above, not below."""
+    decision = evaluate(PolicyState("1"), observations, RMSE, T0)
+    assert (status, "rmse") == (decision.status, decision.metric)
+    assert reason in decision.reason
+
+
+def test_rmse_breach_fires_after_for_and_resolves() -> None:
+    """The same lifecycle as accuracy (pending → firing → resolved) in rmse's direction."""
+    pending = evaluate(PolicyState("1"), rmse_obs((55.0, 200)), RMSE, T0)
+    firing = evaluate(pending.state, rmse_obs((55.0, 200)), RMSE, T0 + timedelta(seconds=60))
+    assert (Status.PENDING, Status.FIRING) == (pending.status, firing.status)
+    good = rmse_obs((55.0, 200), (10.0, 200), (10.0, 200))
+    resolved = evaluate(firing.state, good, RMSE, T0 + timedelta(seconds=90))
+    assert Status.RESOLVED == resolved.status

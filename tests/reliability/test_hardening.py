@@ -325,7 +325,7 @@ def test_daemon_skips_unusable_observations_and_reports_each_once(
             mon.tick()
         decision = mon.verdicts()["m"]
         assert 1000 == decision.samples
-        assert decision.accuracy == pytest.approx(0.94)
+        assert decision.value == pytest.approx(0.94)
         row = state.conn.execute("SELECT live_samples FROM registry_models").fetchone()
         assert (1000,) == row
         skipped = [e for e in logs if e["event"] == "observation_skipped"]

@@ -129,8 +129,7 @@ def build_rig(
     monitor.start()
     rollback = AutoRollback(
         cfg.rollback,
-        cfg.monitor.min_accuracy,
-        cfg.monitor.window,
+        cfg.monitor.policy_for,
         monitor,
         MlflowRegistry(url, mode, max_retries=1, timeout=10),
         state,

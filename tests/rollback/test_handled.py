@@ -56,7 +56,7 @@ def start(
         {"auto": True, "cooldown": 0, "max_per_window": 10, **overrides}
     )
     rollback = AutoRollback(
-        guards, 0.9, 1, monitor, registry, state, tmp_path / "state", clock, None
+        guards, config.policy_for, monitor, registry, state, tmp_path / "state", clock, None
     )
     rollback.start()
     return Daemon(state, monitor, rollback)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from watcher.monitor.policy import PolicyConfig
 from watcher.ports import TAG_PREVIOUS, TAG_QUARANTINED, VersionInfo
 from watcher.rollback.policy import AutoGuards, Target, decide_auto, prior_stable
 
@@ -64,7 +65,9 @@ class TestPriorStable:
         assert expected == target.version, target.reason
 
 
-GUARDS = AutoGuards(after=60, cooldown=1800, max_per_window=2, window=86400, min_accuracy=0.9)
+GUARDS = AutoGuards(after=60, cooldown=1800, max_per_window=2, window=86400)
+ACCURACY = PolicyConfig()  # accuracy >= 0.9
+RMSE = PolicyConfig(metric="rmse", threshold=40.0)
 GOOD = VersionInfo("m", "1", tags={"accuracy": "0.97"})
 TARGET = Target("1", (), "previous Production")
 
@@ -117,7 +120,35 @@ class TestDecideAuto:
             recent=recent,
             target=target,
             target_info=info,
-            target_live_accuracy=live,
+            target_live=live,
+            objective=ACCURACY,
         )
         assert allowed == decision.allowed
         assert needle in decision.reason
+
+    @pytest.mark.parametrize(
+        ("tags", "live", "allowed", "needle"),
+        [
+            ({"rmse": "35.5"}, None, True, "roll back to v1"),
+            ({"rmse": "52"}, None, False, "training rmse 52.0000 > 40.0000"),
+            ({"rmse": "35.5"}, 41.0, False, "live rmse 41.0000 > 40.0000"),
+            ({"rmse": "52"}, 39.0, True, "roll back to v1"),  # live beats training
+            ({"accuracy": "0.1"}, None, True, "roll back to v1"),  # not the watched metric
+            ({"rmse": "n/a"}, None, True, "roll back to v1"),  # unreadable: unknown
+        ],
+    )
+    def test_target_judged_on_the_watched_metric_in_its_direction(
+        self, tags: dict[str, str], live: float | None, allowed: bool, needle: str
+    ) -> None:
+        """rmse is better lower: a target whose own rmse is above the threshold is refused."""
+        decision = decide_auto(
+            now=T0,
+            firing_since=T0 - timedelta(seconds=120),
+            guards=GUARDS,
+            recent=[],
+            target=TARGET,
+            target_info=VersionInfo("m", "1", tags=tags),
+            target_live=live,
+            objective=RMSE,
+        )
+        assert (allowed, True) == (decision.allowed, needle in decision.reason), decision.reason

@@ -1,9 +1,11 @@
-"""Live accuracy in MLflow: write observations (report_accuracy), read them back (FeedbackReader).
+"""Live metrics in MLflow: write observations (report_metric), read them back (FeedbackReader).
 
-Layout: experiment ``watcher-monitoring``, one run per model version (tags
-``watcher.model`` / ``watcher.version``), metrics ``live_accuracy`` and
-``live_samples`` logged together with the observation's timestamp and a step
-that numbers the observations (so the two series pair up exactly). The run tag
+One observation = (model, version, metric, value, samples, at). Layout: experiment
+``watcher-monitoring``, one run per model version (tags ``watcher.model`` /
+``watcher.version``), metrics ``live_<metric>`` (``live_accuracy``, ``live_rmse``…)
+and ``live_samples`` logged together with the observation's timestamp and a step
+that numbers the observations (so the two series pair up exactly; each step has
+one ``live_<metric>``, whichever metric was observed). The run tag
 ``watcher.observations`` holds the count: the poller sees in one search which
 runs changed and fetches histories only for those.
 """
@@ -11,11 +13,12 @@ runs changed and fetches histories only for those.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipeline.metrics import METRICS
 from watcher.backends.mlflow_registry import MlflowRegistry, quote, registry_at
 from watcher.errors import UsageError
 from watcher.monitor.policy import Observation, observation_problem
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 EXPERIMENT = "watcher-monitoring"
 METRIC_ACCURACY = "live_accuracy"
 METRIC_SAMPLES = "live_samples"
+# MLflow metric key -> the catalogue metric it holds (live_accuracy -> accuracy).
+LIVE_KEYS = {f"live_{name}": name for name in METRICS}
 TAG_MODEL = "watcher.model"
 TAG_VERSION = "watcher.version"
 TAG_COUNT = "watcher.observations"
@@ -41,7 +46,8 @@ log = get_logger("watcher.backends.mlflow_observations")
 class Reported:
     model: str
     version: str
-    accuracy: float
+    metric: str
+    value: float
     samples: int
     at: datetime
     run_id: str
@@ -49,10 +55,15 @@ class Reported:
 
 
 def check_observation(
-    accuracy: float, samples: int, at: datetime | None = None, now: datetime | None = None
+    value: float,
+    samples: int,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    *,
+    metric_name: str = "accuracy",
 ) -> None:
     """Raise UsageError naming the bad field (see :func:`observation_problem`)."""
-    problem = observation_problem(accuracy, samples, at, now)
+    problem = observation_problem(value, samples, at, now, metric_name=metric_name)
     if problem is not None:
         raise UsageError(problem)
 
@@ -120,12 +131,39 @@ def report_accuracy(
     registry_mode: RegistryMode = "alias",
     registry: MlflowRegistry | None = None,
 ) -> Reported:
-    """Log one live-accuracy observation; ``version`` defaults to the current Production.
+    """Log one live-accuracy observation (:func:`report_metric` of ``accuracy``)."""
+    return report_metric(
+        model,
+        "accuracy",
+        accuracy,
+        samples,
+        version=version,
+        at=at,
+        tracking_uri=tracking_uri,
+        registry_mode=registry_mode,
+        registry=registry,
+    )
 
-    Raises UsageError for bad input (range, unknown model/version) and
+
+def report_metric(
+    model: str,
+    metric: str,
+    value: float,
+    samples: int,
+    *,
+    version: str | int | None = None,
+    at: datetime | None = None,
+    tracking_uri: str | None = None,
+    registry_mode: RegistryMode = "alias",
+    registry: MlflowRegistry | None = None,
+) -> Reported:
+    """Log one live observation of ``metric`` (a name in pipeline/metrics.py);
+    ``version`` defaults to the current Production.
+
+    Raises UsageError for bad input (metric, range, unknown model/version) and
     RegistryError / RegistryUnavailable when MLflow fails.
     """
-    check_observation(accuracy, samples)
+    check_observation(value, samples, metric_name=metric)
     if at is not None and at.tzinfo is None:
         raise UsageError(f"at must be timezone-aware, got {at.isoformat()}")
     if registry is None:
@@ -135,7 +173,7 @@ def report_accuracy(
         registry = registry_at(uri, registry_mode)
     when = at or datetime.now(UTC)
     ver = _resolve_version(registry, model, None if version is None else str(version))
-    with registry.call("report live accuracy", interruptible=False) as client:
+    with registry.call(f"report live {metric}", interruptible=False) as client:
         from mlflow.entities import Metric, RunTag
 
         exp_id = _experiment_id(client, create=True)
@@ -154,50 +192,52 @@ def report_accuracy(
         client.log_batch(
             run.info.run_id,
             metrics=[
-                Metric(METRIC_ACCURACY, float(accuracy), ts, seq),
+                Metric(f"live_{metric}", float(value), ts, seq),
                 Metric(METRIC_SAMPLES, float(samples), ts, seq),
             ],
             tags=[RunTag(TAG_COUNT, str(seq + 1))],
         )
-    return Reported(model, ver, float(accuracy), samples, when, run.info.run_id, seq)
+    return Reported(model, ver, metric, float(value), samples, when, run.info.run_id, seq)
 
 
-class MlflowAccuracyReporter:
-    """:class:`watcher.ports.AccuracyReporter` on the process's MLflow adapter."""
+class MlflowMetricReporter:
+    """:class:`watcher.ports.MetricReporter` on the process's MLflow adapter."""
 
     def __init__(self, registry: MlflowRegistry) -> None:
         self.registry = registry
 
     def report(
-        self, model: str, accuracy: float, samples: int, *, version: str, at: datetime
+        self, model: str, metric: str, value: float, samples: int, *, version: str, at: datetime
     ) -> Logged:
-        done = report_accuracy(
-            model, accuracy, samples, version=version, at=at, registry=self.registry
+        done = report_metric(
+            model, metric, value, samples, version=version, at=at, registry=self.registry
         )
         return Logged(done.run_id, done.sequence)
 
 
 def _pair(
-    accuracy: Iterable[Any], samples: Iterable[Any]
+    values: Mapping[str, Iterable[Any]], samples: Iterable[Any]
 ) -> tuple[list[Observation], list[tuple[int, str]]]:
-    """Observations from the two metric histories, and (step, why) of each one that cannot
-    be used (absurd values written around the CLI), which is left out."""
+    """Observations from the metric histories (catalogue name -> history of its
+    ``live_<metric>``) and the samples history, and (step, why) of each one that cannot be
+    used (absurd values written around the CLI), which is left out."""
     by_step = {int(m.step): m for m in samples}
     out: list[Observation] = []
     skipped: list[tuple[int, str]] = []
-    for m in accuracy:
-        s = by_step.get(int(m.step))
-        if s is None:
-            continue  # half-written observation: the other metric lands on the next poll
-        problem = observation_problem(float(m.value), float(s.value))
-        try:
-            at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
-        except (OverflowError, ValueError, OSError):
-            problem = problem or f"timestamp {m.timestamp} ms is out of range"
-        if problem is not None:
-            skipped.append((int(m.step), problem))
-            continue
-        out.append(Observation(at, float(m.value), int(s.value)))
+    for name, history in values.items():
+        for m in history:
+            s = by_step.get(int(m.step))
+            if s is None:
+                continue  # half-written observation: the other metric lands on the next poll
+            problem = observation_problem(float(m.value), float(s.value), metric_name=name)
+            try:
+                at = datetime.fromtimestamp(int(m.timestamp) / 1000, UTC)
+            except (OverflowError, ValueError, OSError):
+                problem = problem or f"timestamp {m.timestamp} ms is out of range"
+            if problem is not None:
+                skipped.append((int(m.step), problem))
+                continue
+            out.append(Observation(at, float(m.value), int(s.value), name))
     return sorted(out, key=lambda o: o.at), skipped
 
 
@@ -249,11 +289,14 @@ class FeedbackReader:
         if not (count.isdigit() and known.isdigit() and int(count) == int(known) + 1):
             return None
         latest = _latest(run)
-        acc, smp = latest.get(METRIC_ACCURACY), latest.get(METRIC_SAMPLES)
         step = int(count) - 1
-        if acc is None or smp is None or not int(acc.step) == int(smp.step) == step:
+        smp = latest.get(METRIC_SAMPLES)
+        at_step = {
+            LIVE_KEYS[k]: m for k, m in latest.items() if k in LIVE_KEYS and int(m.step) == step
+        }
+        if smp is None or int(smp.step) != step or len(at_step) != 1:
             return None
-        new, skipped = _pair([acc], [smp])
+        new, skipped = _pair({n: [m] for n, m in at_step.items()}, [smp])
         self._report_skipped(key, run.info.run_id, skipped)
         before = cached.observations if cached is not None and known != "0" else []
         return _Read(count, run.info.run_id, sorted([*before, *new], key=lambda o: o.at))
@@ -271,7 +314,8 @@ class FeedbackReader:
                 self._experiment_id = _experiment_id(client, create=False)
             if self._experiment_id is None:
                 return out  # nobody reported yet
-        changed: list[tuple[tuple[str, str], str, str]] = []  # key, count tag, run id
+        # key, count tag, run id, the live_<metric> keys the run holds
+        changed: list[tuple[tuple[str, str], str, str, list[str]]] = []
         for run in self._runs(self._experiment_id):
             tags = run.data.tags
             key = (tags.get(TAG_MODEL, ""), tags.get(TAG_VERSION, ""))
@@ -282,20 +326,26 @@ class FeedbackReader:
             if cached is None or cached.count != count or cached.run_id != run.info.run_id:
                 cached = self._one_more(key, run, count)
             if cached is None:
-                changed.append((key, count, run.info.run_id))
+                keys = sorted(k for k in _latest(run) if k in LIVE_KEYS)
+                changed.append((key, count, run.info.run_id, keys))
             else:
                 self._cache[key] = cached
                 out[key] = cached.observations
 
-        def history(run_id: str) -> tuple[list[Observation], list[tuple[int, str]]]:
-            with reg.call("get_metric_history", interruptible=False) as client:
-                acc = client.get_metric_history(run_id, METRIC_ACCURACY)
+        def history(
+            run: tuple[str, list[str]],
+        ) -> tuple[list[Observation], list[tuple[int, str]]]:
+            run_id, keys = run
+            values: dict[str, list[Any]] = {}
+            for k in keys:
+                with reg.call("get_metric_history", interruptible=False) as client:
+                    values[LIVE_KEYS[k]] = client.get_metric_history(run_id, k)
             with reg.call("get_metric_history", interruptible=False) as client:
                 smp = client.get_metric_history(run_id, METRIC_SAMPLES)
-            return _pair(acc, smp)
+            return _pair(values, smp)
 
-        fetched = reg.map(history, [run_id for _, _, run_id in changed])
-        for (key, count, run_id), (obs, skipped) in zip(changed, fetched, strict=True):
+        fetched = reg.map(history, [(run_id, keys) for _, _, run_id, keys in changed])
+        for (key, count, run_id, _), (obs, skipped) in zip(changed, fetched, strict=True):
             self._cache[key] = _Read(count, run_id, obs)
             out[key] = obs
             self._report_skipped(key, run_id, skipped)

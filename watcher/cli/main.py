@@ -322,7 +322,10 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
 # `watcher --help` stays fast; mlflow, sklearn and rich load inside the command.
 from watcher.cli.commands.demo import demo_cmd  # noqa: E402
 from watcher.cli.commands.drift import drift_cmd  # noqa: E402
-from watcher.cli.commands.report_accuracy import report_accuracy_cmd  # noqa: E402
+from watcher.cli.commands.report_accuracy import (  # noqa: E402
+    report_accuracy_cmd,
+    report_metric_cmd,
+)
 from watcher.cli.commands.rollback import rollback_cmd  # noqa: E402
 from watcher.cli.commands.service_unit import service_unit  # noqa: E402
 from watcher.cli.commands.status import status_cmd  # noqa: E402
@@ -331,6 +334,7 @@ for _command in (
     status_cmd,
     rollback_cmd,
     report_accuracy_cmd,
+    report_metric_cmd,
     drift_cmd,
     service_unit,
     demo_cmd,

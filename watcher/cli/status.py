@@ -228,12 +228,18 @@ def _model(
             live, found = _latest_accuracy(conn, name, version, live=True)
             samples = samples if samples is not None else found
     state = reg.get("alert_state") or alerts.get(name)
+    # The metric the monitor watches for this model (accuracy unless configured otherwise;
+    # rows from before it was recorded held accuracy only).
+    metric = reg.get("live_metric") or ("accuracy" if live is not None else None)
+    value = _number(reg.get("live_value")) if reg.get("live_metric") else live
     return {
         "name": name,
         "production_version": version,
         "observed_at": reg.get("observed_at"),
         "training_accuracy": training,
         "live_accuracy": live,
+        "live_metric": None if metric is None else str(metric),
+        "live_value": value,
         "live_samples": None if samples is None else int(samples),
         "alert_state": None if state is None else str(state),
         "last_rollback": _last_rollback(conn, tables, name),

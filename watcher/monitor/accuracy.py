@@ -1,4 +1,8 @@
-"""Live accuracy of each Production version: policy state, verdicts, alerts, the saved policy.
+"""The live metric of each Production version: policy state, verdicts, alerts, the saved policy.
+
+Each model is judged on its own metric (``monitor.metric``, or its
+``[monitor.overrides]`` entry): accuracy by default, alerted as ``ModelAccuracyLow``;
+any other metric as ``ModelMetricBreach`` with a ``metric`` label.
 
 Fed by the monitor after each poll (:meth:`AccuracyWatch.observe`), evaluated in the
 daemon thread (:meth:`AccuracyWatch.evaluate`). The policy state survives restarts in
@@ -37,19 +41,20 @@ if TYPE_CHECKING:
 log = get_logger("watcher.monitor.accuracy")
 
 ACCURACY_SOURCE = "monitor.accuracy"
-ACCURACY_ALERT = "ModelAccuracyLow"
+ACCURACY_ALERT = "ModelAccuracyLow"  # accuracy keeps its name: existing routes match it
+METRIC_ALERT = "ModelMetricBreach"  # any other metric, named in the ``metric`` label
 
 Observed = dict[tuple[str, str], list[Observation]]
 
 
-def policy_config(cfg: MonitorConfig) -> PolicyConfig:
-    return PolicyConfig(
-        min_accuracy=cfg.min_accuracy,
-        window=cfg.window,
-        min_samples=cfg.min_samples,
-        for_=cfg.for_,
-        keep_firing_for=cfg.keep_firing_for,
-    )
+def alert_name(metric: str) -> str:
+    return ACCURACY_ALERT if metric == "accuracy" else METRIC_ALERT
+
+
+def event_kind(metric: str, status: Status) -> str:
+    """History event of a policy transition: ``monitor.accuracy_firing`` as before for
+    accuracy, ``monitor.metric_firing`` for any other metric."""
+    return f"monitor.{'accuracy' if metric == 'accuracy' else 'metric'}_{status.value}"
 
 
 def load_policy(state: StateStore) -> dict[str, PolicyState]:
@@ -70,7 +75,7 @@ def shown_status(status: Status) -> str:
 
 
 class AccuracyWatch:
-    """The accuracy half of the monitor. Tests drive it through the Monitor."""
+    """The live-metric half of the monitor. Tests drive it through the Monitor."""
 
     def __init__(
         self,
@@ -81,7 +86,8 @@ class AccuracyWatch:
         metrics: Metrics | None,
         moves: ProductionMoves | None = None,
     ) -> None:
-        self.policy = policy_config(config)
+        self.config = config
+        self._policies: dict[str, PolicyConfig] = {}
         self.moves = moves
         self.state = state
         self.alerts = alerts
@@ -92,7 +98,7 @@ class AccuracyWatch:
         self._observations: Observed = {}
         self._policy: dict[str, PolicyState] = {}
         self._verdicts: dict[str, Decision] = {}
-        self._live_saved: dict[str, tuple[float | None, int]] = {}
+        self._live_saved: dict[str, tuple[str, float | None, int]] = {}
         self._skipped: set[tuple[str, str, Observation]] = set()  # reported once each
 
     def load(self) -> None:
@@ -116,6 +122,13 @@ class AccuracyWatch:
     def firing(self) -> list[str]:
         return sorted(m for m, d in self._verdicts.items() if d.firing)
 
+    def policy(self, model: str) -> PolicyConfig:
+        """``model``'s policy (its metric, threshold, window…), resolved once."""
+        found = self._policies.get(model)
+        if found is None:
+            found = self._policies[model] = self.config.policy_for(model)
+        return found
+
     # Deciding ----------------------------------------------------------------------
 
     def observe(
@@ -126,14 +139,18 @@ class AccuracyWatch:
         self._observations = self._usable(observed, at)
 
     def _usable(self, observations: Observed, now: datetime) -> Observed:
-        """Leave out observations the policy cannot use, whatever their source: one
+        """Each model's observations of its own metric (another metric reported for it is
+        not watched), leaving out those the policy cannot use, whatever their source: one
         stamped further in the future than the clock skew would stay the newest in the
         window for ever. Each is logged once."""
         out: Observed = {}
         for (model, version), obs in observations.items():
             out[(model, version)] = kept = []
+            watched = self.policy(model).metric
             for o in obs:
-                problem = observation_problem(o.accuracy, o.samples, o.at, now)
+                if o.metric != watched:
+                    continue
+                problem = observation_problem(o.value, o.samples, o.at, now, metric_name=o.metric)
                 if problem is None:
                     kept.append(o)
                 elif (model, version, o) not in self._skipped:
@@ -170,58 +187,70 @@ class AccuracyWatch:
         if state is None or state.version != version:
             state = PolicyState(version)  # a newly promoted version starts clean
         obs = self._observations.get((model, version), [])
-        decision = evaluate(state, obs, self.policy, now)
+        decision = evaluate(state, obs, self.policy(model), now)
         self._transition(model, state, decision, now)
         self._save_live(model, decision)
         if self.metrics is not None:
             self.metrics.set_alert_state(model, shown_status(decision.status))
-            if decision.accuracy is not None:
-                self.metrics.live_accuracy.labels(model=model).set(decision.accuracy)
+            if decision.value is not None:
+                self.metrics.set_live(model, decision.metric, decision.value)
         return decision
 
     def _save_live(self, model: str, decision: Decision) -> None:
-        live = (decision.accuracy, decision.samples)
+        live = (decision.metric, decision.value, decision.samples)
         if self._live_saved.get(model) == live:
             return
         self._live_saved[model] = live
-        table.save_live(self.state, model, decision.accuracy, decision.samples)
+        table.save_live(self.state, model, decision.metric, decision.value, decision.samples)
 
     def _transition(self, model: str, old: PolicyState, decision: Decision, now: datetime) -> None:
         new = decision.status
         if new is old.status:
             return
         version = decision.state.version
+        name = decision.metric
         log.info(
-            "accuracy_state",
+            "accuracy_state" if name == "accuracy" else "metric_state",
             model=model,
             version=version,
             state=new.value,
             previous=old.status.value,
-            accuracy=decision.accuracy,
+            metric=name,
+            value=decision.value,
             samples=decision.samples,
         )
         if new not in (Status.PENDING, Status.FIRING, Status.RESOLVED):
             return  # the history keeps alert transitions; ok/inconclusive are in status
+        payload: dict[str, object] = {"metric": name, "value": decision.value}
+        if name == "accuracy":
+            payload["accuracy"] = decision.value  # what readers of the history know
         self.state.record(
-            f"monitor.accuracy_{new.value}",
-            f"{model} v{version} live accuracy {new.value}: {decision.reason}",
+            event_kind(name, new),
+            f"{model} v{version} live {name} {new.value}: {decision.reason}",
             model=model,
             version=version,
-            payload={"accuracy": decision.accuracy, "samples": decision.samples},
+            payload={**payload, "samples": decision.samples},
             at=now,
         )
 
     def _alert(self, model: str, decision: Decision) -> Alert:
         version = decision.state.version
-        acc = "n/a" if decision.accuracy is None else f"{decision.accuracy:.4f}"
+        policy = self.policy(model)
+        name = decision.metric
+        value = "n/a" if decision.value is None else f"{decision.value:.4f}"
+        side = "below" if policy.catalogue().direction == "higher" else "above"
+        # Accuracy's alert keeps its labels as they were (no ``metric``): an upgrade must
+        # not resolve and re-fire an alert that is firing, nor break a route.
+        labels = {} if name == "accuracy" else {"metric": name}
         return make_alert(
-            ACCURACY_ALERT,
+            alert_name(name),
             starts_at=decision.state.firing_since or self.clock.now(),
             severity="critical",
-            summary=f"{model} v{version} live accuracy {acc} below {self.policy.min_accuracy}",
+            summary=f"{model} v{version} live {name} {value} {side} {policy.threshold:g}",
             description=decision.reason,
             model=model,
             version=version,
+            **labels,
         )
 
     # Restart --------------------------------------------------------------------------
@@ -236,7 +265,7 @@ class AccuracyWatch:
             # poll saw it is newer than the poll's row: show what it left.
             moved = self.moves.moved_since(row.model, row.observed_at) if self.moves else None
             prod = moved or row.production
-            live = row.live_accuracy if prod == row.production else None  # the polled one's
+            polled = prod == row.production  # the live value is the polled version's
             self.metrics.set_production(row.model, prod)
             if prod is None:
                 continue
@@ -247,5 +276,5 @@ class AccuracyWatch:
                 self.metrics.set_alert_state(row.model, Status.INCONCLUSIVE.value)
                 continue
             self.metrics.set_alert_state(row.model, shown_status(policy.status))
-            if live is not None:
-                self.metrics.live_accuracy.labels(model=row.model).set(float(live))
+            if polled and row.live_metric is not None and row.live_value is not None:
+                self.metrics.set_live(row.model, row.live_metric, float(row.live_value))

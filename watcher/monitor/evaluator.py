@@ -1,12 +1,13 @@
-"""The built-in evaluator: score Production on labelled feedback files, log live accuracy.
+"""The built-in evaluator: score Production on labelled feedback files, log its live metric.
 
 ``monitor.feedback_dir`` holds CSV (or Parquet) files with the model's feature
 columns and the true ``pipeline.target_column``. It is watched like the data
 dir (FsWatch hints + the incremental hasher as the truth). When its content
 changes, the *new* rows are scored with the current Production version of
-``pipeline.model_name`` and one observation (accuracy, samples = rows scored)
-goes to MLflow through the :class:`watcher.ports.AccuracyReporter` (the MLflow one in
-``watcher/backends/mlflow_observations.py``).
+``pipeline.model_name`` and one observation of the metric monitored for that
+model (``monitor.metric`` or its override: accuracy, f1_score, rmse, mae, r2;
+samples = rows scored) goes to MLflow through the :class:`watcher.ports.MetricReporter`
+(the MLflow one in ``watcher/backends/mlflow_observations.py``).
 
 "New" is decided from the state DB: content (SHA-256) already scored is never
 scored again, whatever its name (copies, renames); a CSV that grew by appended
@@ -19,6 +20,7 @@ pending and retried every ``monitor.poll_interval``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import DataValidationError
 from pipeline.lineage import DatasetPathError, FileEntry
+from pipeline.metrics import metric as catalogue
 from watcher.data.tree import WatchedTree
 from watcher.errors import WatcherError
 from watcher.runtime.clock import Clock, SystemClock
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver
 
     from watcher.config import Config
-    from watcher.ports import AccuracyReporter, LoadedModel, ModelArtifacts, Registry
+    from watcher.ports import LoadedModel, MetricReporter, ModelArtifacts, Registry
     from watcher.runtime.state import StateStore
 
 log = get_logger("watcher.monitor.evaluator")
@@ -134,6 +137,55 @@ def count_correct(predicted: Iterable[object], actual: Iterable[object]) -> int:
     return sum(_label_key(p) == _label_key(a) for p, a in zip(predicted, actual, strict=True))
 
 
+def score(metric_name: str, actual: Sequence[object], predicted: Sequence[object]) -> float:
+    """The value of ``metric_name`` (pipeline/metrics.py) over scored rows, as training
+    computes it (f1_score: macro average). Regression truth is numeric (see
+    :func:`numeric_truth`)."""
+    n = len(actual)
+    if metric_name == "accuracy":
+        return count_correct(predicted, actual) / n
+    if metric_name == "f1_score":
+        from sklearn.metrics import f1_score
+
+        keys = [_label_key(a) for a in actual], [_label_key(p) for p in predicted]
+        return float(f1_score(*keys, average="macro"))
+    y = [float(a) for a in actual]  # type: ignore[arg-type]
+    errors = [float(p) - t for p, t in zip(predicted, y, strict=True)]  # type: ignore[arg-type]
+    sse = sum(e * e for e in errors)
+    if metric_name == "rmse":
+        return math.sqrt(sse / n)
+    if metric_name == "mae":
+        return sum(abs(e) for e in errors) / n
+    if metric_name == "r2":
+        mean = sum(y) / n
+        sst = sum((t - mean) ** 2 for t in y)
+        # Constant truth: perfect or nothing (scikit-learn's force_finite convention).
+        return 1 - sse / sst if sst else (1.0 if sse == 0 else 0.0)
+    raise ValueError(f"no live scoring for metric {metric_name!r}")
+
+
+def numeric_truth(rel: str, column: str, labels: Sequence[object], start: int) -> list[float]:
+    """Regression truth as numbers; DataValidationError naming file, column and row (the
+    data row, 1-based, counting from the file's first) of the first that is not one."""
+    out: list[float] = []
+    for i, v in enumerate(labels):
+        try:
+            value = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            row = start + i + 1
+            raise DataValidationError(
+                f"target value {v!r} at data row {row} is not a finite number "
+                "(the monitored metric is a regression metric)",
+                file=rel,
+                column=column,
+                row=row,
+            )
+        out.append(value)
+    return out
+
+
 # Model loading -------------------------------------------------------------------
 
 
@@ -155,7 +207,8 @@ class _FileScore:
     work: Work
     rows: int  # data rows in the file's current content
     scored: int  # new rows scored now
-    correct: int
+    actual: tuple[object, ...]  # the new rows' truth …
+    predicted: tuple[object, ...]  # … and what the model said
 
 
 _UPSERT_FILE = (
@@ -215,7 +268,7 @@ class Evaluator:
         clock: Clock | None = None,
         registry: Registry,
         models: ModelArtifacts,
-        reporter: AccuracyReporter,
+        reporter: MetricReporter,
         observer_factory: Callable[[], BaseObserver] | None = None,
     ) -> None:
         if config.monitor.feedback_dir is None:
@@ -226,6 +279,8 @@ class Evaluator:
         self.root = Path(config.monitor.feedback_dir).absolute()
         self.model_name = config.pipeline.model_name
         self.target = config.pipeline.target_column
+        self.metric = config.monitor.policy_for(self.model_name).metric
+        self.regression = catalogue(self.metric).task == "regression"
         self.registry = registry
         self.models = models
         self.reporter = reporter
@@ -257,6 +312,7 @@ class Evaluator:
         detail: dict[str, object] = {
             "feedback_dir": str(self.root),
             "model": self.model_name,
+            "metric": self.metric,
             "watch_mode": self.fs.active_mode,
             "pending_files": st.pending_files,
             "observations": st.observations,
@@ -367,14 +423,15 @@ class Evaluator:
 
     def _report(self, scores: Sequence[_FileScore], version: str, samples: int) -> None:
         """One observation for the new rows of ``scores``, then their bookkeeping."""
-        accuracy = sum(s.correct for s in scores) / samples
+        actual = [a for s in scores for a in s.actual]
+        value = score(self.metric, actual, [p for s in scores for p in s.predicted])
         now = self.clock.now()
         try:
             reported = self.reporter.report(
-                self.model_name, accuracy, samples, version=version, at=now
+                self.model_name, self.metric, value, samples, version=version, at=now
             )
         except WatcherError as exc:
-            self._error(f"cannot log the live accuracy of {self.model_name!r}: {exc}")
+            self._error(f"cannot log the live {self.metric} of {self.model_name!r}: {exc}")
             self.tree.retry_in(self.retry_interval)
             return
         # Observation first, then the bookkeeping: a crash in between rescores these rows
@@ -383,14 +440,14 @@ class Evaluator:
         st = self.status
         st.last_error = None
         st.observations += 1
-        observed = {"version": version, "accuracy": round(accuracy, 6), "samples": samples}
+        observed = {"version": version, self.metric: round(value, 6), "samples": samples}
         st.last_observation = {**observed, "at": iso(now)}
         paths = [s.work.path for s in scores if s.scored]
         message = (
-            f"{self.model_name} v{version}: live accuracy {accuracy:.4f} on {samples} "
+            f"{self.model_name} v{version}: live {self.metric} {value:.4f} on {samples} "
             f"new feedback row(s) from {', '.join(paths)}"
         )
-        payload = {"accuracy": accuracy, "samples": samples, "files": paths}
+        payload = {"metric": self.metric, self.metric: value, "samples": samples, "files": paths}
         self.state.record(
             "feedback.scored",
             message,
@@ -416,8 +473,10 @@ class Evaluator:
             x, y = load_labelled_file(w.path, data, target=self.target, features=model.features)
             start = already_scored_rows(w, data)
             x_new, y_new = x.iloc[start:], y.iloc[start:]
-            predicted = model.model.predict(x_new) if len(x_new) else []
-            correct = count_correct(predicted, y_new)
+            actual: Sequence[object] = list(y_new)
+            if self.regression:
+                actual = numeric_truth(w.path, self.target, actual, start)
+            predicted = list(model.model.predict(x_new)) if len(x_new) else []
         except DataValidationError as exc:
             self._bad_file(w, str(exc))
             return None
@@ -425,7 +484,7 @@ class Evaluator:
             self._bad_file(w, f"file {w.path!r}: model v{model.version} cannot score it: {exc}")
             return None
         self.status.bad_files.pop(w.path, None)
-        return _FileScore(w, len(y), len(y_new), correct)
+        return _FileScore(w, len(y), len(y_new), tuple(actual), tuple(predicted))
 
     def _bad_file(self, w: Work, message: str) -> None:
         self._bad[w.path] = w.sha256

@@ -1,4 +1,8 @@
-"""The live-accuracy policy: pure, per model version, no clock reads and no I/O.
+"""The live-metric policy: pure, per model version, no clock reads and no I/O.
+
+One metric per model (accuracy by default; any of ``pipeline.metrics``), judged by
+its own direction: a breach is a windowed value that does not pass the threshold
+(below it for accuracy, above it for rmse).
 
 States follow Prometheus: ok → pending (breach seen, waiting ``for``) → firing →
 resolved (breach cleared for ``keep_firing_for``) → ok. Too few samples in the
@@ -14,6 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from pipeline.metrics import Metric, metric
 
 # Bounds of one observation from outside (the CLI, MLflow): more samples than this is not a
 # real count (10**19 overflowed SQLite), and a time further ahead than the skew would stay
@@ -32,22 +38,41 @@ class Status(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """Live accuracy of one model version over ``samples`` labelled predictions."""
+    """Live ``metric`` of one model version over ``samples`` labelled predictions."""
 
     at: datetime
-    accuracy: float
+    value: float
     samples: int
+    metric: str = "accuracy"
+
+
+def range_text(m: Metric) -> str:
+    """The metric's range for messages: ``in [0, 1]``, ``>= 0``, ``<= 1``."""
+    if math.isinf(m.highest):
+        return f">= {m.lowest:g}"
+    if math.isinf(m.lowest):
+        return f"<= {m.highest:g}"
+    return f"in [{m.lowest:g}, {m.highest:g}]"
 
 
 def observation_problem(
-    accuracy: float, samples: int | float, at: datetime | None = None, now: datetime | None = None
+    value: float,
+    samples: int | float,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    *,
+    metric_name: str = "accuracy",
 ) -> str | None:
     """Why an observation is unusable (naming the field), or None. ``at`` is checked
     against ``now`` plus :data:`MAX_CLOCK_SKEW` when both are given."""
-    if isinstance(accuracy, bool) or not isinstance(accuracy, int | float):
-        return f"accuracy must be a number, got {accuracy!r}"
-    if math.isnan(accuracy) or not 0.0 <= accuracy <= 1.0:
-        return f"accuracy must be in [0, 1], got {accuracy}"
+    try:
+        m = metric(metric_name)
+    except KeyError as exc:
+        return f"metric: {exc.args[0]}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{m.name} must be a number, got {value!r}"
+    if not m.in_range(value):
+        return f"{m.name} must be {range_text(m)}, got {value}"
     if isinstance(samples, float) and samples.is_integer():
         samples = int(samples)  # MLflow stores metrics as floats
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -70,21 +95,41 @@ def _short(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    min_accuracy: float = 0.9
+    metric: str = "accuracy"  # a name in pipeline.metrics: its direction decides a breach
+    threshold: float = 0.9  # a passing value is at or better than this
     window: int = 5  # last N observations
     min_samples: int = 100  # summed over the window
     for_: float = 0.0  # seconds the breach must hold before firing
     keep_firing_for: float = 0.0  # seconds of recovery before resolving
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_accuracy <= 1.0:
-            raise ValueError(f"min_accuracy must be in [0, 1], got {self.min_accuracy}")
+        try:
+            m = metric(self.metric)
+        except KeyError as exc:  # names the known metrics
+            raise ValueError(exc.args[0]) from None
+        if not m.in_range(self.threshold):
+            raise ValueError(
+                f"threshold must be {range_text(m)} for {m.name}, got {self.threshold}"
+            )
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if self.for_ < 0 or self.keep_firing_for < 0:
             raise ValueError("for and keep_firing_for must not be negative")
+
+    def catalogue(self) -> Metric:
+        return metric(self.metric)
+
+    def breached(self, value: float) -> bool:
+        """The catalogue's direction decides: below the threshold for accuracy, above for rmse."""
+        return not self.catalogue().passes(value, self.threshold)
+
+    def compare(self, value: float) -> str:
+        """``rmse 41.2000 > 40.0000``: the value against the threshold, for messages."""
+        m = self.catalogue()
+        op = m.symbol() if not self.breached(value) else "<" if m.direction == "higher" else ">"
+        return f"{m.name} {value:.4f} {op} {self.threshold:.4f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +172,12 @@ class PolicyState:
 @dataclass(frozen=True, slots=True)
 class Decision:
     state: PolicyState
-    accuracy: float | None  # sample-weighted over the window
+    value: float | None  # of ``metric``, sample-weighted over the window
     samples: int
     breach: bool | None  # None when inconclusive
     reason: str
     next_check: datetime | None = None  # when time alone may change the status
+    metric: str = "accuracy"
 
     @property
     def status(self) -> Status:
@@ -142,13 +188,17 @@ class Decision:
         return self.state.status is Status.FIRING
 
 
-def window_stats(observations: Sequence[Observation], window: int) -> tuple[float | None, int]:
-    """Sample-weighted accuracy and total samples of the newest ``window`` observations."""
-    recent = sorted(observations, key=lambda o: o.at)[-window:]
+def window_stats(
+    observations: Sequence[Observation], window: int, metric_name: str = "accuracy"
+) -> tuple[float | None, int]:
+    """Sample-weighted mean of ``metric_name`` and total samples of the newest ``window``
+    observations of that metric."""
+    mine = [o for o in observations if o.metric == metric_name]
+    recent = sorted(mine, key=lambda o: o.at)[-window:]
     samples = sum(o.samples for o in recent)
     if samples <= 0:
         return None, 0
-    return sum(o.accuracy * o.samples for o in recent) / samples, samples
+    return sum(o.value * o.samples for o in recent) / samples, samples
 
 
 def evaluate(
@@ -157,43 +207,44 @@ def evaluate(
     config: PolicyConfig,
     now: datetime,
 ) -> Decision:
-    """One evaluation of ``state.version`` given its observations so far."""
-    accuracy, samples = window_stats(observations, config.window)
+    """One evaluation of ``state.version`` given its observations (of any metric: only
+    ``config.metric`` counts)."""
+    value, samples = window_stats(observations, config.window, config.metric)
     prev = state.status
 
-    if accuracy is None or samples < config.min_samples:
+    def decide(
+        new: PolicyState, breach: bool | None, reason: str, due: datetime | None = None
+    ) -> Decision:
+        return Decision(new, value, samples, breach, reason, due, config.metric)
+
+    if value is None or samples < config.min_samples:
         reason = (
             f"{samples} samples in the last {config.window} observations < {config.min_samples}"
         )
         if prev is Status.FIRING:
             # No evidence of recovery: a firing alert stays firing.
-            return Decision(replace(state, clear_since=None), accuracy, samples, None, reason)
-        new = PolicyState(state.version, Status.INCONCLUSIVE)
-        return Decision(new, accuracy, samples, None, reason)
+            return decide(replace(state, clear_since=None), None, reason)
+        return decide(PolicyState(state.version, Status.INCONCLUSIVE), None, reason)
 
-    breach = accuracy < config.min_accuracy
-    cmp = "<" if breach else ">="
-    reason = f"accuracy {accuracy:.4f} {cmp} {config.min_accuracy:.4f} over {samples} samples"
+    breach = config.breached(value)
+    reason = f"{config.compare(value)} over {samples} samples"
 
     if breach:
         if prev is Status.FIRING:
-            return Decision(replace(state, clear_since=None), accuracy, samples, True, reason)
+            return decide(replace(state, clear_since=None), True, reason)
         since = state.pending_since if prev is Status.PENDING else now
         assert since is not None  # noqa: S101  (pending always has pending_since)
         held = (now - since).total_seconds()
         if held >= config.for_:
             new = PolicyState(state.version, Status.FIRING, pending_since=since, firing_since=now)
-            return Decision(new, accuracy, samples, True, reason)
+            return decide(new, True, reason)
         pending = PolicyState(state.version, Status.PENDING, pending_since=since)
-        due = since + timedelta(seconds=config.for_)
-        return Decision(pending, accuracy, samples, True, reason, next_check=due)
+        return decide(pending, True, reason, since + timedelta(seconds=config.for_))
 
     if prev is Status.FIRING:
         clear = state.clear_since or now
         if (now - clear).total_seconds() >= config.keep_firing_for:
-            new = PolicyState(state.version, Status.RESOLVED)
-            return Decision(new, accuracy, samples, False, reason)
+            return decide(PolicyState(state.version, Status.RESOLVED), False, reason)
         kept = replace(state, clear_since=clear)
-        due = clear + timedelta(seconds=config.keep_firing_for)
-        return Decision(kept, accuracy, samples, False, reason, next_check=due)
-    return Decision(PolicyState(state.version, Status.OK), accuracy, samples, False, reason)
+        return decide(kept, False, reason, clear + timedelta(seconds=config.keep_firing_for))
+    return decide(PolicyState(state.version, Status.OK), False, reason)

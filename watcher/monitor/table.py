@@ -34,7 +34,8 @@ class ProductionRow:
     model: str
     production: str | None
     observed_at: str
-    live_accuracy: float | None
+    live_metric: str | None
+    live_value: float | None
 
 
 def load(state: StateStore) -> dict[str, ModelRow]:
@@ -75,20 +76,33 @@ def delete(tx: sqlite3.Connection, model: str) -> None:
     tx.execute("DELETE FROM registry_models WHERE model = ?", (model,))
 
 
-def save_live(state: StateStore, model: str, accuracy: float | None, samples: int) -> None:
-    """The latest windowed live accuracy, where `watcher status` reads it."""
+def save_live(
+    state: StateStore, model: str, metric: str, value: float | None, samples: int
+) -> None:
+    """The latest windowed live metric, where `watcher status` reads it (``live_accuracy``
+    too when the metric is accuracy, as before the metric was configurable)."""
+    accuracy = value if metric == "accuracy" else None
     with state.transaction() as tx:
         tx.execute(
-            "UPDATE registry_models SET live_accuracy = ?, live_samples = ? WHERE model = ?",
-            (accuracy, samples, model),
+            "UPDATE registry_models SET live_accuracy = ?, live_samples = ?, live_metric = ?,"
+            " live_value = ? WHERE model = ?",
+            (accuracy, samples, metric, value, model),
         )
 
 
 def production_rows(state: StateStore) -> list[ProductionRow]:
     rows = state.conn.execute(
-        "SELECT model, production_version, observed_at, live_accuracy FROM registry_models"
+        "SELECT model, production_version, observed_at, live_metric, live_value,"
+        " live_accuracy FROM registry_models"
     ).fetchall()
     return [
-        ProductionRow(str(m), None if p is None else str(p), str(at), live)
-        for m, p, at, live in rows
+        ProductionRow(
+            str(m),
+            None if p is None else str(p),
+            str(at),
+            # Rows saved before the metric was recorded (schema 5) held accuracy only.
+            metric or ("accuracy" if accuracy is not None else None),
+            value if metric else accuracy,
+        )
+        for m, p, at, metric, value, accuracy in rows
     ]

@@ -1,6 +1,6 @@
-"""Automatic rollback: the daemon component that acts on a firing accuracy alert.
+"""Automatic rollback: the daemon component that acts on a firing live-metric alert.
 
-The monitor decides *that* Production's live accuracy breached the policy (read here
+The monitor decides *that* Production's live metric (accuracy, rmse…) breached the policy (read here
 through the read-only ``ports.Verdicts`` view); this
 component decides *whether* to roll back (``rollback.policy.decide_auto``:
 rollback.after, cooldown, flap guard, target quarantined or below threshold)
@@ -11,6 +11,7 @@ in a loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from watcher.config import RollbackConfig
+    from watcher.monitor.policy import PolicyConfig
     from watcher.ports import AlertSink, Registry, RetrainQueue, Verdicts
     from watcher.runtime.clock import Clock
     from watcher.runtime.state import StateStore
@@ -43,8 +45,7 @@ class AutoRollback:
     def __init__(
         self,
         config: RollbackConfig,
-        min_accuracy: float,
-        window: int,
+        policies: Callable[[str], PolicyConfig],
         verdicts: Verdicts,
         registry: Registry,
         state: StateStore,
@@ -54,13 +55,13 @@ class AutoRollback:
         retrain: RetrainQueue | None = None,
     ) -> None:
         self.config = config
-        self.window = window
+        # Per model: its metric, threshold and window (MonitorConfig.policy_for).
+        self.policies = policies
         self.guards = AutoGuards(
             after=config.after,
             cooldown=config.cooldown,
             max_per_window=config.max_per_window,
             window=config.window,
-            min_accuracy=min_accuracy,
         )
         self.verdicts = verdicts
         self.registry = registry
@@ -163,10 +164,11 @@ class AutoRollback:
             version, lambda v: self.registry.get_version(model, v), self._history(model)
         )
         target_info = self.registry.get_version(model, target.version) if target.version else None
+        objective = self.policies(model)
         live = None
         if target.version is not None:
             obs = self.verdicts.observations(model, target.version)
-            live = window_stats(obs, self.window)[0] if obs else None
+            live = window_stats(obs, objective.window, objective.metric)[0] if obs else None
         now = self.clock.now()
         recent = [datetime.fromisoformat(t) for t in self.rollbacker.automatic_times(model)]
         decision = decide_auto(
@@ -176,7 +178,8 @@ class AutoRollback:
             recent=recent,
             target=target,
             target_info=target_info,
-            target_live_accuracy=live,
+            target_live=live,
+            objective=objective,
         )
         if decision.wait:
             if (model, version) not in self._waiting:
@@ -186,7 +189,10 @@ class AutoRollback:
         if not decision.allowed or target.version is None:
             self._refuse(model, version, decision.reason)
             return
-        reason = f"live accuracy of v{version} below {self.guards.min_accuracy} (alert firing)"
+        side = "below" if objective.catalogue().direction == "higher" else "above"
+        reason = (
+            f"live {objective.metric} of v{version} {side} {objective.threshold:g} (alert firing)"
+        )
         with self._lock():
             outcome = self.rollbacker.execute(
                 Plan(model, version, target.version, reason, ACTOR),

@@ -9,9 +9,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from watcher.monitor.policy import PolicyConfig
 from watcher.ports import VersionInfo
 
-TAG_TRAIN_ACCURACY = "accuracy"  # written by pipeline/register.py on every version
+
+def training_value(info: VersionInfo, metric: str) -> float | None:
+    """The version's own training score of ``metric``: the version tag of that name
+    (``accuracy``, ``rmse``… as pipeline/register.py writes them); None when absent."""
+    raw = info.tags.get(metric)
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +80,6 @@ class AutoGuards:
     cooldown: float
     max_per_window: int
     window: float
-    min_accuracy: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +97,12 @@ def decide_auto(
     recent: Sequence[datetime],
     target: Target,
     target_info: VersionInfo | None,
-    target_live_accuracy: float | None,
+    target_live: float | None,
+    objective: PolicyConfig,
 ) -> AutoDecision:
-    """May an automatic rollback run now? ``recent``: this model's past automatic rollbacks."""
+    """May an automatic rollback run now? ``recent``: this model's past automatic rollbacks;
+    ``target_live``: the target's windowed live value of ``objective.metric`` (None: not
+    observed), judged against ``objective.threshold`` in the metric's own direction."""
     fired_for = (now - firing_since).total_seconds()
     if fired_for < guards.after:
         return AutoDecision(
@@ -113,19 +124,13 @@ def decide_auto(
                 f"flap guard: {len(in_window)} automatic rollbacks within "
                 f"{guards.window:g}s (max {guards.max_per_window}); alerting only",
             )
-    accuracy = target_live_accuracy
-    source = "live"
-    if accuracy is None:
-        raw = target_info.tags.get(TAG_TRAIN_ACCURACY)
-        try:
-            accuracy = float(raw) if raw is not None else None
-        except ValueError:
-            accuracy = None
-        source = "training"
-    if accuracy is not None and accuracy < guards.min_accuracy:
+    value, source = target_live, "live"
+    if value is None:
+        value, source = training_value(target_info, objective.metric), "training"
+    if value is not None and objective.breached(value):
         return AutoDecision(
             False,
-            f"target v{target.version} {source} accuracy {accuracy:.3f} is below "
-            f"the threshold {guards.min_accuracy:.3f}",
+            f"target v{target.version} {source} {objective.compare(value)}: "
+            "worse than the threshold",
         )
     return AutoDecision(True, f"roll back to v{target.version} ({target.reason})")

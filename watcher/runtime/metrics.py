@@ -29,7 +29,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Trigger outcomes: delivered (accepted by the backend), duplicate (409: already
 # delivered), retry (transient failure, will retry), failed (permanent).
 TRIGGER_RESULTS = ("delivered", "duplicate", "retry", "failed")
-# Alert states of the live-accuracy policy, one-hot per model.
+# Alert states of the live-metric policy, one-hot per model.
 ALERT_STATES = ("ok", "inconclusive", "pending", "firing")
 
 # Hashing a data dir takes from milliseconds (cache hits) to minutes (first hash of TBs).
@@ -41,6 +41,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._live_metrics: dict[str, str] = {}  # model -> the metric its live gauge shows
         r = self.registry
         ProcessCollector(registry=r)
         self.build_info = Info("watcher_build", "registry-watcher build information", registry=r)
@@ -93,9 +94,15 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.live_metric = Gauge(
+            "watcher_live_metric",
+            "Latest windowed value of the live metric watched for the model's Production version",
+            ["model", "metric"],
+            registry=r,
+        )
         self.alert_state = Gauge(
             "watcher_alert_state",
-            "Live-accuracy alert state per model, one-hot (ok, inconclusive, pending, firing)",
+            "Live-metric alert state per model, one-hot (ok, inconclusive, pending, firing)",
             ["model", "state"],
             registry=r,
         )
@@ -155,6 +162,22 @@ class Metrics:
                 self.production_version.remove(model)
             return
         self.production_version.labels(model=model).set(int(version))
+
+    def set_live(self, model: str, metric: str, value: float) -> None:
+        """The model's windowed live metric; accuracy also on ``watcher_live_accuracy``
+        (as before the metric was configurable). One metric per model: a series of a
+        metric no longer watched is dropped."""
+        before = self._live_metrics.get(model)
+        if before is not None and before != metric:
+            with contextlib.suppress(KeyError):
+                self.live_metric.remove(model, before)
+        self._live_metrics[model] = metric
+        self.live_metric.labels(model=model, metric=metric).set(value)
+        if metric == "accuracy":
+            self.live_accuracy.labels(model=model).set(value)
+        else:
+            with contextlib.suppress(KeyError):
+                self.live_accuracy.remove(model)
 
     def set_alert_state(self, model: str, state: str) -> None:
         if state not in ALERT_STATES:

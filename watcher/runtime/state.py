@@ -133,6 +133,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE registry_models ADD COLUMN live_accuracy REAL;
     ALTER TABLE registry_models ADD COLUMN live_samples INTEGER;
     """,
+    # 6: the live metric watched per model (#19): accuracy or any other; live_accuracy
+    # stays filled for accuracy (what older readers of the table know).
+    """
+    ALTER TABLE registry_models ADD COLUMN live_metric TEXT;
+    ALTER TABLE registry_models ADD COLUMN live_value REAL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -124,6 +124,14 @@ def _pct(value: object) -> str:
     return "—" if not isinstance(value, int | float) else f"{value:.1%}"
 
 
+def _live(model: dict[str, Any]) -> str:
+    """Live accuracy as a percentage (as always shown); any other metric named: rmse 41.2."""
+    metric, value = model.get("live_metric"), model.get("live_value")
+    if metric in (None, "accuracy"):
+        return _pct(model["live_accuracy"])
+    return "—" if not isinstance(value, int | float) else f"{metric} {value:.4g}"
+
+
 def _daemon_state(daemon: dict[str, Any]) -> Cell:
     if daemon["running"]:
         health = "healthy" if daemon["healthy"] else "unhealthy"
@@ -166,7 +174,7 @@ def _summary(doc: dict[str, Any]) -> Block:
 def _models(models: list[dict[str, Any]]) -> Block:
     block = Block(
         "models",
-        ("model", "production", "training acc.", "live acc.", "alert", "last rollback"),
+        ("model", "production", "training acc.", "live", "alert", "last rollback"),
     )
     for m in models:
         rb = m["last_rollback"]
@@ -181,7 +189,7 @@ def _models(models: list[dict[str, Any]]) -> Block:
                 (m["name"], ""),
                 ("—" if m["production_version"] is None else f"v{m['production_version']}", ""),
                 (_pct(m["training_accuracy"]), ""),
-                (_pct(m["live_accuracy"]), ""),
+                (_live(m), ""),
                 (alert, "red" if alert == "firing" else ""),
                 (rollback, ""),
             )
