@@ -58,8 +58,9 @@ HIDE_SCRIPT = (
 WORKERS = ("worker-1", "worker-2")
 STARTUP_TIMEOUT_S = 180.0  # generous: a loaded 2-core box, several servers starting at once
 # A SIGKILLed worker's task is failed (and retried) once it misses heartbeats this long
-# (Airflow's default is 300 s); the scheduler checks every 5 s.
-HEARTBEAT_TIMEOUT_S = "30"
+# (Airflow's default is 300 s); the scheduler checks every 5 s. A live task heartbeats
+# every 5 s, so a slow api-server on a loaded box has 40 s before a false timeout.
+HEARTBEAT_TIMEOUT_S = "45"
 DAG_RETRY_DELAY_S = "10"  # retries stay 2 (see dags/train_pipeline.py); the delay is 5 min
 DEBIAN_HINT = "apt-get install postgresql redis-server (`make test` installs them)"
 
