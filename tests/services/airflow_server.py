@@ -107,15 +107,25 @@ class AirflowServer:
     def log_path(self, name: str) -> Path:
         return self.home / "proc-logs" / f"{name}.log"
 
-    def _spawn(self, name: str, *args: str) -> None:
+    def spawn(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """Start ``airflow *args``; ``env``/``cwd``/``prefix`` (a wrapper command) for a
+        component "on another host" (tests/scaleout's Celery workers), else the server's
+        home and env."""
         log_path = self.log_path(name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             # start_new_session: own process group, so teardown reaches every child.
             self.procs[name] = subprocess.Popen(
-                [str(AIRFLOW_BIN), *args],
-                env=self.env,
-                cwd=self.home,
+                [*prefix, str(AIRFLOW_BIN), *args],
+                env=env or self.env,
+                cwd=cwd or self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -152,6 +162,16 @@ class AirflowServer:
             time.sleep(0.5)
         raise self._fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
+    def wait_log(self, name: str, *parts: str) -> None:
+        """Wait until component ``name``'s log has a line containing every one of ``parts``."""
+
+        def seen() -> bool:
+            path = self.log_path(name)
+            text = path.read_text(errors="replace") if path.exists() else ""
+            return any(all(p in line for p in parts) for line in text.splitlines())
+
+        self._wait(f"{' … '.join(parts)!r} in the {name} log", seen)
+
     def _api_healthy(self) -> bool:
         resp = httpx.get(f"{self.base_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT_S)
         return resp.status_code == 200
@@ -161,7 +181,7 @@ class AirflowServer:
         proc = self.procs.get("api-server")
         if proc is not None and proc.poll() is None:
             return
-        self._spawn(
+        self.spawn(
             "api-server", "api-server", "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", "1",
         )  # fmt: skip
@@ -197,7 +217,7 @@ class AirflowServer:
         )
 
 
-def _airflow_env(home: Path, dags_folder: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
+def airflow_env(home: Path, dags_folder: Path, port: int, extra: dict[str, str]) -> dict[str, str]:
     # Drop any AIRFLOW* settings of the calling shell so the servers are hermetic.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     base_url = f"http://127.0.0.1:{port}"
@@ -231,6 +251,63 @@ def _airflow_env(home: Path, dags_folder: Path, port: int, extra: dict[str, str]
     )
     env.update(extra)
     return env
+
+
+def boot(server: AirflowServer, dag_ids: tuple[str, ...]) -> None:
+    """Migrate the DB, start scheduler, dag-processor and api-server, and wait until
+    ``dag_ids`` are registered and the scheduler is healthy (DAG import errors fail
+    fast). The caller stops the server on failure."""
+    started = time.monotonic()
+    migrate = subprocess.run(
+        [str(AIRFLOW_BIN), "db", "migrate"],
+        env=server.env,
+        cwd=server.home,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_S,
+        check=False,
+    )
+    if migrate.returncode != 0:
+        raise AirflowStartupError(
+            f"airflow db migrate failed ({migrate.returncode}):\n{migrate.stdout[-3000:]}"
+            f"\n{migrate.stderr[-3000:]}"
+        )
+    migrated = time.monotonic()
+    server.spawn("scheduler", "scheduler", "--skip-serve-logs")
+    server.spawn("dag-processor", "dag-processor")
+    server.start_api_server()
+    api_up = time.monotonic()
+    headers = {"Authorization": f"Bearer {server.token()}"}
+    dags_url = f"{server.base_url}/api/v2/dags"
+
+    def dag_registered() -> bool:
+        if all(
+            httpx.get(f"{dags_url}/{d}", headers=headers, timeout=HTTP_TIMEOUT_S).status_code == 200
+            for d in dag_ids
+        ):
+            return True
+        # Fail fast on a DAG file that doesn't import instead of waiting out the timeout.
+        errors = httpx.get(
+            f"{server.base_url}/api/v2/importErrors", headers=headers, timeout=HTTP_TIMEOUT_S
+        ).json()
+        if errors.get("import_errors"):
+            found = "\n".join(
+                f"{e['filename']}:\n{e['stack_trace']}" for e in errors["import_errors"]
+            )
+            raise server._fail(f"DAG import errors in {server.dags_folder}:\n{found}")
+        return False
+
+    def scheduler_healthy() -> bool:
+        body = httpx.get(f"{server.base_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT_S).json()
+        return bool(body.get("scheduler", {}).get("status") == "healthy")
+
+    server._wait(f"DAGs {', '.join(dag_ids)} to be registered", dag_registered)
+    server._wait("a healthy scheduler", scheduler_healthy)
+    print(
+        f"\nairflow on {server.base_url}: migrate {migrated - started:.1f} s,"
+        f" api {api_up - migrated:.1f} s, DAGs {time.monotonic() - api_up:.1f} s",
+        file=sys.stderr,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -274,61 +351,15 @@ def airflow_server(
         dags_folder=airflow_dags_folder,
         home=home,
         port=port,
-        env=_airflow_env(home, airflow_dags_folder, port, airflow_extra_env),
+        env=airflow_env(home, airflow_dags_folder, port, airflow_extra_env),
     )
     try:
-        migrate = subprocess.run(
-            [str(AIRFLOW_BIN), "db", "migrate"],
-            env=server.env,
-            cwd=home,
-            capture_output=True,
-            text=True,
-            timeout=STARTUP_TIMEOUT_S,
-            check=False,
-        )
-        if migrate.returncode != 0:
-            raise AirflowStartupError(
-                f"airflow db migrate failed ({migrate.returncode}):\n{migrate.stdout[-3000:]}"
-                f"\n{migrate.stderr[-3000:]}"
-            )
-        migrated = time.monotonic()
-        server._spawn("scheduler", "scheduler", "--skip-serve-logs")
-        server._spawn("dag-processor", "dag-processor")
-        server.start_api_server()
-        api_up = time.monotonic()
-        token = server.token()
-        headers = {"Authorization": f"Bearer {token}"}
-        dags_url = f"{server.base_url}/api/v2/dags"
-        dag_url = f"{dags_url}/{STAND_IN_DAG_ID}"
-
-        def dag_registered() -> bool:
-            if all(
-                httpx.get(f"{dags_url}/{d}", headers=headers, timeout=HTTP_TIMEOUT_S).status_code
-                == 200
-                for d in (STAND_IN_DAG_ID, DAG_ID)
-            ):
-                return True
-            # Fail fast on a DAG file that doesn't import instead of waiting out the timeout.
-            errors = httpx.get(
-                f"{server.base_url}/api/v2/importErrors", headers=headers, timeout=HTTP_TIMEOUT_S
-            ).json()
-            if errors.get("import_errors"):
-                found = "\n".join(
-                    f"{e['filename']}:\n{e['stack_trace']}" for e in errors["import_errors"]
-                )
-                raise server._fail(f"DAG import errors in {airflow_dags_folder}:\n{found}")
-            return False
-
-        def scheduler_healthy() -> bool:
-            body = httpx.get(
-                f"{server.base_url}/api/v2/monitor/health", timeout=HTTP_TIMEOUT_S
-            ).json()
-            return bool(body.get("scheduler", {}).get("status") == "healthy")
-
-        server._wait(f"DAGs {STAND_IN_DAG_ID!r} and {DAG_ID!r} to be registered", dag_registered)
-        server._wait("a healthy scheduler", scheduler_healthy)
+        boot(server, (STAND_IN_DAG_ID, DAG_ID))
         resp = httpx.patch(
-            dag_url, headers=headers, json={"is_paused": False}, timeout=HTTP_TIMEOUT_S
+            f"{server.base_url}/api/v2/dags/{STAND_IN_DAG_ID}",
+            headers={"Authorization": f"Bearer {server.token()}"},
+            json={"is_paused": False},
+            timeout=HTTP_TIMEOUT_S,
         )
         if resp.status_code != 200:
             raise server._fail(
@@ -338,8 +369,7 @@ def airflow_server(
         server.stop()
         raise
     print(  # startup time is a figure worth seeing in -s runs
-        f"\nairflow_server ready on {server.base_url} in {time.monotonic() - started:.1f} s"
-        f" (migrate {migrated - started:.1f} s, api {api_up - migrated:.1f} s)",
+        f"\nairflow_server ready on {server.base_url} in {time.monotonic() - started:.1f} s",
         file=sys.stderr,
     )
     try:
