@@ -110,8 +110,9 @@ def resolve_gate(task: str | None, metric_name: str | None, threshold: float | N
     return Gate(found.task, metric_name, threshold)
 
 
-def _known() -> str:
-    return ", ".join(sorted(METRICS))
+def unknown_metric(name: str) -> str:
+    """The one message for a metric name not in the catalogue, naming the known ones."""
+    return f"unknown metric {name!r} (known: {', '.join(sorted(METRICS))})"
 
 
 def metric(name: str) -> Metric:
@@ -119,7 +120,7 @@ def metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise KeyError(f"unknown metric {name!r} (known: {_known()})") from None
+        raise KeyError(unknown_metric(name)) from None
 
 
 def task_metrics(task: Task) -> list[str]:
@@ -130,5 +131,5 @@ def task_metrics(task: Task) -> list[str]:
 def metric_of(name: str) -> Metric:
     """The catalogue entry for ``name``, or a SettingError for ``metric`` naming the known."""
     if name not in METRICS:
-        raise SettingError("metric", f"unknown metric {name!r} (known: {_known()})")
+        raise SettingError("metric", unknown_metric(name))
     return METRICS[name]

@@ -35,7 +35,7 @@ from pydantic import (
 from pipeline.errors import SettingError
 from pipeline.estimator import DEFAULT_ESTIMATOR, FOREST_KEYS
 from pipeline.lineage import DEFAULT_IGNORE
-from pipeline.metrics import METRICS, resolve_gate
+from pipeline.metrics import METRICS, resolve_gate, unknown_metric
 from watcher.durations import Duration, PositiveDuration
 from watcher.errors import ConfigError
 from watcher.monitor.policy import MAX_SAMPLES, PolicyConfig, range_text
@@ -307,8 +307,7 @@ def _objective(
     base_metric = inherited[0] if inherited else "accuracy"
     name = str(out.get("metric") or base_metric)
     if name not in METRICS:
-        known = ", ".join(sorted(METRICS))
-        raise ValueError(f"{where}.metric: unknown metric {name!r} (known: {known})")
+        raise ValueError(f"{where}.metric: {unknown_metric(name)}")
     m = METRICS[name]
     if out.get("threshold") is None and (inherited is None or name != base_metric):
         if name not in DEFAULT_THRESHOLD:

@@ -96,12 +96,11 @@ def report_metric_cmd(
     Exit 2 for bad input (unknown metric, value outside the metric's range,
     unknown model or version), 1 when MLflow fails.
     """
-    from pipeline.metrics import METRICS
+    from pipeline.metrics import METRICS, unknown_metric
     from watcher.errors import UsageError
 
     if metric_name not in METRICS:
-        known = ", ".join(sorted(METRICS))
-        raise UsageError(f"--metric: unknown metric {metric_name!r} (known: {known})")
+        raise UsageError(f"--metric: {unknown_metric(metric_name)}")
     _report(ctx, model, version, metric_name, value, samples, at_text, as_json)
 
 
