@@ -116,6 +116,7 @@ def test_no_pings_for_another_watchdog_pid(tmp_path: Path, notify_socket: Notify
         stop_watcher(proc)  # SIGKILL: the stop path is measured in the test above
 
 
+@pytest.mark.slow  # a real start with its first poll (import mlflow); the loop: test_daemon_loop
 @pytest.mark.parametrize("mlflow", ["embedded", "down"])
 def test_ready_follows_the_first_poll_attempt(
     tmp_path: Path, notify_socket: NotifySocket, mlflow: str
