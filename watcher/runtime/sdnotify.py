@@ -39,7 +39,13 @@ class SystemdNotifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.connect(self.address)
                 sock.sendall(payload)
-        except OSError:
+        except OSError as exc:
+            # systemd missing READY=1 or STOPPING=1 changes what it does: say so.
+            from watcher.runtime.logging import get_logger
+
+            get_logger("watcher.runtime.sdnotify").warning(
+                "notify_failed", message=lines[0], error=str(exc)
+            )
             return False
         return True
 
