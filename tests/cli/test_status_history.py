@@ -198,3 +198,17 @@ def test_status_views_show_values_as_they_are(tmp_path: Path) -> None:
     render(doc, Console(file=screen, width=200))
     assert error in screen.getvalue()
     assert error in plain(doc)
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["history"]])
+def test_a_directory_in_place_of_the_db_is_an_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """Not "never started": the damaged state is named (exit 1, as for a corrupt DB)."""
+    (tmp_path / "state" / "state.db").mkdir(parents=True)
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
+    assert 1 == main(command)
+    assert "state.db: state database is corrupt (it is a directory)" in capsys.readouterr().err

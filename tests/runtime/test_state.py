@@ -87,6 +87,12 @@ class TestMigrations:
             open_state(tmp_path)
         assert path.read_bytes() == b"this is not sqlite" * 100
 
+    def test_a_directory_in_place_of_the_db_is_named(self, tmp_path: Path) -> None:
+        """A directory named state.db is damage, not "no state yet": refused naming it."""
+        (tmp_path / DB_NAME).mkdir()
+        with pytest.raises(StateError, match=rf"{DB_NAME}: .*corrupt \(it is a directory\)"):
+            open_state(tmp_path)
+
 
 class TestStore:
     def test_files_are_private(self, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from watcher.runtime.state import (
     META_POLICY,
     iso,
     refuse_empty,
+    refuse_not_a_file,
 )
 
 SCHEMA_VERSION = 1
@@ -38,7 +39,8 @@ LIVE_EVENT_PREFIX = "monitor.accuracy_"  # payload {"accuracy", "samples"} on tr
 def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
     """The state DB opened read-only, or None if there is none yet."""
     path = state_dir / DB_NAME
-    if not path.is_file():
+    refuse_not_a_file(path)
+    if not path.exists():
         return None
     try:
         refuse_empty(path)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,6 +292,18 @@ def _corrupt(path: Path, why: str) -> StateError:
     )
 
 
+def refuse_not_a_file(path: Path) -> None:
+    """A directory, FIFO or device where the DB belongs is damage: name it rather than
+    take it for "no state yet" (status) or fail later with SQLite's "unable to open"."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return  # none yet (or a dangling symlink: creating it fails with its own error)
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise _corrupt(path, f"it is {kind}")
+
+
 def refuse_empty(path: Path) -> None:
     """SQLite takes a 0-byte file for a new database; ours never is one (see
     :func:`_create_private`), so it is damage: refuse it rather than lose the history."""
@@ -394,6 +407,7 @@ def open_state(state_dir: Path, *, migrate_to: int = SCHEMA_VERSION) -> StateSto
     except OSError as exc:
         raise StateError(f"{state_dir}: cannot create the state dir: {exc.strerror}") from None
     path = state_dir / DB_NAME
+    refuse_not_a_file(path)
     try:
         _create_private(path)
         refuse_empty(path)
