@@ -53,22 +53,36 @@ def effective_params(
     return {"n_estimators": n_estimators, "max_depth": max_depth, **params}
 
 
+# Code named by the config runs (it is trusted like the unit file); what it raises must
+# still end as one line naming the key: SystemExit too (``sys:exit`` would exit 0, silent).
+_FAILURES = (Exception, SystemExit)
+MAX_SHOWN = 120  # characters of a path echoed in an error
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…")
+
+
 def load(path: str) -> Any:
     """The object at ``module.attr`` or ``module:attr`` (``attr`` may be dotted)."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
     if not module_name or not attr:
-        raise SettingError("estimator", f"expected 'module.Name' or 'module:factory', got {path!r}")
+        raise SettingError(
+            "estimator", f"expected 'module.Name' or 'module:factory', got {_shown(path)}"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module itself failing to import
-        raise SettingError("estimator", f"cannot import {module_name!r}: {exc}") from None
+    except _FAILURES as exc:  # ImportError, or the module itself failing to import
+        raise SettingError("estimator", f"cannot import {_shown(module_name)}: {exc}") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise SettingError("estimator", f"{module_name!r} has no {attr!r}") from None
+            raise SettingError(
+                "estimator", f"{_shown(module_name)} has no {_shown(attr)}"
+            ) from None
     return obj
 
 
@@ -92,12 +106,12 @@ def build(path: str, params: Mapping[str, Any], *, random_state: int | None = No
         _check_names(path, target, params)
         try:
             est = target(**params)
-        except Exception as exc:
+        except _FAILURES as exc:
             raise SettingError("params", f"rejected by {path}: {exc}") from None
     elif callable(target):
         try:
             est = target(**params)
-        except Exception as exc:
+        except _FAILURES as exc:
             # Without params, a failing call means it is no factory (os.path:join).
             key = "params" if params else "estimator"
             raise SettingError(key, f"calling {path}({', '.join(params)}) failed: {exc}") from None

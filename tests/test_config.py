@@ -252,6 +252,7 @@ class TestMonitorMetric:
             ("max_rmse = -1\n", "monitor.max_rmse: -1 is outside the range of rmse (>= 0)"),
             ("min_r2 = 2\n", "monitor.min_r2: 2 is outside the range of r2 (<= 1)"),
             ('max_rmse = "abc"\n', "monitor.max_rmse: expected a number, got 'abc'"),
+            ("max_rmse = true\n", "monitor.max_rmse: expected a number, got True"),
             (
                 "[monitor.overrides.'h-*']\nmetric = 'mae'\n",
                 "monitor.overrides.\"h-*\".threshold: required for metric 'mae'",

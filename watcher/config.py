@@ -268,6 +268,8 @@ def _sugar_metric(key: str) -> str | None:
 
 
 def _number_or_none(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None  # TOML `true` is no threshold (float(True) would make it 1.0)
     try:
         return float(value)  # type: ignore[arg-type]  # env values are strings
     except (TypeError, ValueError):
@@ -799,7 +801,9 @@ def _build_validator() -> None:
     """Build Config's (deferred) validator once, without pydantic's plugin discovery: the
     first validator built in a process reads the entry points of every installed
     distribution (~200 with mlflow's dependencies: ~20 ms of each command's start-up), and
-    plugins have no business watching our config. Later models (mlflow's) still get them."""
+    plugins have no business watching our config. Later models (mlflow's) still get them.
+    The env var is set for the build only: the first load_config runs before any thread
+    or child process starts (the CLI loads the config first), so nothing else sees it."""
     if Config.__pydantic_complete__:
         return
     saved = os.environ.get(_NO_PLUGINS)

@@ -269,3 +269,17 @@ def test_an_error_stays_one_line_whatever_the_value_holds(
     err = capsys.readouterr().err
     assert 1 == len(err.splitlines()), err
     assert "password_file" in err
+
+
+def test_backend_errors_never_print_a_url_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An MLflow error quoting its URL shows the password masked (exit 1 all the same)."""
+    monkeypatch.setenv("WATCHER_MLFLOW__TRACKING_URI", "http://alice:pl%40inpw@127.0.0.1:9/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    code = main(
+        ["report-metric", "--model", "m", "--metric", "rmse", "--value", "1", "--samples", "3"]
+    )
+    err = capsys.readouterr().err
+    assert 1 == code, err
+    assert "pl%40inpw" not in err and "127.0.0.1:9" in err

@@ -35,6 +35,8 @@ def _check_config(tmp_path: Path, toml: str) -> tuple[int, str]:
         ('estimator = "sklearn.ensemble:Nope"', "estimator", "has no 'Nope'"),
         ('estimator = "json.JSONDecoder"', "estimator", "is not an estimator"),
         ('estimator = "os.path:join"', "estimator", "calling os.path:join() failed"),
+        ('estimator = "sys:exit"', "estimator", "calling sys:exit() failed"),
+        (f'estimator = "{"m" * 500}.X"', "estimator", f"cannot import '{'m' * 120}…'"),
         (f'estimator = "{RIDGE}"\nparams = {{ alfa = 1 }}', "params.alfa", "not a parameter"),
         (f'estimator = "{RIDGE}"\nparams = {{ alpha = -1 }}', "params", "'alpha' parameter"),
         ("params = { n_estimators = 5 }", "params.n_estimators", "set n_estimators itself"),

@@ -207,7 +207,9 @@ def _exit_now(code: int) -> None:
 @cli.command("check-config")
 @pass_ctx
 def check_config(ctx: Context) -> None:
-    """Print the effective config (secrets redacted), or every error with its field path."""
+    """Print the effective config (secrets redacted), or every error with its field path.
+
+    It imports and builds a configured pipeline.estimator: the config is trusted code."""
     import tomllib  # noqa: F401  (stdlib, cheap; keeps the TOML dump honest below)
 
     from watcher.config import check_estimator
@@ -369,9 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WatcherError as exc:
         if debug:
             traceback.print_exc()
+        from watcher.runtime.logging import redact_text
+
         errors = getattr(exc, "errors", None) or [str(exc)]
-        for line in errors:
-            click.echo(f"error: {_one_line(line)}", err=True)
+        for line in errors:  # a backend's message may quote a URL with its password
+            click.echo(f"error: {_one_line(redact_text(line))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
