@@ -98,6 +98,34 @@ class TestErrors:
         assert "watch.quiet: unknown key" in text
         assert "nope: unknown key (from env WATCHER_NOPE__X)" in text
 
+    @pytest.mark.parametrize(
+        ("toml", "env", "source"),
+        [
+            (
+                'metric = "rmse"\n',
+                {"WATCHER_MONITOR__THRESHOLD": "-3"},
+                "from env WATCHER_MONITOR__THRESHOLD",
+            ),
+            (
+                "",
+                {"WATCHER_MONITOR__METRIC": "r2", "WATCHER_MONITOR__THRESHOLD": "3"},
+                "from env WATCHER_MONITOR__THRESHOLD",
+            ),
+            ("threshold = 3\n", {"WATCHER_MONITOR__METRIC": "r2"}, "in "),
+            ("max_rmse = -1\n", {"WATCHER_MONITOR__WINDOW": "3"}, "in "),
+        ],
+    )
+    def test_cross_field_error_names_the_source_of_its_key(
+        self, tmp_path: Path, toml: str, env: dict[str, str], source: str
+    ) -> None:
+        """A check over several keys names where the key it reports was set (not the
+        first key of its section)."""
+        path = write(tmp_path, f"[monitor]\n{toml}")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env=env)
+        (line,) = info.value.errors
+        assert line.endswith(f"({source}{path})" if source == "in " else f"({source})"), line
+
     def test_bad_toml_names_file_and_line(self, tmp_path: Path) -> None:
         """A TOML syntax error names the file and the line."""
         path = write(tmp_path, "[watch]\nquiet_period = \n")

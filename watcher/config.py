@@ -832,10 +832,29 @@ def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str])
             line = f"{dotted}.{msg}" if msg.split(":")[0].endswith("_file") else msg
         else:
             line = f"{dotted}: {msg}"
-        source = sources.get(loc) or next(
-            (src for path, src in sources.items() if path[: len(loc)] == loc and loc), None
-        )
+        source = _source_of(_named_key(line), sources) or _source_of(loc, sources)
         if source:
             line += f" ({source})"
         lines.append(line)
     return lines
+
+
+_NAMED_KEY = re.compile(r'((?:\w+|"[^"]*")(?:\.(?:\w+|"[^"]*"))+): ')
+_KEY_PART = re.compile(r'"([^"]*)"|([^."]+)')
+
+
+def _named_key(line: str) -> tuple[str, ...]:
+    """The key path a message starts with (``monitor.overrides."h-*".threshold: ...``)."""
+    named = _NAMED_KEY.match(line)
+    if not named:
+        return ()
+    return tuple(q or bare for q, bare in _KEY_PART.findall(named.group(1)))
+
+
+def _source_of(key: tuple[str, ...], sources: Mapping[tuple[str, ...], str]) -> str | None:
+    """Where ``key`` (or, for a table, the first key under it) was set."""
+    if not key:
+        return None
+    return sources.get(key) or next(
+        (src for path, src in sources.items() if path[: len(key)] == key), None
+    )
