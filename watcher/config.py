@@ -92,6 +92,40 @@ def read_small_file(path: Path, limit: int) -> bytes:
 
 
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: object) -> int:
+    """How deep ``value``'s lists and objects nest, counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        for child in children:
+            if isinstance(child, (dict, list)):
+                todo.append((child, level + 1))
+        deepest = max(deepest, level if isinstance(node, (dict, list)) else 0)
+    return deepest
+
+
+def _json_object(value: object) -> object:
+    """A table given as a string (an env var): a JSON object, nested at most
+    MAX_JSON_DEPTH deep."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"expected a JSON object, got invalid JSON ({exc})") from None
+    except RecursionError:
+        parsed = None  # nested far too deeply: the check below says so
+    if parsed is None or (isinstance(parsed, dict) and _depth(parsed) > MAX_JSON_DEPTH):
+        raise ValueError(f"JSON object nested more than {MAX_JSON_DEPTH} levels deep")
+    if not isinstance(parsed, dict):
+        raise ValueError(f"expected a JSON object, got {type(parsed).__name__} {value!r:.40}")
+    return parsed
 
 
 def _check_url(value: str) -> str:
@@ -219,7 +253,9 @@ class PipelineConfig(Section):
     model_name: str = Field(default="iris-classifier", min_length=1)
     target_column: str = "target"
     estimator: str = Field(default=DEFAULT_ESTIMATOR, min_length=1)
-    params: dict[str, JsonValue] = Field(default_factory=dict)
+    params: Annotated[dict[str, JsonValue], BeforeValidator(_json_object)] = Field(
+        default_factory=dict
+    )
     task: Literal["classification", "regression"] | None = None  # None: inferred
     metric: str | None = None  # None: the task's default (accuracy, rmse)
     threshold: float | None = None  # None: the metric's default (0.9 for accuracy)
@@ -366,6 +402,11 @@ class MonitorConfig(Section):
         out = _objective(data, "monitor", None)
         inherited = (str(out.get("metric") or "accuracy"), out["threshold"])
         overrides = out.get("overrides")
+        if isinstance(overrides, str):  # from env: resolve each override's shorthand too
+            try:
+                overrides = out["overrides"] = _json_object(overrides)
+            except ValueError as exc:
+                raise ValueError(f"monitor.overrides: {exc}") from None
         if isinstance(overrides, dict):
             out["overrides"] = {
                 pattern: _objective(o, f'monitor.overrides."{pattern}"', inherited)
@@ -715,16 +756,31 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
-def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
-    """``WATCHER_A__B__C=v`` → {("a","b","c"): v}. Names without ``__`` are not config."""
-    out: dict[tuple[str, ...], str] = {}
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:
+    """``WATCHER_A__B__C=v`` → {("a","b","c"): (name, v)}. Names without ``__`` are not
+    config. Keys are lower-cased, except a model name under ``monitor.overrides``
+    (``WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE``: the override of "Fraud")."""
+    out: dict[tuple[str, ...], tuple[str, str]] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+        parts = name[len(ENV_PREFIX) :].split("__")
+        path = [p.lower() for p in parts]
+        if path[:2] == ["monitor", "overrides"] and len(path) > 2:
+            path[2] = parts[2]
         if all(path):
-            out[path] = value
+            out[tuple(path)] = (name, value)
     return out
+
+
+def _env_clashes(from_env: Mapping[tuple[str, ...], tuple[str, str]]) -> list[str]:
+    """A table set whole (JSON) and key by key: which would win depends on env order."""
+    return [
+        f"{'.'.join(inner)}: {outer_name} and {inner_name} both set it; keep one"
+        for outer, (outer_name, _) in from_env.items()
+        for inner, (inner_name, _) in from_env.items()
+        if len(inner) > len(outer) and inner[: len(outer)] == outer
+    ]
 
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: object) -> None:
@@ -767,9 +823,11 @@ def load_config(
                 f"{dotted}: secrets may not be written in the config file ({file_path}); "
                 f"set {env_name} or {dotted}_file"
             )
-    for key_path, env_value in env_overrides(env).items():
+    from_env = env_overrides(env)
+    errors.extend(_env_clashes(from_env))
+    for key_path, (env_name, env_value) in from_env.items():
         _set(tree, key_path, env_value)
-        sources[key_path] = f"from env {ENV_PREFIX}{'__'.join(p.upper() for p in key_path)}"
+        sources[key_path] = f"from env {env_name}"
     for dotted, flag_value in (overrides or {}).items():
         flag_path = tuple(dotted.split("."))
         _set(tree, flag_path, flag_value)
