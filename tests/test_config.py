@@ -241,6 +241,17 @@ class TestMonitorMetric:
         cfg = load_config(write(tmp_path, f"[monitor]\n{text}"), env={})
         assert ("rmse", 40.0) == (cfg.monitor.metric, cfg.monitor.threshold)
 
+    def test_overrides_that_may_apply_are_accepted(self, tmp_path: Path) -> None:
+        """Exact names a models glob matches, and any glob (overlap of two globs is not
+        checked: ``*-x`` and ``a-*`` share ``a-x``)."""
+        text = (
+            "[monitor]\nmodels = ['a-*', 'c']\n"
+            "[monitor.overrides.'a-1']\nwindow = 3\n[monitor.overrides.'c']\nwindow = 3\n"
+            "[monitor.overrides.'*-x']\nwindow = 3\n[monitor.overrides.'b-*']\nwindow = 3\n"
+        )
+        mon = load_config(write(tmp_path, text), env={}).monitor
+        assert 4 == len(mon.overrides)
+
     def test_overrides_per_model_exact_name_first_then_first_glob(self, tmp_path: Path) -> None:
         text = (
             "[monitor]\nmodels = ['*']\nwindow = 4\n"
@@ -295,6 +306,16 @@ class TestMonitorMetric:
             (
                 "[monitor.overrides.'h-*']\nmodels = ['x']\n",
                 "monitor.overrides.h-*.models: unknown",
+            ),
+            ("[monitor.overrides.'']\n", 'monitor.overrides."": an empty name matches no model'),
+            (
+                "[monitor.overrides.'']\nwindow = 3\n",
+                'monitor.overrides."": an empty name matches no model',
+            ),
+            (
+                "[monitor]\nmodels = ['a-*', 'c']\n[monitor.overrides.'b-1']\nwindow = 3\n",
+                'monitor.overrides."b-1": matches no watched model pattern '
+                "(monitor.models = ['a-*', 'c'])",
             ),
         ],
     )

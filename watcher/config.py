@@ -421,6 +421,21 @@ class MonitorConfig(Section):
     def _dir(cls, v: Path | None) -> Path | None:
         return _dir_or_absent(v)
 
+    @model_validator(mode="after")
+    def _overrides_can_apply(self) -> MonitorConfig:
+        """An override no watched model can take is a typo. Only exact names are checked:
+        whether two globs overlap (``*-x`` and ``a-*``) is not cheap to tell."""
+        for pattern in self.overrides:
+            if not pattern:
+                raise ValueError('monitor.overrides."": an empty name matches no model')
+            exact = not any(c in pattern for c in "*?[")
+            if exact and not matches(pattern, self.models):
+                raise ValueError(
+                    f'monitor.overrides."{pattern}": matches no watched model pattern '
+                    f"(monitor.models = {self.models})"
+                )
+        return self
+
     def override_for(self, model: str) -> MonitorOverride | None:
         """The override of ``model``: its exact name, else the first glob (in file order)."""
         if model in self.overrides:
@@ -796,7 +811,7 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: object) -> None:
 
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     for key, value in tree.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty table is a key of its own
             yield from _flatten(value, (*prefix, key))
         else:
             yield (*prefix, key)
