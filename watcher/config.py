@@ -71,9 +71,15 @@ def _split_list(value: object) -> object:
 
 
 def _dir_or_absent(path: Path | None) -> Path | None:
-    """A directory, or nothing yet (the daemon waits for it): never another kind of file."""
-    if path is not None and path.exists() and not path.is_dir():
+    """A directory, or nothing yet (the daemon waits for it): never another kind of file,
+    nor under one (``/etc/hosts/x`` could never be created)."""
+    if path is None:
+        return path
+    if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is not a directory")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if not path.exists() and blocker is not None and not blocker.is_dir():
+        raise ValueError(f"{path} cannot be created: {blocker} is not a directory")
     return path
 
 
@@ -201,6 +207,11 @@ class WatchConfig(Section):
 
 class StateConfig(Section):
     dir: Path = Path(".watcher")
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: Path) -> Path:
+        return _dir_or_absent(v) or v
 
 
 class MlflowConfig(Section):

@@ -23,6 +23,8 @@ from watcher.runtime.state import (
     META_HEARTBEAT,
     META_LAST_DELIVERED,
     META_POLICY,
+    Event,
+    StateStore,
     iso,
     refuse_empty,
     refuse_not_a_file,
@@ -49,6 +51,25 @@ def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
     except sqlite3.Error as exc:
         raise StateError(f"{path}: cannot read the state database: {exc}") from None
     return conn
+
+
+def read_events(
+    state_dir: Path, *, since: datetime | None, model: str | None, limit: int
+) -> list[Event] | None:
+    """`watcher history`: the newest events, read-only (None: no state DB yet). Like
+    status, it creates nothing and works while the daemon runs."""
+    conn = open_readonly(state_dir)
+    if conn is None:
+        return None
+    path = state_dir / DB_NAME
+    try:
+        if "events" not in _tables(conn):
+            return []
+        return StateStore(conn, path).events(since=since, model=model, limit=limit)
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot read the state database: {exc}") from None
+    finally:
+        conn.close()
 
 
 def collect(

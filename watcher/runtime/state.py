@@ -298,7 +298,10 @@ def refuse_not_a_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        return  # none yet (or a dangling symlink: creating it fails with its own error)
+        if path.is_symlink():  # not "none yet": the DB it names is gone (or unmounted)
+            why = f"it is a symlink to {path.readlink()}, which does not exist"
+            raise _corrupt(path, why) from None
+        return  # none yet
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise _corrupt(path, f"it is {kind}")
