@@ -325,6 +325,14 @@ def _state_error(path: Path, exc: BaseException) -> StateError:
     return StateError(f"{path}: state database error: {text}")
 
 
+def read_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """A failed read (status, history): damage named as such, like :func:`open_state`."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return _corrupt(path, text)
+    return StateError(f"{path}: cannot read the state database: {text}")
+
+
 def _create_private(path: Path) -> None:
     """Create the DB file 0600 (never world-readable) with its SQLite header written, under
     a temporary name linked into place: a ``state.db`` of 0 bytes is then never one we
