@@ -348,7 +348,9 @@ class TestEnvTables:
         ("value", "message"),
         [
             ('{"max_iter":', "expected a JSON object, got invalid JSON"),
-            ("[1, 2]", "expected a JSON object, got list"),
+            ("[1, 2]", "expected a JSON object, got a JSON array: '[1, 2]'"),
+            ("null", "expected a JSON object, got a JSON null"),
+            ("5", "expected a JSON object, got a JSON number"),
             ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32 levels deep"),
             ("[" * 100_000, "nested more than 32 levels deep"),
         ],

@@ -121,16 +121,19 @@ def _json_object(value: object) -> object:
     MAX_JSON_DEPTH deep."""
     if not isinstance(value, str):
         return value
+    too_deep = f"JSON object nested more than {MAX_JSON_DEPTH} levels deep"
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as exc:
         raise ValueError(f"expected a JSON object, got invalid JSON ({exc})") from None
     except RecursionError:
-        parsed = None  # nested far too deeply: the check below says so
-    if parsed is None or (isinstance(parsed, dict) and _depth(parsed) > MAX_JSON_DEPTH):
-        raise ValueError(f"JSON object nested more than {MAX_JSON_DEPTH} levels deep")
+        raise ValueError(too_deep) from None
     if not isinstance(parsed, dict):
-        raise ValueError(f"expected a JSON object, got {type(parsed).__name__} {value!r:.40}")
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+        got = kind.get(type(parsed), "number")
+        raise ValueError(f"expected a JSON object, got a JSON {got}: {value!r:.40}")
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
     return parsed
 
 
