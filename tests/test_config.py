@@ -217,6 +217,58 @@ def test_readme_documents_every_key() -> None:
     assert [] == [k for k in _keys(Config) if k not in documented]
 
 
+class TestEnvTables:
+    """Tables from env: a JSON object, or one key per variable (review finding)."""
+
+    def test_params_from_env_as_a_json_object(self) -> None:
+        env = {
+            "WATCHER_PIPELINE__ESTIMATOR": "sklearn.linear_model.LogisticRegression",
+            "WATCHER_PIPELINE__PARAMS": '{"max_iter": 5, "class_weight": {"0": 1}}',
+        }
+        assert {"max_iter": 5, "class_weight": {"0": 1}} == load_config(env=env).pipeline.params
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ('{"max_iter":', "expected a JSON object, got invalid JSON"),
+            ("[1, 2]", "expected a JSON object, got a JSON array: '[1, 2]'"),
+            ("null", "expected a JSON object, got a JSON null"),
+            ("5", "expected a JSON object, got a JSON number"),
+            ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32 levels deep"),
+            ("[" * 100_000, "nested more than 32 levels deep"),
+        ],
+    )
+    def test_bad_json_names_the_variable(self, value: str, message: str) -> None:
+        for key in ("PIPELINE__PARAMS", "MONITOR__OVERRIDES"):
+            with pytest.raises(ConfigError) as info:
+                load_config(env={f"WATCHER_{key}": value})
+            (line,) = info.value.errors
+            assert message in line and line.endswith(f"(from env WATCHER_{key})"), line
+
+    def test_overrides_from_env_keep_the_model_name_case(self) -> None:
+        mon = load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3"}).monitor
+        assert ("rmse", 3.0) == (mon.policy_for("Fraud").metric, mon.policy_for("Fraud").threshold)
+        assert 0.9 == mon.policy_for("fraud").threshold  # a different model
+        env = {"WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}'}
+        assert 0.5 == load_config(env=env).monitor.policy_for("iris-1").threshold
+        with pytest.raises(ConfigError) as info:
+            load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "-3"})
+        assert str(info.value).startswith('monitor.overrides."Fraud".max_rmse: -3 is outside')
+        assert "(from env WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE)" in str(info.value)
+
+    def test_a_table_set_both_whole_and_by_key_is_refused(self) -> None:
+        env = {
+            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3",
+            "WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}',
+        }
+        with pytest.raises(ConfigError) as info:
+            load_config(env=env)
+        assert (
+            "monitor.overrides.Fraud.max_rmse: WATCHER_MONITOR__OVERRIDES and "
+            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE both set it; keep one"
+        ) in info.value.errors
+
+
 class TestMonitorMetric:
     """monitor.metric / threshold, the min_/max_<metric> shorthand, per-model overrides (#19)."""
 
@@ -332,55 +384,3 @@ class TestMonitorMetric:
         assert 2 == main(["--config", str(path), "check-config"])
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("error: ") and message in line
-
-
-class TestEnvTables:
-    """Tables from env: a JSON object, or one key per variable (review finding)."""
-
-    def test_params_from_env_as_a_json_object(self) -> None:
-        env = {
-            "WATCHER_PIPELINE__ESTIMATOR": "sklearn.linear_model.LogisticRegression",
-            "WATCHER_PIPELINE__PARAMS": '{"max_iter": 5, "class_weight": {"0": 1}}',
-        }
-        assert {"max_iter": 5, "class_weight": {"0": 1}} == load_config(env=env).pipeline.params
-
-    @pytest.mark.parametrize(
-        ("value", "message"),
-        [
-            ('{"max_iter":', "expected a JSON object, got invalid JSON"),
-            ("[1, 2]", "expected a JSON object, got a JSON array: '[1, 2]'"),
-            ("null", "expected a JSON object, got a JSON null"),
-            ("5", "expected a JSON object, got a JSON number"),
-            ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32 levels deep"),
-            ("[" * 100_000, "nested more than 32 levels deep"),
-        ],
-    )
-    def test_bad_json_names_the_variable(self, value: str, message: str) -> None:
-        for key in ("PIPELINE__PARAMS", "MONITOR__OVERRIDES"):
-            with pytest.raises(ConfigError) as info:
-                load_config(env={f"WATCHER_{key}": value})
-            (line,) = info.value.errors
-            assert message in line and line.endswith(f"(from env WATCHER_{key})"), line
-
-    def test_overrides_from_env_keep_the_model_name_case(self) -> None:
-        mon = load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3"}).monitor
-        assert ("rmse", 3.0) == (mon.policy_for("Fraud").metric, mon.policy_for("Fraud").threshold)
-        assert 0.9 == mon.policy_for("fraud").threshold  # a different model
-        env = {"WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}'}
-        assert 0.5 == load_config(env=env).monitor.policy_for("iris-1").threshold
-        with pytest.raises(ConfigError) as info:
-            load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "-3"})
-        assert str(info.value).startswith('monitor.overrides."Fraud".max_rmse: -3 is outside')
-        assert "(from env WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE)" in str(info.value)
-
-    def test_a_table_set_both_whole_and_by_key_is_refused(self) -> None:
-        env = {
-            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3",
-            "WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}',
-        }
-        with pytest.raises(ConfigError) as info:
-            load_config(env=env)
-        assert (
-            "monitor.overrides.Fraud.max_rmse: WATCHER_MONITOR__OVERRIDES and "
-            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE both set it; keep one"
-        ) in info.value.errors
