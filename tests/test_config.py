@@ -98,6 +98,34 @@ class TestErrors:
         assert "watch.quiet: unknown key" in text
         assert "nope: unknown key (from env WATCHER_NOPE__X)" in text
 
+    @pytest.mark.parametrize(
+        ("toml", "env", "source"),
+        [
+            (
+                'metric = "rmse"\n',
+                {"WATCHER_MONITOR__THRESHOLD": "-3"},
+                "from env WATCHER_MONITOR__THRESHOLD",
+            ),
+            (
+                "",
+                {"WATCHER_MONITOR__METRIC": "r2", "WATCHER_MONITOR__THRESHOLD": "3"},
+                "from env WATCHER_MONITOR__THRESHOLD",
+            ),
+            ("threshold = 3\n", {"WATCHER_MONITOR__METRIC": "r2"}, "in "),
+            ("max_rmse = -1\n", {"WATCHER_MONITOR__WINDOW": "3"}, "in "),
+        ],
+    )
+    def test_cross_field_error_names_the_source_of_its_key(
+        self, tmp_path: Path, toml: str, env: dict[str, str], source: str
+    ) -> None:
+        """A check over several keys names where the key it reports was set (not the
+        first key of its section)."""
+        path = write(tmp_path, f"[monitor]\n{toml}")
+        with pytest.raises(ConfigError) as info:
+            load_config(path, env=env)
+        (line,) = info.value.errors
+        assert line.endswith(f"({source}{path})" if source == "in " else f"({source})"), line
+
     def test_bad_toml_names_file_and_line(self, tmp_path: Path) -> None:
         """A TOML syntax error names the file and the line."""
         path = write(tmp_path, "[watch]\nquiet_period = \n")
@@ -189,6 +217,58 @@ def test_readme_documents_every_key() -> None:
     assert [] == [k for k in _keys(Config) if k not in documented]
 
 
+class TestEnvTables:
+    """Tables from env: a JSON object, or one key per variable (review finding)."""
+
+    def test_params_from_env_as_a_json_object(self) -> None:
+        env = {
+            "WATCHER_PIPELINE__ESTIMATOR": "sklearn.linear_model.LogisticRegression",
+            "WATCHER_PIPELINE__PARAMS": '{"max_iter": 5, "class_weight": {"0": 1}}',
+        }
+        assert {"max_iter": 5, "class_weight": {"0": 1}} == load_config(env=env).pipeline.params
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ('{"max_iter":', "expected a JSON object, got invalid JSON"),
+            ("[1, 2]", "expected a JSON object, got a JSON array: '[1, 2]'"),
+            ("null", "expected a JSON object, got a JSON null"),
+            ("5", "expected a JSON object, got a JSON number"),
+            ('{"a":' * 40 + "1" + "}" * 40, "nested more than 32 levels deep"),
+            ("[" * 100_000, "nested more than 32 levels deep"),
+        ],
+    )
+    def test_bad_json_names_the_variable(self, value: str, message: str) -> None:
+        for key in ("PIPELINE__PARAMS", "MONITOR__OVERRIDES"):
+            with pytest.raises(ConfigError) as info:
+                load_config(env={f"WATCHER_{key}": value})
+            (line,) = info.value.errors
+            assert message in line and line.endswith(f"(from env WATCHER_{key})"), line
+
+    def test_overrides_from_env_keep_the_model_name_case(self) -> None:
+        mon = load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3"}).monitor
+        assert ("rmse", 3.0) == (mon.policy_for("Fraud").metric, mon.policy_for("Fraud").threshold)
+        assert 0.9 == mon.policy_for("fraud").threshold  # a different model
+        env = {"WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}'}
+        assert 0.5 == load_config(env=env).monitor.policy_for("iris-1").threshold
+        with pytest.raises(ConfigError) as info:
+            load_config(env={"WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "-3"})
+        assert str(info.value).startswith('monitor.overrides."Fraud".max_rmse: -3 is outside')
+        assert "(from env WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE)" in str(info.value)
+
+    def test_a_table_set_both_whole_and_by_key_is_refused(self) -> None:
+        env = {
+            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE": "3",
+            "WATCHER_MONITOR__OVERRIDES": '{"iris-*": {"min_accuracy": 0.5}}',
+        }
+        with pytest.raises(ConfigError) as info:
+            load_config(env=env)
+        assert (
+            "monitor.overrides.Fraud.max_rmse: WATCHER_MONITOR__OVERRIDES and "
+            "WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE both set it; keep one"
+        ) in info.value.errors
+
+
 class TestMonitorMetric:
     """monitor.metric / threshold, the min_/max_<metric> shorthand, per-model overrides (#19)."""
 
@@ -212,6 +292,17 @@ class TestMonitorMetric:
     def test_rmse_threshold_two_ways(self, tmp_path: Path, text: str) -> None:
         cfg = load_config(write(tmp_path, f"[monitor]\n{text}"), env={})
         assert ("rmse", 40.0) == (cfg.monitor.metric, cfg.monitor.threshold)
+
+    def test_overrides_that_may_apply_are_accepted(self, tmp_path: Path) -> None:
+        """Exact names a models glob matches, and any glob (overlap of two globs is not
+        checked: ``*-x`` and ``a-*`` share ``a-x``)."""
+        text = (
+            "[monitor]\nmodels = ['a-*', 'c']\n"
+            "[monitor.overrides.'a-1']\nwindow = 3\n[monitor.overrides.'c']\nwindow = 3\n"
+            "[monitor.overrides.'*-x']\nwindow = 3\n[monitor.overrides.'b-*']\nwindow = 3\n"
+        )
+        mon = load_config(write(tmp_path, text), env={}).monitor
+        assert 4 == len(mon.overrides)
 
     def test_overrides_per_model_exact_name_first_then_first_glob(self, tmp_path: Path) -> None:
         text = (
@@ -268,6 +359,16 @@ class TestMonitorMetric:
             (
                 "[monitor.overrides.'h-*']\nmodels = ['x']\n",
                 "monitor.overrides.h-*.models: unknown",
+            ),
+            ("[monitor.overrides.'']\n", 'monitor.overrides."": an empty name matches no model'),
+            (
+                "[monitor.overrides.'']\nwindow = 3\n",
+                'monitor.overrides."": an empty name matches no model',
+            ),
+            (
+                "[monitor]\nmodels = ['a-*', 'c']\n[monitor.overrides.'b-1']\nwindow = 3\n",
+                'monitor.overrides."b-1": matches no watched model pattern '
+                "(monitor.models = ['a-*', 'c'])",
             ),
         ],
     )

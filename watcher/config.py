@@ -71,9 +71,15 @@ def _split_list(value: object) -> object:
 
 
 def _dir_or_absent(path: Path | None) -> Path | None:
-    """A directory, or nothing yet (the daemon waits for it): never another kind of file."""
-    if path is not None and path.exists() and not path.is_dir():
+    """A directory, or nothing yet (the daemon waits for it): never another kind of file,
+    nor under one (``/etc/hosts/x`` could never be created)."""
+    if path is None:
+        return path
+    if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is not a directory")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if not path.exists() and blocker is not None and not blocker.is_dir():
+        raise ValueError(f"{path} cannot be created: {blocker} is not a directory")
     return path
 
 
@@ -92,6 +98,43 @@ def read_small_file(path: Path, limit: int) -> bytes:
 
 
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
+MAX_JSON_DEPTH = 32
+
+
+def _depth(value: object) -> int:
+    """How deep ``value``'s lists and objects nest, counted without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, level = todo.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        for child in children:
+            if isinstance(child, (dict, list)):
+                todo.append((child, level + 1))
+        deepest = max(deepest, level if isinstance(node, (dict, list)) else 0)
+    return deepest
+
+
+def _json_object(value: object) -> object:
+    """A table given as a string (an env var): a JSON object, nested at most
+    MAX_JSON_DEPTH deep."""
+    if not isinstance(value, str):
+        return value
+    too_deep = f"JSON object nested more than {MAX_JSON_DEPTH} levels deep"
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"expected a JSON object, got invalid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    if not isinstance(parsed, dict):
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}
+        got = kind.get(type(parsed), "number")
+        raise ValueError(f"expected a JSON object, got a JSON {got}: {value!r:.40}")
+    if _depth(parsed) > MAX_JSON_DEPTH:
+        raise ValueError(too_deep)
+    return parsed
 
 
 def _check_url(value: str) -> str:
@@ -168,6 +211,11 @@ class WatchConfig(Section):
 class StateConfig(Section):
     dir: Path = Path(".watcher")
 
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: Path) -> Path:
+        return _dir_or_absent(v) or v
+
 
 class MlflowConfig(Section):
     tracking_uri: str | None = None
@@ -219,7 +267,9 @@ class PipelineConfig(Section):
     model_name: str = Field(default="iris-classifier", min_length=1)
     target_column: str = "target"
     estimator: str = Field(default=DEFAULT_ESTIMATOR, min_length=1)
-    params: dict[str, JsonValue] = Field(default_factory=dict)
+    params: Annotated[dict[str, JsonValue], BeforeValidator(_json_object)] = Field(
+        default_factory=dict
+    )
     task: Literal["classification", "regression"] | None = None  # None: inferred
     metric: str | None = None  # None: the task's default (accuracy, rmse)
     threshold: float | None = None  # None: the metric's default (0.9 for accuracy)
@@ -368,6 +418,11 @@ class MonitorConfig(Section):
         out = _objective(data, "monitor", None)
         inherited = (str(out.get("metric") or "accuracy"), out["threshold"])
         overrides = out.get("overrides")
+        if isinstance(overrides, str):  # from env: resolve each override's shorthand too
+            try:
+                overrides = out["overrides"] = _json_object(overrides)
+            except ValueError as exc:
+                raise ValueError(f"monitor.overrides: {exc}") from None
         if isinstance(overrides, dict):
             out["overrides"] = {
                 pattern: _objective(o, f'monitor.overrides."{pattern}"', inherited)
@@ -381,6 +436,21 @@ class MonitorConfig(Section):
     @classmethod
     def _dir(cls, v: Path | None) -> Path | None:
         return _dir_or_absent(v)
+
+    @model_validator(mode="after")
+    def _overrides_can_apply(self) -> MonitorConfig:
+        """An override no watched model can take is a typo. Only exact names are checked:
+        whether two globs overlap (``*-x`` and ``a-*``) is not cheap to tell."""
+        for pattern in self.overrides:
+            if not pattern:
+                raise ValueError('monitor.overrides."": an empty name matches no model')
+            exact = not any(c in pattern for c in "*?[")
+            if exact and not matches(pattern, self.models):
+                raise ValueError(
+                    f'monitor.overrides."{pattern}": matches no watched model pattern '
+                    f"(monitor.models = {self.models})"
+                )
+        return self
 
     def override_for(self, model: str) -> MonitorOverride | None:
         """The override of ``model``: its exact name, else the first glob (in file order)."""
@@ -717,16 +787,31 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
-def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
-    """``WATCHER_A__B__C=v`` → {("a","b","c"): v}. Names without ``__`` are not config."""
-    out: dict[tuple[str, ...], str] = {}
+def env_overrides(env: Mapping[str, str]) -> dict[tuple[str, ...], tuple[str, str]]:
+    """``WATCHER_A__B__C=v`` → {("a","b","c"): (name, v)}. Names without ``__`` are not
+    config. Keys are lower-cased, except a model name under ``monitor.overrides``
+    (``WATCHER_MONITOR__OVERRIDES__Fraud__MAX_RMSE``: the override of "Fraud")."""
+    out: dict[tuple[str, ...], tuple[str, str]] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        path = tuple(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+        parts = name[len(ENV_PREFIX) :].split("__")
+        path = [p.lower() for p in parts]
+        if path[:2] == ["monitor", "overrides"] and len(path) > 2:
+            path[2] = parts[2]
         if all(path):
-            out[path] = value
+            out[tuple(path)] = (name, value)
     return out
+
+
+def _env_clashes(from_env: Mapping[tuple[str, ...], tuple[str, str]]) -> list[str]:
+    """A table set whole (JSON) and key by key: which would win depends on env order."""
+    return [
+        f"{'.'.join(inner)}: {outer_name} and {inner_name} both set it; keep one"
+        for outer, (outer_name, _) in from_env.items()
+        for inner, (inner_name, _) in from_env.items()
+        if len(inner) > len(outer) and inner[: len(outer)] == outer
+    ]
 
 
 def _set(tree: dict[str, Any], path: tuple[str, ...], value: object) -> None:
@@ -742,7 +827,7 @@ def _set(tree: dict[str, Any], path: tuple[str, ...], value: object) -> None:
 
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
     for key, value in tree.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty table is a key of its own
             yield from _flatten(value, (*prefix, key))
         else:
             yield (*prefix, key)
@@ -769,9 +854,11 @@ def load_config(
                 f"{dotted}: secrets may not be written in the config file ({file_path}); "
                 f"set {env_name} or {dotted}_file"
             )
-    for key_path, env_value in env_overrides(env).items():
+    from_env = env_overrides(env)
+    errors.extend(_env_clashes(from_env))
+    for key_path, (env_name, env_value) in from_env.items():
         _set(tree, key_path, env_value)
-        sources[key_path] = f"from env {ENV_PREFIX}{'__'.join(p.upper() for p in key_path)}"
+        sources[key_path] = f"from env {env_name}"
     for dotted, flag_value in (overrides or {}).items():
         flag_path = tuple(dotted.split("."))
         _set(tree, flag_path, flag_value)
@@ -836,10 +923,29 @@ def _format_errors(exc: ValidationError, sources: Mapping[tuple[str, ...], str])
             line = f"{dotted}.{msg}" if msg.split(":")[0].endswith("_file") else msg
         else:
             line = f"{dotted}: {msg}"
-        source = sources.get(loc) or next(
-            (src for path, src in sources.items() if path[: len(loc)] == loc and loc), None
-        )
+        source = _source_of(_named_key(line), sources) or _source_of(loc, sources)
         if source:
             line += f" ({source})"
         lines.append(line)
     return lines
+
+
+_NAMED_KEY = re.compile(r'((?:\w+|"[^"]*")(?:\.(?:\w+|"[^"]*"))+): ')
+_KEY_PART = re.compile(r'"([^"]*)"|([^."]+)')
+
+
+def _named_key(line: str) -> tuple[str, ...]:
+    """The key path a message starts with (``monitor.overrides."h-*".threshold: ...``)."""
+    named = _NAMED_KEY.match(line)
+    if not named:
+        return ()
+    return tuple(q or bare for q, bare in _KEY_PART.findall(named.group(1)))
+
+
+def _source_of(key: tuple[str, ...], sources: Mapping[tuple[str, ...], str]) -> str | None:
+    """Where ``key`` (or, for a table, the first key under it) was set."""
+    if not key:
+        return None
+    return sources.get(key) or next(
+        (src for path, src in sources.items() if path[: len(key)] == key), None
+    )

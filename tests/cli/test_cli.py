@@ -85,8 +85,9 @@ class TestExitCodes:
         state = tmp_path / ".watcher"
         state.mkdir()
         (state / "state.db").write_bytes(b"garbage" * 200)
-        assert main(["history"]) == 1
-        assert "state.db: state database is corrupt" in capsys.readouterr().err
+        for command in (["history"], ["status"], ["status", "--json"]):
+            assert main(command) == 1
+            assert "state.db: state database is corrupt" in capsys.readouterr().err, command
 
     def test_history_bad_since(self, capsys: pytest.CaptureFixture[str]) -> None:
         """A bad --since is bad input, exit 2."""

@@ -212,3 +212,49 @@ def test_a_directory_in_place_of_the_db_is_an_error(
     monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
     assert 1 == main(command)
     assert "state.db: state database is corrupt (it is a directory)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["history"], ["history", "--json"]])
+def test_history_without_state_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Read-only like status: no state dir or DB is created just to say there is none."""
+    assert 0 == main(command)
+    out = capsys.readouterr()
+    assert "" == out.out and "no history yet" in out.err
+    assert not (tmp_path / ".watcher").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["history"]])
+def test_a_state_dir_that_is_a_file_is_bad_config(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    where: str,
+) -> None:
+    """Exit 2 naming state.dir (it was `error: NotADirectoryError: ...`, exit 1)."""
+    (tmp_path / "f").write_text("x")
+    state_dir = tmp_path / "f" if where == "file" else tmp_path / "f" / "state"
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(state_dir))
+    assert 2 == main(command)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: state.dir: {state_dir}") and "is not a directory" in err, err
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["history"]])
+def test_a_dangling_db_symlink_is_an_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """Not "never started" (status) nor "cannot write" (history): named, exit 1."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.db").symlink_to(tmp_path / "gone" / "state.db")
+    monkeypatch.setenv("WATCHER_STATE__DIR", str(tmp_path / "state"))
+    assert 1 == main(command)
+    err = capsys.readouterr().err
+    assert "state.db: state database is corrupt (it is a symlink to " in err, err
+    assert not (tmp_path / "gone").exists()

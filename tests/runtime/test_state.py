@@ -93,6 +93,17 @@ class TestMigrations:
         with pytest.raises(StateError, match=rf"{DB_NAME}: .*corrupt \(it is a directory\)"):
             open_state(tmp_path)
 
+    def test_a_dangling_db_symlink_is_named_not_replaced(self, tmp_path: Path) -> None:
+        """A symlink to a DB that is gone (an unmounted volume) is damage: a fresh empty
+        state behind it would re-trigger every dataset."""
+        (tmp_path / "volume").mkdir()
+        target = tmp_path / "volume" / DB_NAME
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / DB_NAME).symlink_to(target)
+        with pytest.raises(StateError, match=rf"{DB_NAME}: .*corrupt \(it is a symlink to "):
+            open_state(tmp_path / "state")
+        assert not target.exists()
+
 
 class TestStore:
     def test_files_are_private(self, tmp_path: Path) -> None:

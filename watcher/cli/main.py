@@ -283,8 +283,8 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
     from datetime import UTC, datetime
 
     from alerts.redaction import redact, redact_data
+    from watcher.cli.status import read_events
     from watcher.errors import UsageError
-    from watcher.runtime.state import open_state
 
     cfg = ctx.config()
     since_dt = None
@@ -295,11 +295,10 @@ def history(ctx: Context, since: str | None, model: str | None, limit: int, as_j
             raise UsageError(f"--since: {since!r} is not an ISO 8601 time") from None
         if since_dt.tzinfo is None:
             since_dt = since_dt.replace(tzinfo=UTC)
-    state = open_state(cfg.state.dir)
-    try:
-        events = state.events(since=since_dt, model=model, limit=limit)
-    finally:
-        state.close()
+    events = read_events(cfg.state.dir, since=since_dt, model=model, limit=limit)
+    if events is None:
+        click.echo(f"no history yet (no state database in {cfg.state.dir})", err=True)
+        return
     for ev in events:
         if as_json:
             click.echo(

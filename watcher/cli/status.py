@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from watcher.errors import StateError
 from watcher.runtime.lock import pid_alive
 from watcher.runtime.state import (
     DB_NAME,
@@ -23,7 +22,10 @@ from watcher.runtime.state import (
     META_HEARTBEAT,
     META_LAST_DELIVERED,
     META_POLICY,
+    Event,
+    StateStore,
     iso,
+    read_error,
     refuse_empty,
     refuse_not_a_file,
 )
@@ -47,8 +49,27 @@ def open_readonly(state_dir: Path) -> sqlite3.Connection | None:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise StateError(f"{path}: cannot read the state database: {exc}") from None
+        raise read_error(path, exc) from None
     return conn
+
+
+def read_events(
+    state_dir: Path, *, since: datetime | None, model: str | None, limit: int
+) -> list[Event] | None:
+    """`watcher history`: the newest events, read-only (None: no state DB yet). Like
+    status, it creates nothing and works while the daemon runs."""
+    conn = open_readonly(state_dir)
+    if conn is None:
+        return None
+    path = state_dir / DB_NAME
+    try:
+        if "events" not in _tables(conn):
+            return []
+        return StateStore(conn, path).events(since=since, model=model, limit=limit)
+    except sqlite3.Error as exc:
+        raise read_error(path, exc) from None
+    finally:
+        conn.close()
 
 
 def collect(
@@ -79,7 +100,7 @@ def collect(
         doc["models"] = _models(conn, tables, _policy(_meta(conn, tables, META_POLICY)))
         doc["daemon"] = _daemon(_meta(conn, tables, META_HEARTBEAT), now)
     except sqlite3.Error as exc:
-        raise StateError(f"{state_dir / DB_NAME}: cannot read the state database: {exc}") from None
+        raise read_error(state_dir / DB_NAME, exc) from None
     return doc
 
 

@@ -298,7 +298,10 @@ def refuse_not_a_file(path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        return  # none yet (or a dangling symlink: creating it fails with its own error)
+        if path.is_symlink():  # not "none yet": the DB it names is gone (or unmounted)
+            why = f"it is a symlink to {path.readlink()}, which does not exist"
+            raise _corrupt(path, why) from None
+        return  # none yet
     if not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
         raise _corrupt(path, f"it is {kind}")
@@ -320,6 +323,14 @@ def _state_error(path: Path, exc: BaseException) -> StateError:
     if "readonly" in text or "unable to open" in text:
         return StateError(f"{path}: cannot write the state database ({text})")
     return StateError(f"{path}: state database error: {text}")
+
+
+def read_error(path: Path, exc: sqlite3.Error) -> StateError:
+    """A failed read (status, history): damage named as such, like :func:`open_state`."""
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return _corrupt(path, text)
+    return StateError(f"{path}: cannot read the state database: {text}")
 
 
 def _create_private(path: Path) -> None:
