@@ -38,7 +38,9 @@ class Metric:
         return ">=" if self.direction == "higher" else "<="
 
     def in_range(self, value: float) -> bool:
-        return not math.isnan(value) and self.lowest <= value <= self.highest
+        """A finite value within the metric's range: an infinite error or r2 is no
+        measurement, whatever the range's open end says."""
+        return math.isfinite(value) and self.lowest <= value <= self.highest
 
 
 METRICS: dict[str, Metric] = {
@@ -92,7 +94,13 @@ def resolve_gate(task: str | None, metric_name: str | None, threshold: float | N
         metric_name = DEFAULT_METRIC[task]
     if metric_name is None:
         return Gate(None, None, threshold)
-    found = METRICS[metric_name]
+    return Gate(METRICS[metric_name].task, metric_name, gate_threshold(metric_name, threshold))
+
+
+def gate_threshold(metric_name: str, threshold: float | None) -> float:
+    """The threshold for a known metric: the given one if finite and in the metric's
+    range, else its default where it has one; a SettingError for ``threshold`` otherwise."""
+    found = metric_of(metric_name)
     if threshold is None:
         if metric_name not in DEFAULT_THRESHOLD:
             raise SettingError(
@@ -104,10 +112,10 @@ def resolve_gate(task: str | None, metric_name: str | None, threshold: float | N
     if not found.in_range(threshold):
         raise SettingError(
             "threshold",
-            f"expected a number in [{found.lowest}, {found.highest}] for {metric_name}, "
+            f"expected a finite number in [{found.lowest}, {found.highest}] for {metric_name}, "
             f"got {threshold!r}",
         )
-    return Gate(found.task, metric_name, threshold)
+    return threshold
 
 
 def unknown_metric(name: str) -> str:

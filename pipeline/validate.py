@@ -10,16 +10,14 @@ a backend failure (MLflow unreachable) is also exit 1, with a different message.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline import tracking
-from pipeline.errors import BackendError, BadInputError
-from pipeline.metrics import METRICS, metric_of
+from pipeline.errors import BackendError, BadInputError, SettingError
+from pipeline.metrics import METRICS, gate_threshold
 
-DEFAULT_THRESHOLD = 0.9
 DEFAULT_METRIC = "accuracy"
 EXIT_PASS, EXIT_FAIL, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -57,7 +55,7 @@ def _run_metric(run_id: str, metric: str, tracking_uri: str | None) -> float:
 
 def gate(
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     model: str | None = None,
     version: str | None = None,
     alias: str | None = None,
@@ -65,10 +63,13 @@ def gate(
     metric: str = DEFAULT_METRIC,
     tracking_uri: str | None = None,
 ) -> GateResult:
-    """Look the metric up and compare; raises BadInputError/BackendError."""
-    if math.isnan(threshold):
-        raise BadInputError("threshold must be a number")
-    metric_of(metric)  # a known metric: its direction decides the verdict
+    """Look the metric up and compare; raises BadInputError/BackendError.
+
+    The metric and threshold are settled by the catalogue first, before any MLflow
+    call: a known metric, a finite threshold in its range, the default only where the
+    metric has one (a SettingError naming ``metric`` or ``threshold`` otherwise).
+    """
+    threshold = gate_threshold(metric, threshold)
     if run_id:
         if model or version or alias:
             raise BadInputError("give either --run-id or --model with --version/--alias")
@@ -114,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
-        help="passes at or above it (accuracy), at or below it (rmse); default 0.9",
+        help="passes at or above it (accuracy), at or below it (rmse); default 0.9 for "
+        "accuracy and f1_score, required for the others",
     )
     p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI")
     return p
@@ -134,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metric=args.metric,
             tracking_uri=args.tracking_uri,
         )
+    except SettingError as exc:  # named as the option the user typed
+        sys.stderr.write(f"error: --{exc.key}: {exc.detail}\n")
+        return EXIT_BAD_INPUT
     except BadInputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return EXIT_BAD_INPUT

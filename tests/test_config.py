@@ -385,3 +385,10 @@ class TestMonitorMetric:
         assert 2 == main(["--config", str(path), "check-config"])
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert line.startswith("error: ") and message in line
+
+
+def test_infinite_monitor_threshold_from_env_is_refused_naming_the_key() -> None:
+    """An infinite threshold is no threshold (rmse's range is open above, not infinite)."""
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, env={"WATCHER_MONITOR__MAX_RMSE": "inf"})
+    assert "monitor.max_rmse: inf is outside the range of rmse" in str(exc.value)

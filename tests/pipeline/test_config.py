@@ -50,13 +50,19 @@ def test_unknown_key_named() -> None:
         ({"n_estimators": 0}, r"n_estimators: expected a number in \[1, 10000\], got 0"),
         ({"max_depth": 2.5}, r"max_depth: expected int \| None, got 2.5"),
         ({"max_depth": 0}, r"max_depth: expected a number in \[1, 1000\], got 0"),
-        ({"threshold": 1.5}, r"threshold: expected a number in \[0.0, 1.0\] for accuracy, got 1.5"),
+        (
+            {"threshold": 1.5},
+            r"threshold: expected a finite number in \[0.0, 1.0\] for accuracy, got 1.5",
+        ),
         ({"threshold": "nan"}, r"threshold: expected a number, got nan"),
         ({"metric": "rmse"}, r"threshold: required for rmse \(lower is better"),
         ({"metric": "auc"}, r"metric: unknown metric 'auc' \(known: accuracy, f1_score"),
         ({"task": "regression", "metric": "accuracy"}, r"metric: accuracy is a classification"),
         ({"task": "ranking"}, r"task: expected one of \['classification', 'regression'\]"),
-        ({"metric": "rmse", "threshold": -1}, r"threshold: expected a number in \[0.0, inf\]"),
+        (
+            {"metric": "rmse", "threshold": -1},
+            r"threshold: expected a finite number in \[0.0, inf\]",
+        ),
         ({"params": "[1]"}, r"params: expected an object, got \[1\]"),
         ({"params": "{"}, r"params: expected a JSON object"),
         (

@@ -39,9 +39,6 @@ def test_pass_and_fail_in_process(
     assert capsys.readouterr().out.startswith("FAIL accuracy=")
     assert 0 == main([*base, "--alias", "production"])
     assert 0 == main(["--tracking-uri", registry_uri, "--run-id", gate_model["good_run"]])
-    assert 1 == main(
-        ["--tracking-uri", registry_uri, "--run-id", gate_model["good_run"], "--threshold", "1.01"]
-    )
 
 
 @pytest.mark.parametrize(
@@ -54,7 +51,10 @@ def test_pass_and_fail_in_process(
         (["--run-id", "0123456789abcdef0123456789abcdef"], "not found"),
         (["--run-id", "x", "--model", "gate-model"], "either"),
         (["--model", "gate-model", "--version", "1", "--metric", "nope"], "unknown metric 'nope'"),
-        (["--model", "gate-model", "--version", "1", "--metric", "rmse"], "has no metric 'rmse'"),
+        (
+            ["--model", "gate-model", "--version", "1", "--metric", "rmse", "--threshold", "40"],
+            "has no metric 'rmse'",
+        ),
     ],
 )
 def test_bad_input_exit_2_one_line(
@@ -69,6 +69,32 @@ def test_bad_input_exit_2_one_line(
     err = capsys.readouterr().err
     assert 1 == len(err.strip().splitlines())
     assert err.startswith("error: ")
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metric", "rmse"], "--threshold: required for rmse"),
+        (["--metric", "r2", "--threshold", "5"], "--threshold: expected a finite number"),
+        (["--metric", "rmse", "--threshold", "-1"], "--threshold: expected a finite number"),
+        (["--metric", "rmse", "--threshold", "inf"], "--threshold: expected a finite number"),
+        (["--threshold", "inf"], "--threshold: expected a finite number"),
+        (["--threshold", "nan"], "--threshold: expected a finite number"),
+        (["--threshold", "1.01"], "--threshold: expected a finite number in [0.0, 1.0]"),
+        (["--metric", "nope"], "--metric: unknown metric 'nope'"),
+    ],
+)
+def test_gate_settings_refused_before_mlflow(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The metric catalogue settles the gate first: a missing, out-of-range or infinite
+    threshold is exit 2 naming the option, before MLflow is asked (an unreachable
+    tracking server would be exit 1, a backend failure)."""
+    dead = ["--tracking-uri", "http://127.0.0.1:9", "--model", "m", "--version", "1"]
+    assert 2 == main([*dead, *args])
+    err = capsys.readouterr().err
+    assert err == f"error: {err[len('error: ') :]}" and 1 == len(err.strip().splitlines())
     assert message in err
 
 

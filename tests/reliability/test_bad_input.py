@@ -371,7 +371,7 @@ def test_file_vanishing_mid_hash_and_symlink_loop(
          "samples"),
         (["report-accuracy", "--model", "m", "--accuracy", "nan", "--samples", "3"], "accuracy"),
         (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", str(10**19)],
-         "samples must be at most"),
+         "--samples: must be at most"),
         (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", str(10**400)],
          "a 401-digit number"),
         (["report-accuracy", "--model", "m", "--accuracy", "0.5", "--samples", "3",

@@ -330,7 +330,7 @@ def test_daemon_skips_unusable_observations_and_reports_each_once(
         assert (1000,) == row
         skipped = [e for e in logs if e["event"] == "observation_skipped"]
         reasons = sorted(str(e["reason"]).split(" ")[0] for e in skipped)
-        assert ["accuracy", "at:", "samples"] == reasons, skipped
+        assert ["at:", "samples:", "value:"] == reasons, skipped
     finally:
         mon.stop()
         state.close()

@@ -201,3 +201,43 @@ def test_kill_9_after_each_step_then_restart(
     assert reg.get_version(name, "2").quarantined  # type: ignore[union-attr]
     alerts = (tmp_path / "state" / "alerts.jsonl").read_text().splitlines()
     assert 1 == sum('"ModelRolledBack"' in line for line in alerts)
+
+
+def test_shows_the_models_metric_over_its_window(
+    mlflow_server: str,
+    mode: RegistryMode,
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model monitored on rmse by an override (with its own window) is shown by its
+    training rmse (version tag) and live rmse over the override's window, not accuracy."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlflow import MlflowClient
+
+    from watcher.backends.mlflow_observations import report_metric
+
+    name = seed(mlflow_server, mode)
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    client.set_model_version_tag(name, "1", "rmse", "38.5")
+    client.set_model_version_tag(name, "2", "rmse", "52.0")
+    reg = MlflowRegistry(mlflow_server, mode)
+    now = datetime.now(UTC)
+    # Window 1 (the override's) reads the newest only: 30.000, where window 5 reads 20.000.
+    for minutes, value in ((3, 10.0), (2, 30.0)):
+        at = now - timedelta(minutes=minutes)
+        report_metric(name, "rmse", value, 100, version="2", at=at, registry=reg)
+    report_metric(name, "accuracy", 0.5, 100, version="2", registry=reg)  # not the metric
+    config = tmp_path / "watcher.toml"
+    config.write_text(
+        "[monitor]\nwindow = 5\n"
+        f'[monitor.overrides."{name}"]\nmetric = "rmse"\nthreshold = 50\nwindow = 1\n'
+    )
+    code, text = run_in_process(
+        {**env, "WATCHER_CONFIG": str(config)}, monkeypatch, "--model", name, "--dry-run"
+    )
+    assert 0 == code, text
+    assert "current: v2, data_hash abababababab, training rmse 52.0, live rmse 30.000" in text
+    assert "target:  v1, data_hash abababababab, training rmse 38.5, live rmse n/a" in text
+    assert "accuracy" not in text

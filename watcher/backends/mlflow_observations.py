@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.metrics import METRICS
 from watcher.backends.mlflow_registry import MlflowRegistry, quote, registry_at
 from watcher.errors import UsageError
-from watcher.monitor.policy import Observation, observation_problem
+from watcher.monitor.policy import Observation, observation_fault, observation_problem
 from watcher.ports import Logged
 from watcher.runtime.logging import get_logger
 
@@ -61,11 +61,13 @@ def check_observation(
     now: datetime | None = None,
     *,
     metric_name: str = "accuracy",
+    names: Mapping[str, str] | None = None,
 ) -> None:
-    """Raise UsageError naming the bad field (see :func:`observation_problem`)."""
-    problem = observation_problem(value, samples, at, now, metric_name=metric_name)
-    if problem is not None:
-        raise UsageError(problem)
+    """Raise UsageError naming the bad field (see :func:`observation_fault`), as
+    ``names`` calls it (the CLI: ``{"value": "--value", ...}``), else by its own name."""
+    fault = observation_fault(value, samples, at, now, metric_name=metric_name)
+    if fault is not None:
+        raise UsageError(f"{(names or {}).get(fault.field, fault.field)}: {fault.detail}")
 
 
 def _ms(at: datetime) -> int:

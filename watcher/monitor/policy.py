@@ -55,6 +55,19 @@ def range_text(m: Metric) -> str:
     return f"in [{m.lowest:g}, {m.highest:g}]"
 
 
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """What makes an observation unusable: the ``field`` (``metric``, ``value``,
+    ``samples``, ``at``) and the ``detail`` without it, so that each front end names
+    the field its own way (the CLI as ``--value``, ``--samples``)."""
+
+    field: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
 def observation_problem(
     value: float,
     samples: int | float,
@@ -63,27 +76,41 @@ def observation_problem(
     *,
     metric_name: str = "accuracy",
 ) -> str | None:
-    """Why an observation is unusable (naming the field), or None. ``at`` is checked
-    against ``now`` plus :data:`MAX_CLOCK_SKEW` when both are given."""
+    """Why an observation is unusable (naming the field), or None."""
+    fault = observation_fault(value, samples, at, now, metric_name=metric_name)
+    return None if fault is None else str(fault)
+
+
+def observation_fault(
+    value: float,
+    samples: int | float,
+    at: datetime | None = None,
+    now: datetime | None = None,
+    *,
+    metric_name: str = "accuracy",
+) -> Fault | None:
+    """What makes an observation unusable, or None. ``at`` is checked against ``now``
+    plus :data:`MAX_CLOCK_SKEW` when both are given."""
     try:
         m = metric(metric_name)
     except KeyError as exc:
-        return f"metric: {exc.args[0]}"
+        return Fault("metric", exc.args[0])
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{m.name} must be a number, got {value!r}"
-    if not m.in_range(value):
-        return f"{m.name} must be {range_text(m)}, got {value}"
+        return Fault("value", f"{m.name} must be a number, got {value!r}")
+    if not m.in_range(value):  # a finite number in the metric's range
+        return Fault("value", f"{m.name} must be a finite number {range_text(m)}, got {value}")
     if isinstance(samples, float) and samples.is_integer():
         samples = int(samples)  # MLflow stores metrics as floats
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        return f"samples must be an integer >= 1, got {_short(samples)}"
+        return Fault("samples", f"must be an integer >= 1, got {_short(samples)}")
     if samples > MAX_SAMPLES:
-        return f"samples must be at most {MAX_SAMPLES:,}, got {_short(samples)}"
+        return Fault("samples", f"must be at most {MAX_SAMPLES:,}, got {_short(samples)}")
     if at is not None and now is not None and at > now + MAX_CLOCK_SKEW:
         ahead = (at - now).total_seconds()
-        return (
-            f"at: {at.isoformat()} is {ahead:,.0f} s in the future "
-            f"(more than {MAX_CLOCK_SKEW.total_seconds():.0f} s of clock skew)"
+        return Fault(
+            "at",
+            f"{at.isoformat()} is {ahead:,.0f} s in the future "
+            f"(more than {MAX_CLOCK_SKEW.total_seconds():.0f} s of clock skew)",
         )
     return None
 

@@ -66,7 +66,7 @@ def report_accuracy_cmd(
     its next poll. Exit 2 for bad input (range, unknown model or version),
     1 when MLflow fails.
     """
-    _report(ctx, model, version, "accuracy", accuracy, samples, at_text, as_json)
+    _report(ctx, model, version, ("accuracy", "--accuracy"), accuracy, samples, at_text, as_json)
 
 
 @click.command("report-metric")
@@ -101,14 +101,14 @@ def report_metric_cmd(
 
     if metric_name not in METRICS:
         raise UsageError(f"--metric: {unknown_metric(metric_name)}")
-    _report(ctx, model, version, metric_name, value, samples, at_text, as_json)
+    _report(ctx, model, version, (metric_name, "--value"), value, samples, at_text, as_json)
 
 
 def _report(
     ctx: click.Context,
     model: str,
     version: str | None,
-    metric_name: str,
+    metric: tuple[str, str],  # (its name, the option that gave its value)
     value: float,
     samples: int,
     at_text: str | None,
@@ -117,13 +117,17 @@ def _report(
     from watcher.backends.mlflow_observations import check_observation, report_metric
     from watcher.errors import UsageError
 
-    check_observation(value, samples, metric_name=metric_name)  # before the slow MLflow import
+    metric_name, value_option = metric
+    # Each bad field named as the option that gave it.
+    names = {"value": value_option, "samples": "--samples", "at": "--at", "metric": "--metric"}
+    # Before the slow MLflow import.
+    check_observation(value, samples, metric_name=metric_name, names=names)
     if version is not None and not (version.isdigit() and int(version) > 0):
         # MLflow versions start at 1; say so now rather than after an MLflow round trip.
         raise UsageError(f"--version: {version!r} is not a model version (a positive integer)")
     at = parse_time(at_text) if at_text else None
     # A time ahead of the clock (beyond skew) would stay the newest in the window for ever.
-    check_observation(value, samples, at, datetime.now(UTC), metric_name=metric_name)
+    check_observation(value, samples, at, datetime.now(UTC), metric_name=metric_name, names=names)
     registry = ctx.obj.registry()
     done = report_metric(
         model, metric_name, value, samples, version=version, at=at, registry=registry

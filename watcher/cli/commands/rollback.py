@@ -13,19 +13,22 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from watcher.monitor.policy import PolicyConfig
     from watcher.ports import Registry, VersionInfo
     from watcher.rollback.journal import Outcome, Rollbacker
     from watcher.runtime.lock import StateLock
 
 
-def _describe(info: VersionInfo, live: float | None) -> str:
+def _describe(info: VersionInfo, metric: str, live: float | None) -> str:
+    """One version for the confirmation: its training and live value of the model's
+    monitored ``metric`` (the version tag of that name; the live observations of it)."""
     tags = info.tags
     data_hash = tags.get("data_hash", "?")
     parts = [
         f"v{info.version}",
         f"data_hash {data_hash[:12]}",
-        f"training accuracy {tags.get('accuracy', '?')}",
-        f"live accuracy {live:.3f}" if live is not None else "live accuracy n/a",
+        f"training {metric} {tags.get(metric, '?')}",
+        f"live {metric} {live:.3f}" if live is not None else f"live {metric} n/a",
     ]
     if info.quarantined:
         parts.append(f"QUARANTINED ({tags.get('watcher.rollback_reason', '')})")
@@ -72,10 +75,11 @@ def _choose_target(
     return info
 
 
-def _live_accuracy(
-    registry: Registry, model: str, versions: tuple[str, str], window: int
+def _live_values(
+    registry: Registry, model: str, versions: tuple[str, str], policy: PolicyConfig
 ) -> dict[str, float | None]:
-    """Recent live accuracy per version, when reported; never blocks a rollback."""
+    """Recent live value of the policy's metric per version (over the policy's window),
+    when reported; never blocks a rollback."""
     from watcher.backends.mlflow_observations import FeedbackReader
     from watcher.backends.mlflow_registry import MlflowRegistry
     from watcher.monitor.policy import window_stats
@@ -87,10 +91,10 @@ def _live_accuracy(
     try:
         obs = FeedbackReader(registry).observations([(model, v) for v in versions])
     except Exception as exc:
-        get_logger(__name__).warning("live_accuracy_unavailable", error=str(exc))
+        get_logger(__name__).warning("live_values_unavailable", error=str(exc))
         return out
     for v in versions:
-        out[v] = window_stats(obs.get((model, v), []), window)[0]
+        out[v] = window_stats(obs.get((model, v), []), policy.window, policy.metric)[0]
     return out
 
 
@@ -139,7 +143,8 @@ def rollback_cmd(
 ) -> None:
     """Move Production back to the prior stable version (or --to VERSION).
 
-    Shows current and target with data hash, training and live accuracy, asks
+    Shows current and target with data hash, training and live value of the
+    model's monitored metric (monitor.metric or its override), asks
     for confirmation on a terminal, and refuses without --yes when not on one.
     Exit 0 done, 1 backend failure, 2 bad input or refused.
     """
@@ -164,7 +169,8 @@ def rollback_cmd(
     lock = StateLock(cfg.state.dir, "watcher rollback", ROLLBACK_LOCK_NAME)
     try:
         if not _finish_interrupted(rollbacker, lock, model, dry_run=dry_run):
-            outcome = _plan_and_run(registry, rollbacker, lock, request, cfg.monitor.window)
+            policy = cfg.monitor.policy_for(model)  # the model's metric and window
+            outcome = _plan_and_run(registry, rollbacker, lock, request, policy)
             click.echo(outcome.message)
         if not dry_run:
             alerting.tick()  # deliver now; the daemon retries whatever fails
@@ -190,7 +196,11 @@ def _finish_interrupted(
 
 
 def _plan_and_run(
-    registry: Registry, rollbacker: Rollbacker, lock: StateLock, request: _Request, window: int
+    registry: Registry,
+    rollbacker: Rollbacker,
+    lock: StateLock,
+    request: _Request,
+    policy: PolicyConfig,
 ) -> Outcome:
     from watcher.errors import UsageError
     from watcher.rollback.journal import Plan
@@ -206,11 +216,11 @@ def _plan_and_run(
         registry, model, current_info, request.to_version, undo=undo, force=request.force
     )
     target = target_info.version
-    live = _live_accuracy(registry, model, (current, target), window)
+    live = _live_values(registry, model, (current, target), policy)
 
     click.echo(f"model:   {model}  (registry mode: {registry.mode})")
-    click.echo(f"current: {_describe(current_info, live[current])}")
-    click.echo(f"target:  {_describe(target_info, live[target])}")
+    click.echo(f"current: {_describe(current_info, policy.metric, live[current])}")
+    click.echo(f"target:  {_describe(target_info, policy.metric, live[target])}")
     why = request.reason or ("undo of the last rollback" if undo else "manual rollback")
     if not request.dry_run and not request.yes:
         if not sys.stdin.isatty():
