@@ -16,9 +16,7 @@ prints plain text.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import pty
 import statistics
 import subprocess
@@ -26,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.report import Report, add_json_arg
 
 WATCHER = str(Path(sys.executable).parent / "watcher")
 TARGET_S = 0.25
@@ -88,46 +88,24 @@ def measure(runs: int, cwd: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=11)
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    add_json_arg(parser)
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    report = Report("cli_startup", vars(args))
     with tempfile.TemporaryDirectory() as tmp:
         medians = measure(args.runs, _workdir(Path(tmp)))
-    load_after = os.getloadavg()
     base, help_s = medians["python -c pass"], medians["watcher --help"]
-    rows = []
-    print(f"{'command':27} {'median':>8} {'/ pass':>7} {'/ --help':>9}  target <= {TARGET_S} s")
-    for name, seconds in medians.items():
-        met = name in ANCHORS or seconds <= TARGET_S
-        rows.append(
-            {
-                "command": name,
-                "median_s": round(seconds, 4),
-                "anchor_python_pass_s": round(base, 4),
-                "anchor_help_s": round(help_s, 4),
-                "ratio_to_python_pass": round(seconds / base, 2),
-                "ratio_to_help": round(seconds / help_s, 2),
-                "target_met": met,
-            }
+    report.add("python -c pass", base, "s")
+    for name in COMMANDS:
+        report.add(
+            name,
+            medians[name],
+            "s",
+            anchor_name="watcher --help",
+            anchor=help_s,
+            target=f"<= {TARGET_S} s",
+            met=medians[name] <= TARGET_S,
         )
-        print(
-            f"{name:27} {seconds * 1000:6.0f}ms {seconds / base:6.1f}x {seconds / help_s:8.2f}x"
-            f"  {'' if name in ANCHORS else ('met' if met else 'MISSED')}"
-        )
-    print(
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after;"
-        f" {os.cpu_count()} cpus"
-    )
-    if args.json:
-        doc = {
-            "benchmark": "cli_startup",
-            "runs": args.runs,
-            "target_s": TARGET_S,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "load_average": {"before": load_before[0], "after": load_after[0]},
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    sys.exit(report.finish(args.json))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -33,6 +32,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from benchmarks.report import Report, add_json_arg
 
 WATCHER = str(Path(sys.executable).parent / "watcher")
 IMPORT_MLFLOW = "import resource, mlflow; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
@@ -115,9 +116,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--tracking-uri", help="An MLflow server (default: embedded SQLite).")
-    parser.add_argument("--json", type=Path, help="Also write the figures here.")
+    add_json_arg(parser)
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+    report = Report("start", vars(args))
     samples: dict[str, list[float]] = {}
     import_mlflow()  # warm the page cache
     for _ in range(args.runs):
@@ -129,49 +130,26 @@ def main() -> None:
         samples.setdefault("import_mlflow_rss_mib", []).append(rss)
         samples.setdefault("python_pass_s", []).append(python_pass())
     med = {k: statistics.median(v) for k, v in samples.items()}
-    rows = [
-        ("time to READY=1", "ready_s", "import_mlflow_s", "s"),
-        ("time to first poll", "first_poll_s", "import_mlflow_s", "s"),
-        ("RSS at READY=1", "rss_ready_mib", "import_mlflow_rss_mib", "MiB"),
-        ("steady RSS", "rss_steady_mib", "import_mlflow_rss_mib", "MiB"),
-    ]
-    report = []
-    for label, key, anchor, unit in rows:
-        ratio = med[key] / med[anchor]
-        report.append(
-            {
-                "case": key,
-                "median": round(med[key], 3),
-                "unit": unit,
-                "anchor": anchor,
-                "anchor_median": round(med[anchor], 3),
-                "ratio": round(ratio, 2),
-            }
-        )
-        print(
-            f"{label:20} {med[key]:8.2f} {unit:3}  {anchor} {med[anchor]:7.2f}  ratio {ratio:.2f}"
-        )
+    report.add("python -c pass", med["python_pass_s"], "s")
+    for label, key, anchor, unit in (
+        ("time to READY=1", "ready_s", "import mlflow", "s"),
+        ("time to first poll", "first_poll_s", "import mlflow", "s"),
+        ("RSS at READY=1", "rss_ready_mib", "import mlflow RSS", "MiB"),
+        ("steady RSS", "rss_steady_mib", "import mlflow RSS", "MiB"),
+    ):
+        base = med["import_mlflow_s"] if unit == "s" else med["import_mlflow_rss_mib"]
+        report.add(label, med[key], unit, anchor_name=anchor, anchor=base)
     ready_after_poll = all(
         r >= p for r, p in zip(samples["ready_s"], samples["first_poll_s"], strict=True)
     )
-    print(f"READY=1 after the first poll in every run: {ready_after_poll}")
-    load_after = os.getloadavg()[0]
-    print(
-        f"python -c pass {med['python_pass_s'] * 1000:.0f} ms;"
-        f" load {load_before:.2f} → {load_after:.2f}"
+    report.add(
+        "READY=1 after the first poll (runs)",
+        sum(r >= p for r, p in zip(samples["ready_s"], samples["first_poll_s"], strict=True)),
+        "runs",
+        target=f"all {args.runs}",
+        met=ready_after_poll,
     )
-    if args.json:
-        doc = {
-            "benchmark": "start",
-            "runs": args.runs,
-            "tracking": args.tracking_uri or "embedded sqlite",
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-            "load_average": {"before": load_before, "after": load_after},
-            "ready_after_first_poll": ready_after_poll,
-            "samples": samples,
-            "rows": report,
-        }
-        args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    sys.exit(report.finish(args.json))
 
 
 if __name__ == "__main__":
