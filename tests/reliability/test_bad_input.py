@@ -336,13 +336,15 @@ def test_file_vanishing_mid_hash_and_symlink_loop(
         stop.set()
         thread.join()
         final = {p.name for p in data.iterdir()}
-        drive(dw, lambda: len(runs(tmp_path)) >= 1, timeout=30)
-        drive(dw, lambda: not dw.outbox.following() and not dw.outbox.pending(), timeout=30)
         assert 300 == len(final)
-        delivered = dw.outbox.last_delivered_hash()
         from pipeline.lineage import compute_manifest
 
-        assert compute_manifest(data).dataset_hash == delivered, "last run is the settled tree"
+        settled = compute_manifest(data).dataset_hash
+        # The last run is the settled tree: wait for that delivery itself (the scan of the
+        # settled tree may come a debounce after an earlier run's outbox went idle).
+        drive(dw, lambda: dw.outbox.last_delivered_hash() == settled, timeout=60)
+        drive(dw, lambda: not dw.outbox.following() and not dw.outbox.pending(), timeout=30)
+        assert settled == dw.outbox.last_delivered_hash(), "last run is the settled tree"
         # A symlink loop (follow_symlinks on): detected and skipped with a logged reason;
         # the scan terminates and covers the regular files only.
         (data / "loop").symlink_to(data, target_is_directory=True)

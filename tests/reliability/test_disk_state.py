@@ -167,9 +167,10 @@ def test_future_schema_makes_watcher_run_exit_1_naming_the_db(tmp_path: Path) ->
 @pytest.mark.parametrize(
     "how", [pytest.param("read-only-mount", marks=pytest.mark.root), "parent-is-a-file"]
 )
-def test_unwritable_state_dir_exits_1_naming_the_path(tmp_path: Path, how: str) -> None:
-    """An unwritable state dir (a read-only filesystem — root ignores chmod — or a path
-    through a regular file) stops `watcher run` at once: exit 1, the path, no traceback."""
+def test_unusable_state_dir_stops_watcher_run_naming_the_path(tmp_path: Path, how: str) -> None:
+    """An unwritable state dir (a read-only filesystem — root ignores chmod: exit 1, the
+    backend) or a path through a regular file (bad config, caught when the config loads:
+    exit 2) stops `watcher run` at once, naming the path, no traceback."""
     if how == "read-only-mount":
         state_dir = tmp_path / "ro"
         mount_tmpfs(state_dir, "ro,size=1m")
@@ -181,7 +182,7 @@ def test_unwritable_state_dir_exits_1_naming_the_path(tmp_path: Path, how: str) 
     finally:
         if how == "read-only-mount":
             umount(state_dir)
-    assert 1 == done.returncode, done.stderr
+    assert (1 if how == "read-only-mount" else 2) == done.returncode, done.stderr
     assert str(state_dir) in done.stderr
     assert "Traceback" not in done.stderr
     assert 1 == len(done.stderr.strip().splitlines()), done.stderr
