@@ -140,6 +140,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE registry_models ADD COLUMN live_metric TEXT;
     ALTER TABLE registry_models ADD COLUMN live_value REAL;
     """,
+    # 7: event-driven inputs (#18): MLflow webhook deliveries already handled (a replayed
+    # delivery id is refused), and live observations posted to the daemon's intake
+    # (POST /v1/accuracy), kept durably before the 202 and read by the monitor's poll.
+    """
+    CREATE TABLE webhook_deliveries (
+        delivery_id TEXT PRIMARY KEY,
+        event       TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_at ON webhook_deliveries(received_at);
+    CREATE TABLE intake_observations (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        model       TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        metric      TEXT NOT NULL,
+        value       REAL NOT NULL,
+        samples     INTEGER NOT NULL,
+        at          TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX intake_observations_key ON intake_observations(model, version, at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
