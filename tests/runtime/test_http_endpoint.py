@@ -15,6 +15,7 @@ from tests.runtime.conftest import NotifySocket, free_port, promtool, start_watc
 from watcher.runtime.component import Health
 from watcher.runtime.http import HttpEndpoint
 from watcher.runtime.metrics import Metrics
+from watcher.runtime.routes import Reply, Request
 
 
 class _Toggle:
@@ -203,3 +204,36 @@ def test_a_trickling_client_is_cut_at_the_connection_deadline(
             except OSError:  # reset or broken pipe: cut as well
                 closed = True
         assert closed, "the server kept a trickling connection for 60 s"
+
+
+class _Echo:
+    """A write route (runtime.routes.Route) that echoes what it was given."""
+
+    path = "/v1/echo"
+    methods: tuple[str, ...] = ("POST",)
+    max_body = 16
+
+    def handle(self, request: Request) -> Reply:
+        if request.body == b"boom":
+            raise RuntimeError("handler bug")
+        return Reply(202, {"body": request.body.decode(), "ctype": request.headers["x-kind"]})
+
+
+def test_write_routes_limits_and_errors() -> None:
+    """A route gets the body and lower-case headers; an oversized body is 413 unread, a
+    wrong method 405, an unknown path 404, a handler that raises 500 (the server lives)."""
+    ep = HttpEndpoint("127.0.0.1:0", [], metrics=Metrics(), routes=[_Echo()])
+    ep.start()
+    try:
+        host, port = ep.address
+        url = f"http://{host}:{port}/v1/echo"
+        with httpx.Client(timeout=10) as c:
+            ok = c.post(url, content=b"hello", headers={"X-Kind": "t"})
+            assert (202, {"body": "hello", "ctype": "t"}) == (ok.status_code, ok.json())
+            assert 413 == c.post(url, content=b"x" * 17).status_code
+            assert 405 == c.get(url).status_code
+            assert 404 == c.post(url + "x", content=b"").status_code
+            assert 500 == c.post(url, content=b"boom", headers={"X-Kind": "t"}).status_code
+            assert 200 == c.get(f"http://{host}:{port}/metrics").status_code
+    finally:
+        ep.stop()

@@ -30,6 +30,7 @@ from watcher.errors import ConfigError
 from watcher.runtime.component import Component, Health
 from watcher.runtime.logging import get_logger
 from watcher.runtime.metrics import CONTENT_TYPE, METRICS, Metrics
+from watcher.runtime.routes import Reply, Request, Route, error
 
 log = get_logger("watcher.runtime.http")
 
@@ -155,9 +156,48 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(body=False)
 
+    def do_POST(self) -> None:
+        route = self.server.endpoint.routes.get(self.path.split("?", 1)[0])
+        if route is None:
+            self._reply(error(HTTPStatus.NOT_FOUND, "not found"))
+        elif "POST" not in route.methods:
+            self._reply(error(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed"))
+        else:
+            self._reply(self._call(route))
+
+    def _call(self, route: Route) -> Reply:
+        length = self.headers.get("Content-Length", "")
+        if not length.isdigit():
+            return error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        if int(length) > route.max_body:
+            self.close_connection = True  # the body is not read: do not parse it as a request
+            return error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {route.max_body} bytes")
+        body = self.rfile.read(int(length))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = Request("POST", route.path, headers, body, self.client_address[0])
+        try:
+            return route.handle(request)
+        except Exception as exc:
+            log.warning("http_route_failed", path=route.path, error=f"{type(exc).__name__}")
+            return error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+
+    def _reply(self, reply: Reply) -> None:
+        payload = (json.dumps(dict(reply.body), default=str, sort_keys=True) + "\n").encode()
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _serve(self, *, body: bool) -> None:
         path = self.path.split("?", 1)[0]
         endpoint = self.server.endpoint
+        if path in endpoint.routes and path not in ("/healthz", "/metrics"):
+            self._reply(error(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed"))
+            return
         if path == "/healthz":
             ok, doc = endpoint.healthz()
             status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
@@ -190,8 +230,10 @@ class HttpEndpoint:
         components: Sequence[Component],
         *,
         metrics: Metrics | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         self.host, self.port = parse_listen(listen)
+        self.routes = {r.path: r for r in routes}
         # The list is shared with build_components, so components added later are seen.
         self.components = components
         self.metrics = metrics or METRICS
@@ -223,7 +265,8 @@ class HttpEndpoint:
         )
         self._thread.start()
         host, port = self.address
-        log.info("http_listening", url=f"http://{host}:{port}/", paths=["/healthz", "/metrics"])
+        paths = ["/healthz", "/metrics", *self.routes]
+        log.info("http_listening", url=f"http://{host}:{port}/", paths=paths)
 
     def tick(self) -> float:
         checks = tuple(safe_health(c) for c in self.components if c is not self)
