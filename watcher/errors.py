@@ -41,6 +41,14 @@ class RegistryUnavailable(RegistryError):
     """The registry could not be reached at all (connection refused, timeout, 5xx)."""
 
 
+class ObservationsUnavailable(BackendError):
+    """A live-observation source (Prometheus, …) cannot be read: an outage, never a breach."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+
+
 class TriggerError(BackendError):
     pass
 
