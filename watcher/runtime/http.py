@@ -123,8 +123,9 @@ class HttpEndpoint:
             warn_every=WARN_EVERY,
         )
         app = build_app(self.healthz, self.metrics.render, CONTENT_TYPE, list(self.routes.values()))
-        self._server = ServerThread(app, sock, limits)
-        self._server.start()
+        server = ServerThread(app, sock, limits)
+        server.start()
+        self._server = server
         host, port = self.address
         paths = ["/healthz", "/metrics", *self.routes]
         log.info("http_listening", url=f"http://{_url_host(host)}:{port}/", paths=paths)

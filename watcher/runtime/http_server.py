@@ -182,8 +182,11 @@ class ServerThread:
 
     def start(self, timeout: float = 60.0) -> None:
         self._thread.start()
-        if not self._server.serving.wait(timeout):
-            raise RuntimeError("the HTTP server did not start")
+        deadline = time.monotonic() + timeout
+        while not self._server.serving.wait(0.05):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self._sock.close()
+                raise RuntimeError("the HTTP server did not start (see http_server_failed)")
 
     @property
     def alive(self) -> bool:
@@ -201,6 +204,8 @@ class ServerThread:
         loop.set_exception_handler(self._loop_error)
         try:
             loop.run_until_complete(self._serve())
+        except Exception as exc:  # a bug: one line, and health() turns false
+            log.error("http_server_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             loop.close()
 
