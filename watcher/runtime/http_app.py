@@ -61,7 +61,10 @@ async def _body(request: StarletteRequest, limit: int) -> bytes | None:
 
 async def _write(route: Route, request: StarletteRequest) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
-    if "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", ""):
+    if (
+        "content-length" not in headers
+        and "chunked" not in headers.get("transfer-encoding", "").lower()
+    ):
         return _json(error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required"))
     try:
         body = await _body(request, route.max_body)
