@@ -25,7 +25,6 @@ from tests.runtime.conftest import (
     WATCHER,
     NotifySocket,
     free_port,
-    notify_socket,  # noqa: F401  (the fixture, shared with tests/runtime)
     start_watcher,
     stop_watcher,
 )
@@ -150,4 +149,4 @@ def test_reports_via_the_daemon_alert_at_once_and_survive_a_kill(
     finally:
         out += stop_watcher(proc)
     assert TOKEN not in out
-    print(f"report to ModelAccuracyLow firing: {took:.1f} s")  # noqa: T201
+    print(f"report to ModelAccuracyLow firing: {took:.1f} s")

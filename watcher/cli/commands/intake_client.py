@@ -7,6 +7,7 @@ token), 1 when it is unreachable or fails (5xx), naming the URL, never the token
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from watcher.monitor.reports import Report
 
 TIMEOUT = 10.0  # seconds: connect, write and read; the daemon commits one row then answers
+MAX_REPLY = 64 * 1024  # bytes of the daemon's answer read (it is a small JSON object)
 PATH = "/v1/accuracy"
 
 
@@ -48,30 +50,44 @@ def post_report(config: Config, report: Report, names: Mapping[str, str]) -> Pos
             "--via-daemon: set http.listen and http.token as the daemon has them "
             "(its intake is served only with both)"
         )
-    import httpx
-
     url = intake_url(http.listen)
-    body: dict[str, Any] = {
+    fields: dict[str, Any] = {
         "model": report.model,
         "metric": report.metric,
         "value": report.value,
         "samples": report.samples,
     }
     if report.version is not None:
-        body["version"] = report.version
+        fields["version"] = report.version
     if report.at is not None:
-        body["at"] = report.at.isoformat()
-    headers = {"Authorization": f"Bearer {http.token.get_secret_value()}"}
+        fields["at"] = report.at.isoformat()
+    status, content = _post(url, json.dumps(fields).encode(), http.token.get_secret_value())
+    return _answer(url, status, _json(content), names)
+
+
+def _post(url: str, body: bytes, token: str) -> tuple[int, bytes]:
+    """(status, body) of one POST; BackendError when the daemon cannot be reached. Plain
+    http.client: no proxy from the environment and no redirect ever sees the token (and
+    httpx would import rich, ~100 ms, through its own command line)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=TIMEOUT)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
     try:
-        resp = httpx.post(url, json=body, headers=headers, timeout=TIMEOUT)
-    except httpx.HTTPError as exc:
-        raise BackendError(f"the daemon at {url} is unreachable: {type(exc).__name__}") from None
-    return _answer(url, resp.status_code, _json(resp.content), names)
+        conn.request("POST", parts.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return int(resp.status), resp.read(MAX_REPLY)
+    except (OSError, http.client.HTTPException) as exc:  # refused, timed out, reset
+        raise BackendError(
+            f"the daemon at {url} is unreachable: {exc or type(exc).__name__}"
+        ) from None
+    finally:
+        conn.close()
 
 
 def _json(content: bytes) -> dict[str, Any]:
-    import json
-
     try:
         doc = json.loads(content)
     except ValueError:
