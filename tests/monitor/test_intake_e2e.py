@@ -150,3 +150,42 @@ def test_reports_via_the_daemon_alert_at_once_and_survive_a_kill(
         out += stop_watcher(proc)
     assert TOKEN not in out
     print(f"report to ModelAccuracyLow firing: {took:.1f} s")
+
+
+def test_a_breach_reported_to_the_intake_rolls_back(
+    mlflow_server: str, tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """rollback.auto: v2 breaching on intake reports → Production back on v1, at once."""
+    model = "intake-rollback"
+    shutil.copytree(REPO / "examples" / "data", tmp_path / "train-data")
+    train(mlflow_server, tmp_path / "train-data", model)  # v1
+    train(mlflow_server, tmp_path / "train-data", model)  # v2, Production (was v1)
+    port = free_port()
+    env = {
+        "WATCHER_MLFLOW__TRACKING_URI": mlflow_server,
+        "WATCHER_HTTP__LISTEN": f"127.0.0.1:{port}",
+        "WATCHER_HTTP__TOKEN": TOKEN,
+        "WATCHER_MONITOR__MODELS": model,
+        "WATCHER_MONITOR__POLL_INTERVAL": "1h",
+        "WATCHER_ROLLBACK__AUTO": "true",
+    }
+    proc = start_watcher(tmp_path, notify_socket, extra_env=env)
+    try:
+        notify_socket.wait_for("READY=1", timeout=DEADLINE)
+        body = {"model": model, "version": "2", "accuracy": 0.4, "samples": 500}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        url = f"http://127.0.0.1:{port}/v1/accuracy"
+        assert 202 == httpx.post(url, json=body, headers=auth, timeout=30).status_code
+
+        def production() -> str | None:
+            with db(tmp_path) as conn:
+                row = conn.execute(
+                    "SELECT to_version FROM rollback_journal WHERE model = ? AND step = 'done'",
+                    (model,),
+                ).fetchone()
+            return None if row is None else str(row[0])
+
+        assert "1" == wait_until("the rollback to v1", production)
+    finally:
+        out = stop_watcher(proc)
+    assert TOKEN not in out

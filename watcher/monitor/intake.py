@@ -32,6 +32,7 @@ from watcher.runtime.state import StateStore, open_state
 PATH = "/v1/accuracy"
 MAX_BODY = 16 * 1024  # bytes; a report is about 150
 RETRY_AFTER = "60"  # seconds, when the table is full or the state DB fails
+WARN_EVERY = 60.0  # seconds between warnings about refused tokens
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="registry-watcher"'}
 log = get_logger("watcher.monitor.intake")
 
@@ -58,10 +59,12 @@ class AccuracyIntake:
         self.clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._state: StateStore | None = None
+        self._unauthorized = 0
+        self._warned_at = -WARN_EVERY
 
     def handle(self, request: Request) -> Reply:
         if not self._authorized(request.headers.get("authorization", "")):
-            log.info("intake_unauthorized", client=request.client)
+            self._refused(request.client)
             return Reply(401, {"error": "missing or wrong bearer token"}, UNAUTHORIZED)
         now = self.clock.now()
         try:
@@ -93,6 +96,17 @@ class AccuracyIntake:
         )
         self.hint(stored.model)
         return Reply(202, _body(stored))
+
+    def _refused(self, client: str) -> None:
+        """Warn of refused requests at most every WARN_EVERY seconds: a client guessing
+        tokens must not flood the journal."""
+        with self._lock:
+            self._unauthorized += 1
+            now = self.clock.monotonic()
+            if now - self._warned_at < WARN_EVERY:
+                return
+            count, self._unauthorized, self._warned_at = self._unauthorized, 0, now
+        log.warning("intake_unauthorized", client=client, refused=count)
 
     def _authorized(self, header: str) -> bool:
         scheme, _, given = header.strip().partition(" ")

@@ -169,10 +169,9 @@ class _Schedule:
     def running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)
 
-    def submit(self, job: Callable[[], object]) -> None:
-        """Run ``job`` once on the poll thread, after whatever it is doing (never beside)."""
-        if self._worker is not None:
-            self._worker.submit(job)
+    def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[Any] | None:
+        """``job`` on the poll thread, after the poll running now (None: not started)."""
+        return None if self._worker is None else self._worker.submit(job)
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -403,7 +402,9 @@ class Monitor:
             if self._hinted:
                 return
             self._hinted = True
-        self._schedule.submit(self._hinted_poll)
+        if self._schedule.submit(self._hinted_poll) is None:  # not polling (yet): next poll
+            with self._hint_lock:
+                self._hinted = False
 
     def _hinted_poll(self) -> None:
         with self._hint_lock:
