@@ -293,3 +293,34 @@ class TestConfig:
             {"http": {"listen": "127.0.0.1:9464", "token": TOKEN}, "state": {"dir": str(tmp_path)}}
         )
         assert ["/v1/accuracy"] == [r.path for r in build_routes(with_token, _Monitor())]  # type: ignore[arg-type]
+
+
+def test_report_metric_via_the_daemon_prints_what_was_stored(
+    intake: Intake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "token").write_text(TOKEN, encoding="utf-8")
+    listen = intake.url.removeprefix("http://").removesuffix("/v1/accuracy")
+    cfg = tmp_path / "w.toml"
+    cfg.write_text(
+        f"[state]\ndir = '{tmp_path / 'cli-state'}'\n"
+        f"[http]\nlisten = '{listen}'\ntoken_file = '{tmp_path / 'token'}'\n",
+        encoding="utf-8",
+    )
+    argv = ["--config", str(cfg), "report-metric", "--via-daemon", "--model", MODEL]
+    assert 0 == main([*argv, "--metric", "rmse", "--value", "41.5", "--samples", "9", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert (MODEL, "2", "rmse", 41.5, 9) == (
+        doc["model"],
+        doc["version"],
+        doc["metric"],
+        doc["rmse"],
+        doc["samples"],
+    )
+    assert [(doc["id"], MODEL, "2", "rmse", 41.5, 9)] == intake.rows()
+    # Refused by the daemon (the registry has no v7): exit 2, named as the option.
+    assert 2 == main(
+        [*argv, "--version", "7", "--metric", "rmse", "--value", "1", "--samples", "9"]
+    )
+    err = capsys.readouterr().err
+    assert f"error: --version: model '{MODEL}' has no version 7 (the daemon at {intake.url})" in err
+    assert TOKEN not in err
