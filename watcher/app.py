@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from watcher.data.watcher import DataWatcher
     from watcher.monitor.evaluator import Evaluator
     from watcher.monitor.poll import Monitor
-    from watcher.ports import AlertSink, RunHooks, Trigger
+    from watcher.ports import AlertSink, ObservationSource, RunHooks, Trigger
     from watcher.runtime.clock import Clock
     from watcher.runtime.component import Component
+    from watcher.runtime.routes import Route
     from watcher.runtime.state import StateStore
     from watcher.trigger.delivery import Delivery
 
@@ -68,8 +69,21 @@ def build_components(
         # Last, so it starts after and stops before what it reports on.
         from watcher.runtime.http import HttpEndpoint
 
-        components.append(HttpEndpoint(config.http.listen, components))
+        routes = build_routes(config, monitor)
+        components.append(HttpEndpoint(config.http.listen, components, routes=routes))
     return components
+
+
+def build_routes(config: Config, monitor: Monitor) -> list[Route]:
+    """The write endpoints; each exists only when its secret is configured."""
+    routes: list[Route] = []
+    if config.http.token is not None:
+        from watcher.monitor.intake import AccuracyIntake
+
+        token = config.http.token.get_secret_value()
+        intake = AccuracyIntake(token, config.monitor.models, config.state.dir, monitor.hint)
+        routes.append(intake)
+    return routes
 
 
 def build_monitor(
@@ -81,11 +95,18 @@ def build_monitor(
     from watcher.rollback.journal import JournalReader
     from watcher.runtime.metrics import METRICS
 
+    source: ObservationSource = FeedbackReader(registry)
+    if config.http.token is not None:  # the intake is on: its table is a source too
+        from watcher.monitor.intake_store import IntakeObservations
+        from watcher.monitor.sources import Combined
+
+        intake = IntakeObservations(config.state.dir, config.monitor.policy_for)
+        source = Combined([source, intake])
     return Monitor(
         config.monitor,
         state,
         registry,
-        FeedbackReader(registry),
+        source,
         alerts,
         metrics=METRICS,
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart

@@ -55,6 +55,9 @@ MAX_WINDOW = 10_000  # observations per model version the policy looks at
 MAX_CONFIG_BYTES = 4 << 20
 MAX_SECRET_BYTES = 64 << 10
 _NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+# http.token: long enough not to be guessed, short and plain enough for a header.
+MIN_TOKEN, MAX_TOKEN = 16, 1024
+_TOKEN = re.compile(rf"[\x21-\x7e]{{{MIN_TOKEN},{MAX_TOKEN}}}")
 SHIPPED_DAG = "train_pipeline"  # dags/train_pipeline.py: trains pipeline.estimator
 
 
@@ -536,9 +539,32 @@ class AlertsConfig(Section):
     email: EmailConfig = _default()
 
 
-class HttpConfig(Section):
+class HttpConfig(SecretsSection):
     listen: str | None = None
     allow_public: bool = False
+    # The bearer token of the write endpoints (POST /v1/accuracy): they exist only with it.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        # Never quote the value: a message naming the rule is enough.
+        if v is not None and not _TOKEN.fullmatch(v.get_secret_value()):
+            raise ValueError(
+                f"must be {MIN_TOKEN} to {MAX_TOKEN} printable ASCII characters without "
+                "spaces (e.g. the output of `openssl rand -hex 32`)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _token_needs_listen(self) -> HttpConfig:
+        if self.token is not None and not self.listen:
+            raise ValueError(
+                "http.token: the intake it guards is served on http.listen, which is not set: "
+                "set http.listen too (or drop http.token)"
+            )
+        return self
 
     @field_validator("listen")
     @classmethod

@@ -50,6 +50,7 @@ MLFLOW_SOURCE = "monitor.mlflow"
 MLFLOW_DOWN_ALERT = "MlflowUnreachable"
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
 STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
+HINT_MIN_GAP = 1.0  # seconds from one poll's start to a hinted one's
 
 
 class _DaemonWorker(concurrent.futures.Executor):
@@ -167,6 +168,10 @@ class _Schedule:
 
     def running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)
+
+    def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[Any] | None:
+        """``job`` on the poll thread, after the poll running now (None: not started)."""
+        return None if self._worker is None else self._worker.submit(job)
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -321,6 +326,9 @@ class Monitor:
         self._first_poll = OncePerCause()
         self._last_ok: datetime | None = None
         self._last_poll: PollResult | None = None
+        self._hint_lock = threading.Lock()
+        self._hinted = False  # a hinted poll is queued and has not started yet
+        self._poll_started = -HINT_MIN_GAP
 
     # Lifecycle ------------------------------------------------------------
 
@@ -352,7 +360,7 @@ class Monitor:
         """Read the registry and observations once; queue the result for tick()."""
         if self.stop_event.is_set():
             return None
-        started = time.monotonic()
+        started = self._poll_started = time.monotonic()
         calls_before = int(getattr(self.registry, "calls", 0))
         result: PollResult | None = None
         for attempt in (1, 2):
@@ -385,6 +393,27 @@ class Monitor:
         if self._wake is not None:
             self._wake()
         return result
+
+    def hint(self, model: str) -> None:
+        """Thread-safe: new observations of ``model`` arrived (the daemon's intake): poll
+        once more right after the current poll, not at the next interval. Hints coalesce:
+        at most one such poll waits at a time."""
+        with self._hint_lock:
+            if self._hinted:
+                return
+            self._hinted = True
+        if self._schedule.submit(self._hinted_poll) is None:  # not polling (yet): next poll
+            with self._hint_lock:
+                self._hinted = False
+
+    def _hinted_poll(self) -> None:
+        with self._hint_lock:
+            self._hinted = False
+        # A stream of reports must not turn into back-to-back polls of MLflow.
+        gap = HINT_MIN_GAP - (time.monotonic() - self._poll_started)
+        if gap > 0 and self.stop_event.wait(gap):
+            return
+        self.poll_once()
 
     # Deciding (daemon thread) ------------------------------------------------
 
