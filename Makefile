@@ -64,7 +64,7 @@ system-deps:
 # The embedded defaults (sqlite store, local trigger backend) need the [pipeline] extra,
 # not Airflow; `uv run` adds what is missing and removes nothing.
 run: | $(UV)
-	$(UV) run --locked --extra pipeline watcher run
+	$(UV) run --locked --extra pipeline --no-dev watcher run
 
 lint: sync
 	$(UV) run --locked ruff format --check .
