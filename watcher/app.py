@@ -26,9 +26,7 @@ def build_components(
 ) -> list[Component]:
     """Components in start order (stopped in reverse). ``registry``: the process's MLflow
     adapter when the caller has one already (the demo); else it is built here."""
-    from watcher.backends.mlflow_models import MlflowModels
     from watcher.backends.mlflow_registry import MlflowRegistry
-    from watcher.drift.watch import DriftWatch
     from watcher.rollback.auto import AutoRollback
     from watcher.runtime.alerting import Alerting
     from watcher.runtime.clock import SystemClock
@@ -41,8 +39,8 @@ def build_components(
     # One MLflow adapter for every component and thread (the poll thread, its read pool,
     # the main loop): it is thread-safe and counts calls per thread.
     registry = registry or MlflowRegistry.from_config(config)
-    drift = DriftWatch(config, state, registry, MlflowModels(registry), clock, alerting)
-    data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
+    drift = build_drift(config, state, registry, clock, alerting)
+    data, delivery = build_data_side(config, state, hooks=drift, clock=clock)
     monitor = build_monitor(config, state, registry, alerting)
     rollback = AutoRollback(
         config.rollback,
@@ -84,6 +82,24 @@ def build_routes(config: Config, monitor: Monitor) -> list[Route]:
         intake = AccuracyIntake(token, config.monitor.models, config.state.dir, monitor.hint)
         routes.append(intake)
     return routes
+
+
+def build_drift(
+    config: Config, state: StateStore, registry: MlflowRegistry, clock: Clock, alerts: AlertSink
+) -> list[RunHooks]:
+    """The drift hooks, or none on a lean install (no [pipeline] extra: no pandas, scipy
+    to read and score the data; explicit drift.* keys were refused at start)."""
+    from watcher.extras import INSTALL_HINT, pipeline_installed
+
+    if not pipeline_installed():
+        from watcher.runtime.logging import get_logger
+
+        get_logger("watcher.drift").info("drift_checks_off", reason=f"needs {INSTALL_HINT}")
+        return []
+    from watcher.backends.mlflow_models import MlflowModels
+    from watcher.drift.watch import DriftWatch
+
+    return [DriftWatch(config, state, registry, MlflowModels(registry), clock, alerts)]
 
 
 def build_monitor(

@@ -173,7 +173,11 @@ class MlflowRegistry:
 
     @classmethod
     def from_config(cls, config: Config) -> MlflowRegistry:
-        """The adapter the ``[mlflow]`` settings describe (app.py and the CLI build one)."""
+        """The adapter the ``[mlflow]`` settings describe (app.py and the CLI build one);
+        ConfigError when the store needs the [pipeline] extra and this install lacks it."""
+        from watcher.extras import require, store_needs
+
+        require(store_needs(config))
         m = config.mlflow
         return cls(
             config.tracking_uri,
