@@ -68,7 +68,8 @@ def build_components(
         # Last, so it starts after and stops before what it reports on.
         from watcher.runtime.http import HttpEndpoint
 
-        components.append(HttpEndpoint(config.http.listen, components))
+        routes = [monitor.receiver] if monitor.receiver is not None else []
+        components.append(HttpEndpoint(config.http.listen, components, routes=routes))
     return components
 
 
@@ -79,8 +80,28 @@ def build_monitor(
     from watcher.backends.mlflow_observations import FeedbackReader
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
+    from watcher.runtime.clock import SystemClock
     from watcher.runtime.metrics import METRICS
 
+    receiver = webhooks = None
+    hooks = config.monitor.webhooks
+    if hooks.secret is not None:  # registry webhooks: the receiver and their health
+        from watcher.backends.mlflow_webhooks import MlflowWebhooks
+        from watcher.monitor.webhook_health import WebhookHealth
+        from watcher.monitor.webhooks import Receiver
+
+        clock = SystemClock()
+        secret = hooks.secret.get_secret_value()
+        receiver = Receiver(
+            secret, hooks.tolerance, config.monitor.models, config.state.dir, clock, metrics=METRICS
+        )
+        webhooks = WebhookHealth(
+            MlflowWebhooks(registry),
+            config.webhook_url,
+            receiver.last_delivery,
+            config.monitor.reconcile_interval,
+            clock,
+        )
     return Monitor(
         config.monitor,
         state,
@@ -89,6 +110,8 @@ def build_monitor(
         alerts,
         metrics=METRICS,
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+        receiver=receiver,
+        webhooks=webhooks,
     )
 
 

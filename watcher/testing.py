@@ -102,6 +102,13 @@ class FakeRegistry:
             if matches(name, patterns)
         ]
 
+    def model_snapshot(self, name: str) -> ModelSnapshot | None:
+        self._enter()
+        versions = self._models.get(name)
+        if versions is None:
+            return None
+        return ModelSnapshot(name, self._production.get(name), dict(versions))
+
     def model_exists(self, name: str) -> bool:
         self._enter()
         return name in self._models

@@ -25,6 +25,7 @@ from alerts.model import Alert, make_alert
 from watcher.errors import RegistryError, RegistryUnavailable, StateError
 from watcher.monitor.accuracy import AccuracyWatch
 from watcher.monitor.changes import RegistryChanges
+from watcher.ports import matches
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Health
@@ -35,6 +36,8 @@ from watcher.runtime.state import META_LAST_POLL, StateStore, iso
 if TYPE_CHECKING:
     from watcher.config import MonitorConfig
     from watcher.monitor.policy import Decision, Observation, PolicyState
+    from watcher.monitor.webhook_health import WebhookHealth
+    from watcher.monitor.webhooks import Receiver
     from watcher.ports import (
         AlertSink,
         ModelSnapshot,
@@ -111,6 +114,7 @@ class PollResult:
     error: str | None = None
     seconds: float = 0.0
     calls: int = 0
+    only: frozenset[str] | None = None  # a webhook hint's read of these models; None: all
 
 
 class _Schedule:
@@ -167,6 +171,16 @@ class _Schedule:
 
     def running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)
+
+    def set_interval(self, seconds: float) -> None:
+        """The next poll ``seconds`` from now, and every ``seconds`` after it."""
+        if self._scheduler is not None and seconds != self.interval:
+            self.interval = seconds
+            self._scheduler.reschedule_job("registry-poll", trigger="interval", seconds=seconds)
+
+    def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[Any] | None:
+        """``job`` on the poll thread, after the poll running now (None: not started)."""
+        return None if self._worker is None else self._worker.submit(job)
 
     def stop(self) -> None:
         if self._scheduler is not None:
@@ -281,6 +295,62 @@ class _Outage:
         self.alerts.evaluate(MLFLOW_SOURCE, active)
 
 
+class _Hooks:
+    """Registry webhooks as seen from the main loop: hints become reads on the poll
+    thread (one at a time: hints meanwhile coalesce), and the poll cadence follows the
+    webhooks' health (reconcile_interval while healthy, else poll_interval)."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        schedule: _Schedule,
+        receiver: Receiver | None,
+        webhooks: WebhookHealth | None,
+    ) -> None:
+        self.config = config
+        self.schedule = schedule
+        self.receiver = receiver
+        self.webhooks = webhooks
+        self._reading: concurrent.futures.Future[Any] | None = None
+        self._healthy = False  # the cadence set last
+        self._warned = False
+
+    def follow_hints(self, read: Callable[[], object]) -> None:
+        if self.receiver is None or not self.receiver.hints.pending():
+            return
+        if self._reading is None or self._reading.done():
+            self._reading = self.schedule.submit(read)
+
+    def follow_cadence(self) -> None:
+        if self.webhooks is None:
+            return
+        status = self.webhooks.status()
+        if not status.healthy and status.checked_at is not None and not self._warned:
+            self._warned = True  # once per episode (the first check failing included)
+            log.warning("webhooks_fallback", reason=status.reason, poll_every=self.poll_every)
+        if status.healthy == self._healthy:
+            return
+        self._healthy = status.healthy
+        if status.healthy:
+            self._warned = False
+            log.info("webhooks_healthy", poll_every=self.config.reconcile_interval)
+        self.schedule.set_interval(self.poll_every)
+
+    @property
+    def poll_every(self) -> float:
+        healthy = self._healthy
+        return self.config.reconcile_interval if healthy else self.config.poll_interval
+
+    def detail(self) -> dict[str, object]:
+        if self.webhooks is None:
+            return {}
+        status = self.webhooks.status()
+        out: dict[str, object] = {"webhooks": "healthy" if status.healthy else "fallback"}
+        if status.reason:
+            out["webhooks_reason"] = status.reason
+        return out
+
+
 class Monitor:
     """The daemon component. Tests call ``poll_once()`` and ``tick()`` with a fake clock.
 
@@ -301,6 +371,8 @@ class Monitor:
         moves: ProductionMoves | None = None,
         use_scheduler: bool = True,
         retry_delay: float = RETRY_DELAY,
+        receiver: Receiver | None = None,
+        webhooks: WebhookHealth | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -321,6 +393,9 @@ class Monitor:
         self._first_poll = OncePerCause()
         self._last_ok: datetime | None = None
         self._last_poll: PollResult | None = None
+        self.receiver = receiver
+        self.webhooks = webhooks
+        self._hooks = _Hooks(config, self._schedule, receiver, webhooks)
 
     # Lifecycle ------------------------------------------------------------
 
@@ -329,6 +404,8 @@ class Monitor:
         sleep, and a changed verdict is read by rollback in the next pass whatever the
         component order (a breach reaches the rollback policy in milliseconds)."""
         self._wake = wake
+        if self.receiver is not None:
+            self.receiver.bind_wake(wake)
 
     def start(self) -> None:
         self.changes.load()
@@ -340,6 +417,8 @@ class Monitor:
     def stop(self) -> None:
         self.stop_event.set()
         self._schedule.stop()
+        if self.receiver is not None:
+            self.receiver.close()
 
     def warming_up(self) -> bool:
         """True until the first poll's result (or its failure) has been handled: the daemon
@@ -376,6 +455,8 @@ class Monitor:
                 result = PollResult(self.clock.now(), None, error=f"{type(exc).__name__}: {exc}")
                 break
         assert result is not None  # noqa: S101
+        if self.webhooks is not None and result.snapshots is not None:
+            self.webhooks.check()  # after a full poll: MLflow answers
         calls = int(getattr(self.registry, "calls", 0)) - calls_before
         seconds = time.monotonic() - started
         result = PollResult(
@@ -388,9 +469,31 @@ class Monitor:
 
     # Deciding (daemon thread) ------------------------------------------------
 
+    def read_hinted(self) -> PollResult | None:
+        """Read afresh the models webhooks hinted at (poll thread); queue it for tick()."""
+        if self.receiver is None or self.stop_event.is_set():
+            return None
+        names = {n for n in self.receiver.hints.drain() if matches(n, self.config.models)}
+        if not names:
+            return None
+        try:
+            snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
+            wanted = [(s.name, s.production) for s in snaps if s.production is not None]
+            obs = self.source.observations(wanted) if self.source is not None else {}
+        except (Exception, stopping.Stopping) as exc:
+            # A hint is only a hint: the next poll reads the truth (and reports an outage).
+            log.info("webhook_hint_read_failed", models=sorted(names), error=str(exc))
+            return None
+        result = PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
+        self._results.put(result)
+        if self._wake is not None:
+            self._wake()
+        return result
+
     def tick(self) -> float | None:
         now = self.clock.now()
         self._overruns.check_started()
+        self._hooks.follow_hints(self.read_hinted)
         changed = handled = False
         while True:
             try:
@@ -399,6 +502,7 @@ class Monitor:
                 break
             changed |= self._handle(result, now)
             handled = True
+        self._hooks.follow_cadence()
         due = self.accuracy.due
         if not handled and due is not None and now >= due:
             changed |= self.accuracy.evaluate(now)  # `for` / keep_firing_for elapsed
@@ -409,6 +513,8 @@ class Monitor:
 
     def _handle(self, result: PollResult, now: datetime) -> bool:
         """One poll's result; true when a verdict changed."""
+        if result.only is not None:
+            return self._handle_hinted(result, now)
         self._last_poll = result
         self._overruns.check_ended(result.seconds)
         if result.snapshots is None:
@@ -431,6 +537,14 @@ class Monitor:
         self.changes.apply(result.snapshots, now)
         production = {s.name: s.production for s in result.snapshots}
         self.accuracy.observe(production, result.observations, result.at)
+        return self.accuracy.evaluate(now)
+
+    def _handle_hinted(self, result: PollResult, now: datetime) -> bool:
+        """A webhook hint's read: the diff and the policy of those models only."""
+        snaps = result.snapshots or []
+        self.changes.apply(snaps, now, only=result.only)
+        production = {s.name: s.production for s in snaps}
+        self.accuracy.observe(production, result.observations, result.at, only=result.only)
         return self.accuracy.evaluate(now)
 
     def _restore_last_poll(self) -> None:
@@ -473,6 +587,7 @@ class Monitor:
             detail["poll_overruns"] = overruns
         if firing := self.accuracy.firing():
             detail["accuracy_firing"] = firing
+        detail.update(self._hooks.detail())
         # MLflow being down is reported (detail, alert) but is not a reason for systemd to
         # restart us: restarting cannot bring MLflow back. A dead poll thread is.
         alive = not self.use_scheduler or self._schedule.running()
