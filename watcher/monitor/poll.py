@@ -348,6 +348,8 @@ class _Hooks:
         out: dict[str, object] = {"webhooks": "healthy" if status.healthy else "fallback"}
         if status.reason:
             out["webhooks_reason"] = status.reason
+        if status.checked_at is not None:
+            out["webhooks_checked_at"] = iso(status.checked_at)
         return out
 
 
