@@ -62,6 +62,9 @@ class MlflowServer:
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            # A delivery to a receiver that is down fails at once (the default retries a
+            # refused connection for ~7 s, holding the caller of test_webhook).
+            "MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES": "0",
         }
         with (self.root / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
