@@ -112,6 +112,7 @@ def build_monitor(
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart
         receiver=receiver,
         webhooks=webhooks,
+        hint_source=FeedbackReader(registry) if receiver is not None else None,
     )
 
 

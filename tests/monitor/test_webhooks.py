@@ -5,6 +5,7 @@ check that sets the cadence. The real MLflow server: tests/monitor/test_webhooks
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -357,3 +358,40 @@ def test_the_cadence_follows_health_and_warns_once_per_episode(
     mon.poll_once()
     mon.tick()
     assert ("fallback", 30.0) == (mon.health().detail["webhooks"], mon._hooks.poll_every)
+
+
+def test_the_scheduler_interval_follows_the_webhooks(
+    state: StateStore, clock: FakeClock, channels: Channels, receiver: Receiver
+) -> None:
+    """With the real APScheduler job: healthy → the job runs every reconcile_interval;
+    the webhook gone → back to poll_interval."""
+    port = FakeWebhooks(deliver=lambda url: receiver.handle(delivery(clock)).status)
+    port.install(URL, SECRET)
+    hooks = WebhookHealth(port, URL, receiver.last_delivery, 3600.0, clock)
+    reg = FakeRegistry()
+    reg.create_version(MODEL)
+    config = MonitorConfig.model_validate(
+        {"models": ["iris-*"], "poll_interval": "1h", "reconcile_interval": "2h"}
+    )
+    mon = Monitor(
+        config, state, reg, None, channels.alerting, clock=clock, receiver=receiver, webhooks=hooks
+    )
+    mon.start()
+    try:
+
+        def interval() -> float:
+            job = mon._schedule._scheduler.get_job("registry-poll")
+            return float(job.trigger.interval.total_seconds())
+
+        deadline = time.monotonic() + 60
+        while hooks.status().checked_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first poll runs at start, on the poll thread
+        mon.tick()
+        assert (True, 7200.0) == (hooks.status().healthy, interval())
+        port.hooks.clear()
+        clock.advance(7200)
+        mon.poll_once()
+        mon.tick()
+        assert (False, 3600.0) == (hooks.status().healthy, interval())
+    finally:
+        mon.stop()

@@ -375,6 +375,7 @@ class Monitor:
         retry_delay: float = RETRY_DELAY,
         receiver: Receiver | None = None,
         webhooks: WebhookHealth | None = None,
+        hint_source: ObservationSource | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -397,6 +398,9 @@ class Monitor:
         self._last_poll: PollResult | None = None
         self.receiver = receiver
         self.webhooks = webhooks
+        # Hinted reads want a few models: a reader of its own, so the poll's reader keeps
+        # its cache of every model (a reader drops what it was not asked for).
+        self.hint_source = hint_source or observations
         self._hooks = _Hooks(config, self._schedule, receiver, webhooks)
 
     # Lifecycle ------------------------------------------------------------
@@ -481,7 +485,8 @@ class Monitor:
         try:
             snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
             wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-            obs = self.source.observations(wanted) if self.source is not None else {}
+            source = self.hint_source
+            obs = source.observations(wanted) if source is not None else {}
         except (Exception, stopping.Stopping) as exc:
             # A hint is only a hint: the next poll reads the truth (and reports an outage).
             log.info("webhook_hint_read_failed", models=sorted(names), error=str(exc))
