@@ -77,6 +77,8 @@ class WebhookHealth:
             reason = self._probe(now)
         except RegistryError as exc:
             reason = f"cannot check the webhook in MLflow: {exc}"
+        except Exception as exc:  # never the poll's undoing: a check that failed is a reason
+            reason = f"webhook check failed: {type(exc).__name__}: {exc}"
         self._set(HookStatus(reason is None, reason, now))
 
     def _probe(self, started: datetime) -> str | None:
