@@ -55,6 +55,7 @@ class WebhookHealth:
         self.clock = clock
         self._lock = threading.Lock()
         self._status = HookStatus(False, "not checked yet", None)
+        self._checks = 0
 
     def status(self) -> HookStatus:
         with self._lock:
@@ -64,10 +65,15 @@ class WebhookHealth:
         """After a full poll (poll thread): probe when due; never raises for MLflow."""
         now = self.clock.now()
         current = self.status()
-        if current.checked_at is not None:
+        # At most once per reconcile interval (in fallback polls come more often) -- but
+        # the start-up check runs once more at the next poll if it failed: the first poll
+        # may beat the HTTP endpoint to listening.
+        retry_start = self._checks == 1 and not current.healthy
+        if current.checked_at is not None and not retry_start:
             since = (now - current.checked_at).total_seconds()
-            if since < 0.9 * self.reconcile_interval:  # in fallback polls come more often
+            if since < 0.9 * self.reconcile_interval:
                 return
+        self._checks += 1
         last = self.last_delivery()
         recent = max(SELF_TEST_EVERY, self.reconcile_interval)
         if current.healthy and last is not None and (now - last).total_seconds() < recent:
