@@ -392,3 +392,61 @@ def test_infinite_monitor_threshold_from_env_is_refused_naming_the_key() -> None
     with pytest.raises(ConfigError) as exc:
         load_config(None, env={"WATCHER_MONITOR__MAX_RMSE": "inf"})
     assert "monitor.max_rmse: inf is outside the range of rmse" in str(exc.value)
+
+
+# Registry webhooks (#18) -----------------------------------------------------
+
+HOOK_ENV = {
+    "WATCHER_MONITOR__WEBHOOKS__SECRET": "hook-s3cret",
+    "WATCHER_HTTP__LISTEN": "127.0.0.1:9464",
+}
+
+
+def _errors(env: dict[str, str], **overrides: object) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env, overrides=overrides)
+    return "\n".join(err.value.errors)
+
+
+def test_webhooks_enabled_by_a_secret_with_their_url_and_masked() -> None:
+    cfg = load_config(env=HOOK_ENV)
+    assert cfg.monitor.webhooks.enabled
+    assert "http://127.0.0.1:9464/hooks/mlflow" == cfg.webhook_url
+    assert REDACTED == cfg.redacted()["monitor"]["webhooks"]["secret"]
+    assert "hook-s3cret" in cfg.secret_values()
+    assert not load_config(env={}).monitor.webhooks.enabled
+
+
+def test_webhooks_refused_without_listen_in_stage_mode_or_on_a_wildcard() -> None:
+    no_listen = _errors({"WATCHER_MONITOR__WEBHOOKS__SECRET": "x"})
+    assert "monitor.webhooks.secret" in no_listen and "http.listen" in no_listen
+    stage = _errors(HOOK_ENV, **{"mlflow.registry_mode": "stage"})
+    assert "registry_mode" in stage
+    wild = _errors(
+        {**HOOK_ENV, "WATCHER_HTTP__LISTEN": "0.0.0.0:9464"}, **{"http.allow_public": True}
+    )
+    assert "monitor.webhooks.url" in wild
+    assert "monitor.webhooks.secret: must not be empty" in _errors(
+        {**HOOK_ENV, "WATCHER_MONITOR__WEBHOOKS__SECRET": " "}
+    )
+
+
+def test_webhook_secret_never_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[http]\nlisten = '127.0.0.1:9464'\n[monitor.webhooks]\nsecret = 'x'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "WATCHER_MONITOR__WEBHOOKS__SECRET" in "\n".join(err.value.errors)
+
+
+@pytest.mark.parametrize("tolerance", ["5s", "2h"])
+def test_webhook_tolerance_is_bounded(tolerance: str) -> None:
+    text = _errors({**HOOK_ENV, "WATCHER_MONITOR__WEBHOOKS__TOLERANCE": tolerance})
+    assert "monitor.webhooks.tolerance: must be between 10s and 1h" in text
+
+
+def test_reconcile_interval_never_shorter_than_the_poll() -> None:
+    assert 300.0 == load_config(env={}).monitor.reconcile_interval
+    long_poll = load_config(env={}, overrides={"monitor.poll_interval": "1h"})
+    assert 3600.0 == long_poll.monitor.reconcile_interval  # left unset: follows the poll
+    text = _errors({}, **{"monitor.poll_interval": "10m", "monitor.reconcile_interval": "5m"})
+    assert "monitor.reconcile_interval: 5m is shorter than monitor.poll_interval (10m)" in text

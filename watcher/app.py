@@ -74,7 +74,7 @@ def build_components(
 
 def build_routes(config: Config, monitor: Monitor) -> list[Route]:
     """The write endpoints; each exists only when its secret is configured."""
-    routes: list[Route] = []
+    routes: list[Route] = [monitor.receiver] if monitor.receiver is not None else []
     if config.http.token is not None:
         from watcher.monitor.intake import AccuracyIntake
 
@@ -106,10 +106,49 @@ def build_monitor(
     config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
 ) -> Monitor:
     """The registry and live-metric poll, reading MLflow through the process's adapter."""
-    from watcher.backends.mlflow_observations import FeedbackReader
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
+    from watcher.runtime.clock import SystemClock
     from watcher.runtime.metrics import METRICS
+
+    receiver = webhooks = None
+    hooks = config.monitor.webhooks
+    if hooks.secret is not None:  # registry webhooks: the receiver and their health
+        from watcher.backends.mlflow_webhooks import MlflowWebhooks
+        from watcher.monitor.webhook_health import WebhookHealth
+        from watcher.monitor.webhooks import Receiver
+
+        clock = SystemClock()
+        secret = hooks.secret.get_secret_value()
+        receiver = Receiver(
+            secret, hooks.tolerance, config.monitor.models, config.state.dir, clock, metrics=METRICS
+        )
+        webhooks = WebhookHealth(
+            MlflowWebhooks(registry),
+            config.webhook_url,
+            receiver.last_delivery,
+            config.monitor.reconcile_interval,
+            clock,
+        )
+    return Monitor(
+        config.monitor,
+        state,
+        registry,
+        build_observations(config, registry),
+        alerts,
+        metrics=METRICS,
+        moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+        receiver=receiver,
+        webhooks=webhooks,
+        # Hinted reads want a few models: sources of their own, so the poll's keep their
+        # cache of every model (a FeedbackReader drops what it was not asked for).
+        hint_source=build_observations(config, registry),
+    )
+
+
+def build_observations(config: Config, registry: MlflowRegistry) -> ObservationSource:
+    """Every configured source of live observations, as one."""
+    from watcher.backends.mlflow_observations import FeedbackReader
 
     source: ObservationSource = FeedbackReader(registry)
     if config.http.token is not None:  # the intake is on: its table is a source too
@@ -118,15 +157,7 @@ def build_monitor(
 
         intake = IntakeObservations(config.state.dir, config.monitor.policy_for)
         source = Combined([source, intake])
-    return Monitor(
-        config.monitor,
-        state,
-        registry,
-        source,
-        alerts,
-        metrics=METRICS,
-        moves=JournalReader(state),  # a rollback after the last poll shows after a restart
-    )
+    return source
 
 
 def build_evaluator(

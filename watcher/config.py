@@ -36,7 +36,7 @@ from pipeline.errors import SettingError
 from pipeline.estimator import DEFAULT_ESTIMATOR, FOREST_KEYS
 from pipeline.lineage import DEFAULT_IGNORE
 from pipeline.metrics import METRICS, resolve_gate, unknown_metric
-from watcher.durations import Duration, PositiveDuration
+from watcher.durations import Duration, PositiveDuration, format_duration, parse_duration
 from watcher.errors import ConfigError
 from watcher.monitor.policy import MAX_SAMPLES, PolicyConfig, range_text
 from watcher.ports import matches
@@ -396,9 +396,48 @@ class MonitorOverride(Section):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+# monitor.webhooks.tolerance: MLflow signs each delivery once and retries it for about
+# a minute (MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES, exponential backoff); clocks drift by
+# seconds. Below 10 s a retry or a skewed clock is refused; past an hour a captured
+# delivery stays replayable for long (and the de-duplication table grows with it).
+MIN_TOLERANCE, MAX_TOLERANCE = 10.0, 3600.0
+DEFAULT_RECONCILE = 300.0
+WEBHOOK_PATH = "/hooks/mlflow"
+
+
+class RegistryWebhooksConfig(SecretsSection):
+    """``[monitor.webhooks]``: MLflow registry webhooks as hints; a secret enables them."""
+
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    url: HttpUrl | None = None  # what MLflow calls (default: http://<http.listen>/hooks/mlflow)
+    tolerance: Duration = 300.0
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("must not be empty (it signs every delivery)")
+        return v
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: float) -> float:
+        if not MIN_TOLERANCE <= v <= MAX_TOLERANCE:
+            raise ValueError("must be between 10s and 1h")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+
 class MonitorConfig(Section):
     models: StrList = Field(default_factory=lambda: ["*"])
     poll_interval: PositiveDuration = 30.0
+    # The full poll's period while registry webhooks are healthy (they deliver the rest).
+    reconcile_interval: PositiveDuration = DEFAULT_RECONCILE
+    webhooks: RegistryWebhooksConfig = _default()
     mlflow_down_alert_after: Duration = 300.0
     # The live metric watched (pipeline/metrics.py: its direction decides a breach) and the
     # value it must meet; ``min_accuracy = 0.9`` / ``max_rmse = 40`` set both at once.
@@ -434,6 +473,29 @@ class MonitorConfig(Section):
                 for pattern, o in overrides.items()
             }
         return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reconcile_default(cls, data: Any) -> Any:
+        """Left unset, reconcile_interval is never shorter than poll_interval (a long
+        poll_interval alone is not a mistake); set explicitly shorter, it is refused."""
+        if isinstance(data, dict) and "reconcile_interval" not in data:
+            try:
+                poll = parse_duration(data.get("poll_interval", 0))
+            except ValueError:
+                return data  # poll_interval's own check names the problem
+            return {**data, "reconcile_interval": max(DEFAULT_RECONCILE, poll)}
+        return data
+
+    @model_validator(mode="after")
+    def _reconcile_not_faster(self) -> MonitorConfig:
+        if self.reconcile_interval < self.poll_interval:
+            raise ValueError(
+                f"monitor.reconcile_interval: {format_duration(self.reconcile_interval)} is "
+                f"shorter than monitor.poll_interval ({format_duration(self.poll_interval)}); "
+                "the reconcile poll replaces the regular poll while webhooks are healthy"
+            )
+        return self
 
     @field_validator("feedback_dir")
     @classmethod
@@ -617,6 +679,34 @@ class Config(Section):
                     "set http.allow_public = true to expose the endpoint"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _webhooks_need_listen(self) -> Config:
+        hooks = self.monitor.webhooks
+        if not hooks.enabled:
+            return self
+        if not self.http.listen:
+            raise ValueError(
+                "monitor.webhooks.secret: the webhook receiver is served on http.listen, "
+                "which is unset; set http.listen or remove monitor.webhooks.secret(_file)"
+            )
+        if self.mlflow.registry_mode != "alias":
+            raise ValueError(
+                "monitor.webhooks.secret: MLflow sends no webhook for stage transitions; "
+                'registry webhooks need mlflow.registry_mode = "alias"'
+            )
+        host = self.http.listen.rpartition(":")[0].strip("[]")
+        if hooks.url is None and host in ("0.0.0.0", "::", ""):  # noqa: S104  (a check)
+            raise ValueError(
+                f"monitor.webhooks.url: http.listen {self.http.listen} is no address MLflow "
+                "can call; set monitor.webhooks.url to the receiver's reachable URL"
+            )
+        return self
+
+    @property
+    def webhook_url(self) -> str:
+        """The URL MLflow delivers to: monitor.webhooks.url, else on http.listen."""
+        return self.monitor.webhooks.url or f"http://{self.http.listen}{WEBHOOK_PATH}"
 
     @model_validator(mode="after")
     def _seed_estimator_classifies(self) -> Config:

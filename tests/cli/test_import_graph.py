@@ -114,7 +114,11 @@ def test_config_commands_import_nothing_heavy(workdir: Path, argv: tuple[str, ..
     assert _heavy(_loaded(workdir, *argv), HEAVY) == []
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("service-unit",), ("--version",)], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [("--help",), ("service-unit",), ("--version",), ("webhooks", "install", "--help")],
+    ids=" ".join,
+)
 def test_config_free_commands_import_no_config_stack(workdir: Path, argv: tuple[str, ...]) -> None:
     assert _heavy(_loaded(workdir, *argv), CONFIG_FREE_HEAVY) == []
 

@@ -334,6 +334,7 @@ from watcher.cli.commands.report_accuracy import (  # noqa: E402
 from watcher.cli.commands.rollback import rollback_cmd  # noqa: E402
 from watcher.cli.commands.service_unit import service_unit  # noqa: E402
 from watcher.cli.commands.status import status_cmd  # noqa: E402
+from watcher.cli.commands.webhooks import webhooks_cmd  # noqa: E402
 
 for _command in (
     status_cmd,
@@ -343,10 +344,13 @@ for _command in (
     drift_cmd,
     service_unit,
     demo_cmd,
+    webhooks_cmd,
 ):
     cli.add_command(_command)
 for _command in cli.commands.values():
     _with_global_options(_command)
+    for _sub in getattr(_command, "commands", {}).values():  # a group's subcommands too
+        _with_global_options(_sub)
 
 
 def _one_line(text: str) -> str:

@@ -25,6 +25,8 @@ from alerts.model import Alert, make_alert
 from watcher.errors import RegistryError, RegistryUnavailable, StateError
 from watcher.monitor.accuracy import AccuracyWatch
 from watcher.monitor.changes import RegistryChanges
+from watcher.monitor.hints import Hints
+from watcher.ports import matches
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Health
@@ -35,6 +37,8 @@ from watcher.runtime.state import META_LAST_POLL, StateStore, iso
 if TYPE_CHECKING:
     from watcher.config import MonitorConfig
     from watcher.monitor.policy import Decision, Observation, PolicyState
+    from watcher.monitor.webhook_health import WebhookHealth
+    from watcher.monitor.webhooks import Receiver
     from watcher.ports import (
         AlertSink,
         ModelSnapshot,
@@ -112,6 +116,7 @@ class PollResult:
     error: str | None = None
     seconds: float = 0.0
     calls: int = 0
+    only: frozenset[str] | None = None  # a webhook hint's read of these models; None: all
 
 
 class _Schedule:
@@ -168,6 +173,12 @@ class _Schedule:
 
     def running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)
+
+    def set_interval(self, seconds: float) -> None:
+        """The next poll ``seconds`` from now, and every ``seconds`` after it."""
+        if self._scheduler is not None and seconds != self.interval:
+            self.interval = seconds
+            self._scheduler.reschedule_job("registry-poll", trigger="interval", seconds=seconds)
 
     def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[Any] | None:
         """``job`` on the poll thread, after the poll running now (None: not started)."""
@@ -286,6 +297,64 @@ class _Outage:
         self.alerts.evaluate(MLFLOW_SOURCE, active)
 
 
+class _Hooks:
+    """Registry webhooks as seen from the main loop: hints become reads on the poll
+    thread (one at a time: hints meanwhile coalesce), and the poll cadence follows the
+    webhooks' health (reconcile_interval while healthy, else poll_interval)."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        schedule: _Schedule,
+        hints: Hints,
+        webhooks: WebhookHealth | None,
+    ) -> None:
+        self.config = config
+        self.schedule = schedule
+        self.hints = hints
+        self.webhooks = webhooks
+        self._reading: concurrent.futures.Future[Any] | None = None
+        self._healthy = False  # the cadence set last
+        self._warned = False
+
+    def follow_hints(self, read: Callable[[], object]) -> None:
+        if not self.hints.pending():
+            return
+        if self._reading is None or self._reading.done():
+            self._reading = self.schedule.submit(read)
+
+    def follow_cadence(self) -> None:
+        if self.webhooks is None:
+            return
+        status = self.webhooks.status()
+        if not status.healthy and status.checked_at is not None and not self._warned:
+            self._warned = True  # once per episode (the first check failing included)
+            log.warning("webhooks_fallback", reason=status.reason, poll_every=self.poll_every)
+        if status.healthy == self._healthy:
+            return
+        self._healthy = status.healthy
+        if status.healthy:
+            self._warned = False
+            log.info("webhooks_healthy", poll_every=self.config.reconcile_interval)
+        self.schedule.set_interval(self.poll_every)
+
+    @property
+    def poll_every(self) -> float:
+        healthy = self._healthy
+        return self.config.reconcile_interval if healthy else self.config.poll_interval
+
+    def detail(self) -> dict[str, object]:
+        if self.webhooks is None:
+            return {}
+        status = self.webhooks.status()
+        out: dict[str, object] = {"webhooks": "healthy" if status.healthy else "fallback"}
+        if status.reason:
+            out["webhooks_reason"] = status.reason
+        if status.checked_at is not None:
+            out["webhooks_checked_at"] = iso(status.checked_at)
+        return out
+
+
 class Monitor:
     """The daemon component. Tests call ``poll_once()`` and ``tick()`` with a fake clock.
 
@@ -306,6 +375,9 @@ class Monitor:
         moves: ProductionMoves | None = None,
         use_scheduler: bool = True,
         retry_delay: float = RETRY_DELAY,
+        receiver: Receiver | None = None,
+        webhooks: WebhookHealth | None = None,
+        hint_source: ObservationSource | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -326,9 +398,15 @@ class Monitor:
         self._first_poll = OncePerCause()
         self._last_ok: datetime | None = None
         self._last_poll: PollResult | None = None
-        self._hint_lock = threading.Lock()
-        self._hinted = False  # a hinted poll is queued and has not started yet
+        self.receiver = receiver
+        self.webhooks = webhooks
+        # Hinted reads want a few models: a reader of its own, so the poll's reader keeps
+        # its cache of every model (a reader drops what it was not asked for).
+        self.hint_source = hint_source or observations
+        # Models to read afresh: named by a webhook delivery or an intake report.
+        self.hints = receiver.hints if receiver is not None else Hints()
         self._poll_started = -HINT_MIN_GAP
+        self._hooks = _Hooks(config, self._schedule, self.hints, webhooks)
 
     # Lifecycle ------------------------------------------------------------
 
@@ -337,6 +415,8 @@ class Monitor:
         sleep, and a changed verdict is read by rollback in the next pass whatever the
         component order (a breach reaches the rollback policy in milliseconds)."""
         self._wake = wake
+        if self.receiver is not None:
+            self.receiver.bind_wake(wake)
 
     def start(self) -> None:
         self.changes.load()
@@ -348,6 +428,8 @@ class Monitor:
     def stop(self) -> None:
         self.stop_event.set()
         self._schedule.stop()
+        if self.receiver is not None:
+            self.receiver.close()
 
     def warming_up(self) -> bool:
         """True until the first poll's result (or its failure) has been handled: the daemon
@@ -384,6 +466,8 @@ class Monitor:
                 result = PollResult(self.clock.now(), None, error=f"{type(exc).__name__}: {exc}")
                 break
         assert result is not None  # noqa: S101
+        if self.webhooks is not None and result.snapshots is not None:
+            self.webhooks.check()  # after a full poll: MLflow answers
         calls = int(getattr(self.registry, "calls", 0)) - calls_before
         seconds = time.monotonic() - started
         result = PollResult(
@@ -395,31 +479,43 @@ class Monitor:
         return result
 
     def hint(self, model: str) -> None:
-        """Thread-safe: new observations of ``model`` arrived (the daemon's intake): poll
-        once more right after the current poll, not at the next interval. Hints coalesce:
-        at most one such poll waits at a time."""
-        with self._hint_lock:
-            if self._hinted:
-                return
-            self._hinted = True
-        if self._schedule.submit(self._hinted_poll) is None:  # not polling (yet): next poll
-            with self._hint_lock:
-                self._hinted = False
-
-    def _hinted_poll(self) -> None:
-        with self._hint_lock:
-            self._hinted = False
-        # A stream of reports must not turn into back-to-back polls of MLflow.
-        gap = HINT_MIN_GAP - (time.monotonic() - self._poll_started)
-        if gap > 0 and self.stop_event.wait(gap):
-            return
-        self.poll_once()
+        """Thread-safe: ``model`` changed (a webhook delivery, an intake report): read it
+        afresh on the poll thread now, not at the next interval (hints coalesce)."""
+        self.hints.put(model)
+        if self._wake is not None:
+            self._wake()
 
     # Deciding (daemon thread) ------------------------------------------------
+
+    def read_hinted(self) -> PollResult | None:
+        """Read afresh the models hinted at (poll thread); queue it for tick()."""
+        # A stream of reports must not turn into back-to-back reads of MLflow.
+        gap = HINT_MIN_GAP - (time.monotonic() - self._poll_started)
+        if self.stop_event.is_set() or (gap > 0 and self.stop_event.wait(gap)):
+            return None
+        self._poll_started = time.monotonic()
+        names = {n for n in self.hints.drain() if matches(n, self.config.models)}
+        if not names:
+            return None
+        try:
+            snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
+            wanted = [(s.name, s.production) for s in snaps if s.production is not None]
+            source = self.hint_source
+            obs = source.observations(wanted) if source is not None else {}
+        except (Exception, stopping.Stopping) as exc:
+            # A hint is only a hint: the next poll reads the truth (and reports an outage).
+            log.info("webhook_hint_read_failed", models=sorted(names), error=str(exc))
+            return None
+        result = PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
+        self._results.put(result)
+        if self._wake is not None:
+            self._wake()
+        return result
 
     def tick(self) -> float | None:
         now = self.clock.now()
         self._overruns.check_started()
+        self._hooks.follow_hints(self.read_hinted)
         changed = handled = False
         while True:
             try:
@@ -428,6 +524,7 @@ class Monitor:
                 break
             changed |= self._handle(result, now)
             handled = True
+        self._hooks.follow_cadence()
         due = self.accuracy.due
         if not handled and due is not None and now >= due:
             changed |= self.accuracy.evaluate(now)  # `for` / keep_firing_for elapsed
@@ -438,6 +535,8 @@ class Monitor:
 
     def _handle(self, result: PollResult, now: datetime) -> bool:
         """One poll's result; true when a verdict changed."""
+        if result.only is not None:
+            return self._handle_hinted(result, now)
         self._last_poll = result
         self._overruns.check_ended(result.seconds)
         if result.snapshots is None:
@@ -460,6 +559,14 @@ class Monitor:
         self.changes.apply(result.snapshots, now)
         production = {s.name: s.production for s in result.snapshots}
         self.accuracy.observe(production, result.observations, result.at)
+        return self.accuracy.evaluate(now)
+
+    def _handle_hinted(self, result: PollResult, now: datetime) -> bool:
+        """A webhook hint's read: the diff and the policy of those models only."""
+        snaps = result.snapshots or []
+        self.changes.apply(snaps, now, only=result.only)
+        production = {s.name: s.production for s in snaps}
+        self.accuracy.observe(production, result.observations, result.at, only=result.only)
         return self.accuracy.evaluate(now)
 
     def _restore_last_poll(self) -> None:
@@ -502,6 +609,7 @@ class Monitor:
             detail["poll_overruns"] = overruns
         if firing := self.accuracy.firing():
             detail["accuracy_firing"] = firing
+        detail.update(self._hooks.detail())
         # MLflow being down is reported (detail, alert) but is not a reason for systemd to
         # restart us: restarting cannot bring MLflow back. A dead poll thread is.
         alive = not self.use_scheduler or self._schedule.running()

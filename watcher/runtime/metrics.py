@@ -124,6 +124,12 @@ class Metrics:
             "(a poll longer than monitor.poll_interval)",
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "watcher_webhook_deliveries",
+            "MLflow registry webhook deliveries by outcome (accepted, ignored, duplicate, refused)",
+            ["outcome"],
+            registry=r,
+        )
         self.last_poll_success = Gauge(
             "watcher_last_successful_poll_timestamp_seconds",
             "Unix time of the last successful poll of a backend",
