@@ -285,6 +285,8 @@ class TestConfig:
         from watcher.app import build_routes
 
         class _Monitor:
+            receiver = None
+
             def hint(self, model: str) -> None: ...
 
         plain = Config.model_validate({"http": {"listen": "127.0.0.1:9464"}})

@@ -262,7 +262,7 @@ def test_a_failed_hinted_read_is_dropped(
     reg.down = True
     with capture_logs() as logs:
         assert mon.read_hinted() is None
-    assert ["webhook_hint_read_failed"] == [e["event"] for e in logs]
+    assert ["hinted_read_failed"] == [e["event"] for e in logs]
     assert not receiver.hints.pending()
 
 

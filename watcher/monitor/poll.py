@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -355,6 +355,44 @@ class _Hooks:
         return out
 
 
+class _HintedReads:
+    """One-model reads of the hinted models on the poll thread, at most one per
+    HINT_MIN_GAP: a stream of reports must not turn into back-to-back reads of MLflow.
+    ``source``: observation sources of their own, so the poll's keep their cache of every
+    model (a FeedbackReader drops what it was not asked for)."""
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        registry: Registry,
+        source: ObservationSource | None,
+        hints: Hints,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.models, self.registry, self.source = models, registry, source
+        self.hints, self.clock, self.stop = hints, clock, stop
+        self._started = -HINT_MIN_GAP
+
+    def read(self) -> PollResult | None:
+        gap = HINT_MIN_GAP - (time.monotonic() - self._started)
+        if self.stop.is_set() or (gap > 0 and self.stop.wait(gap)):
+            return None
+        self._started = time.monotonic()
+        names = {n for n in self.hints.drain() if matches(n, self.models)}
+        if not names:
+            return None
+        try:
+            snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
+            wanted = [(s.name, s.production) for s in snaps if s.production is not None]
+            obs = self.source.observations(wanted) if self.source is not None else {}
+        except (Exception, stopping.Stopping) as exc:
+            # A hint is only a hint: the next poll reads the truth (and reports an outage).
+            log.info("hinted_read_failed", models=sorted(names), error=str(exc))
+            return None
+        return PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
+
+
 class Monitor:
     """The daemon component. Tests call ``poll_once()`` and ``tick()`` with a fake clock.
 
@@ -400,12 +438,16 @@ class Monitor:
         self._last_poll: PollResult | None = None
         self.receiver = receiver
         self.webhooks = webhooks
-        # Hinted reads want a few models: a reader of its own, so the poll's reader keeps
-        # its cache of every model (a reader drops what it was not asked for).
-        self.hint_source = hint_source or observations
         # Models to read afresh: named by a webhook delivery or an intake report.
         self.hints = receiver.hints if receiver is not None else Hints()
-        self._poll_started = -HINT_MIN_GAP
+        self._hinted = _HintedReads(
+            config.models,
+            registry,
+            hint_source or observations,
+            self.hints,
+            self.clock,
+            self.stop_event,
+        )
         self._hooks = _Hooks(config, self._schedule, self.hints, webhooks)
 
     # Lifecycle ------------------------------------------------------------
@@ -442,7 +484,7 @@ class Monitor:
         """Read the registry and observations once; queue the result for tick()."""
         if self.stop_event.is_set():
             return None
-        started = self._poll_started = time.monotonic()
+        started = time.monotonic()
         calls_before = int(getattr(self.registry, "calls", 0))
         result: PollResult | None = None
         for attempt in (1, 2):
@@ -489,27 +531,11 @@ class Monitor:
 
     def read_hinted(self) -> PollResult | None:
         """Read afresh the models hinted at (poll thread); queue it for tick()."""
-        # A stream of reports must not turn into back-to-back reads of MLflow.
-        gap = HINT_MIN_GAP - (time.monotonic() - self._poll_started)
-        if self.stop_event.is_set() or (gap > 0 and self.stop_event.wait(gap)):
-            return None
-        self._poll_started = time.monotonic()
-        names = {n for n in self.hints.drain() if matches(n, self.config.models)}
-        if not names:
-            return None
-        try:
-            snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
-            wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-            source = self.hint_source
-            obs = source.observations(wanted) if source is not None else {}
-        except (Exception, stopping.Stopping) as exc:
-            # A hint is only a hint: the next poll reads the truth (and reports an outage).
-            log.info("webhook_hint_read_failed", models=sorted(names), error=str(exc))
-            return None
-        result = PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
-        self._results.put(result)
-        if self._wake is not None:
-            self._wake()
+        result = self._hinted.read()
+        if result is not None:
+            self._results.put(result)
+            if self._wake is not None:
+                self._wake()
         return result
 
     def tick(self) -> float | None:
