@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
 # Pure core: decisions without I/O, importable from every layer; it imports only itself.
 PURE = {
     "watcher/monitor/policy.py",
+    "watcher/monitor/promql.py",
     "watcher/rollback/policy.py",
     "watcher/drift/stats.py",
     "watcher/durations.py",

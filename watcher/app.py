@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from watcher.data.watcher import DataWatcher
     from watcher.monitor.evaluator import Evaluator
     from watcher.monitor.poll import Monitor
-    from watcher.ports import AlertSink, RunHooks, Trigger
+    from watcher.ports import AlertSink, ObservationSource, RunHooks, Trigger
     from watcher.runtime.clock import Clock
     from watcher.runtime.component import Component
     from watcher.runtime.state import StateStore
@@ -75,20 +75,33 @@ def build_components(
 def build_monitor(
     config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
 ) -> Monitor:
-    """The registry and live-metric poll, reading MLflow through the process's adapter."""
+    """The registry and live-metric poll, reading MLflow through the process's adapter;
+    with ``monitor.prometheus.url``, live metrics from Prometheus too (``Combined``: the
+    MLflow reports of `watcher report-metric` and the evaluator keep counting)."""
     from watcher.backends.mlflow_observations import FeedbackReader
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
     from watcher.runtime.metrics import METRICS
 
+    source: ObservationSource = FeedbackReader(registry)
+    names: tuple[str, ...] = ()
+    if config.monitor.prometheus.url is not None:
+        from watcher.backends.prometheus_observations import SOURCE, PrometheusObservations
+        from watcher.monitor.sources import Combined
+
+        prometheus = PrometheusObservations.from_config(
+            config.monitor.prometheus, lambda model: config.monitor.policy_for(model).metric
+        )
+        source, names = Combined([source, prometheus]), (SOURCE,)
     return Monitor(
         config.monitor,
         state,
         registry,
-        FeedbackReader(registry),
+        source,
         alerts,
         metrics=METRICS,
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+        observation_sources=names,
     )
 
 
