@@ -14,6 +14,7 @@ from watcher.errors import ObservationsUnavailable, RegistryUnavailable
 from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.outage import OBSERVATIONS_DOWN_ALERT
 from watcher.monitor.policy import Status
+from watcher.monitor.poll import Monitor
 from watcher.monitor.sources import Combined, SourcesUnavailable, unavailable
 from watcher.runtime.state import StateStore
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
@@ -133,3 +134,34 @@ def test_short_source_outage_is_not_alerted_and_a_pending_breach_does_not_fire(
     assert [] == channels.sent("ops", OBSERVATIONS_DOWN_ALERT)
     kinds = [e.kind for e in state.events() if "observations" in e.kind]
     assert ["monitor.observations_unreachable", "monitor.observations_reachable"] == kinds
+
+
+def test_a_restart_mid_outage_resolves_the_alert_when_the_source_answers(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """The daemon names its sources (app.build_monitor): the first poll of a restarted
+    monitor that reads them resolves the alert left firing, without a failure first."""
+    source = MemoryObservations("prometheus")
+    mon = make_monitor(state, clock, channels, registry, source)
+    source.down = "timeout"
+    for _ in range(4):
+        clock.advance(120)
+        cycle(mon, channels, clock)
+    assert ["firing"] == channels.sent("ops", OBSERVATIONS_DOWN_ALERT)
+    source.down = None
+    restarted = Monitor(
+        mon.config,
+        state,
+        registry,
+        source,
+        channels.alerting,
+        clock=clock,
+        use_scheduler=False,
+        observation_sources=["prometheus"],
+    )
+    restarted.start()
+    assert restarted.health().detail["observations_reachable"] is False  # not read yet
+    clock.advance(30)
+    cycle(restarted, channels, clock)
+    assert ["firing", "resolved"] == channels.sent("ops", OBSERVATIONS_DOWN_ALERT)
+    assert restarted.health().detail["observations_reachable"] is True
