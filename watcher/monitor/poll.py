@@ -6,6 +6,8 @@ on a queue. ``tick()`` (the daemon loop) hands results to the registry diff
 (monitor/changes.py) and the accuracy policy (monitor/accuracy.py). MLflow being
 unreachable is logged once per outage, shown in health, and alerted after
 ``mlflow_down_alert_after``; the daemon keeps going and resumes when MLflow returns.
+A live-observation source that cannot be read (Prometheus) is an outage of its own
+(monitor/outage.py): the registry poll still counts, the policy gets no observations.
 """
 
 from __future__ import annotations
