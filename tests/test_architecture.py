@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[str]] = {
 PURE = {
     "watcher/monitor/policy.py",
     "watcher/monitor/reports.py",
+    "watcher/monitor/promql.py",
     "watcher/rollback/policy.py",
     "watcher/drift/stats.py",
     "watcher/durations.py",

@@ -450,3 +450,89 @@ def test_reconcile_interval_never_shorter_than_the_poll() -> None:
     assert 3600.0 == long_poll.monitor.reconcile_interval  # left unset: follows the poll
     text = _errors({}, **{"monitor.poll_interval": "10m", "monitor.reconcile_interval": "5m"})
     assert "monitor.reconcile_interval: 5m is shorter than monitor.poll_interval (10m)" in text
+
+
+class TestPrometheusConfig:
+    """``[monitor.prometheus]``: every key takes effect or is refused, naming it."""
+
+    GOOD = (
+        '[monitor.prometheus]\nurl = "http://prom:9090"\n'
+        'value_query = \'acc{model="{model}",version="{version}"}\'\n'
+        "samples_query = 'n{model=\"{model}\"}'\n"
+    )
+
+    def load(self, tmp_path: Path, text: str, **env: str) -> Config:
+        return load_config(write(tmp_path, text), env=env)
+
+    def test_good_config_and_defaults(self, tmp_path: Path) -> None:
+        prom = self.load(tmp_path, self.GOOD).monitor.prometheus
+        assert ("http://prom:9090", 10.0, 300.0) == (prom.url, prom.timeout, prom.down_alert_after)
+        assert frozenset({"model", "version"}) == prom.template("value_query").names
+
+    @pytest.mark.parametrize(
+        ("extra", "error"),
+        [
+            (
+                '[monitor.prometheus]\ntimeout = "5s"\n',
+                "monitor.prometheus.timeout: has no effect without monitor.prometheus.url",
+            ),
+            (
+                '[monitor.prometheus]\nurl = "http://p:9090"\n'
+                "value_query = 'a{model=\"{model}\"}'\n",
+                "monitor.prometheus.samples_query: required when monitor.prometheus.url is set",
+            ),
+            ('[monitor.prometheus]\nurl = "file:///x"\n', "monitor.prometheus.url: not a URL"),
+        ],
+    )
+    def test_incomplete_is_refused(self, tmp_path: Path, extra: str, error: str) -> None:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            self.load(tmp_path, extra)
+
+    @pytest.mark.parametrize(
+        ("key", "value", "error"),
+        [
+            ("value_query", 'a{model="{modl}"}', "unknown placeholder {modl}"),
+            ("samples_query", "a{model={model}}", "{model} must stand inside a double-quoted"),
+            ("value_query", 'sum(a{model="{model}"}', "unclosed '('"),
+            ("timeout", "5m", "must be at most 120s, got 300s"),
+            ("timeout", "0s", "must be greater than 0"),
+            ("down_alert_after", "-1s", "must not be negative"),
+        ],
+    )
+    def test_bad_values_name_the_key(
+        self, tmp_path: Path, key: str, value: str, error: str
+    ) -> None:
+        env = {f"WATCHER_MONITOR__PROMETHEUS__{key.upper()}": value}
+        with pytest.raises(ConfigError) as info:
+            self.load(tmp_path, self.GOOD, **env)
+        (line,) = info.value.errors
+        assert line.startswith(f"monitor.prometheus.{key}: ") and error in line, line
+
+    def test_each_model_must_read_its_own_series(self, tmp_path: Path) -> None:
+        text = (
+            '[monitor.prometheus]\nurl = "http://p:9090"\n'
+            'value_query = \'a{model="{model}"}\'\nsamples_query = "n"\n'
+        )
+        with pytest.raises(ConfigError, match=r"monitor.prometheus.samples_query: needs \{model\}"):
+            self.load(tmp_path, text)
+        one = '[monitor]\nmodels = ["fraud"]\n' + text  # one exact model: no need to say it
+        assert self.load(tmp_path, one).monitor.prometheus.samples_query == "n"
+
+    def test_a_mixed_fleet_needs_the_metric_placeholder(self, tmp_path: Path) -> None:
+        fleet = '[monitor.overrides."house-*"]\nmax_rmse = 40\n'
+        with pytest.raises(ConfigError, match=r"value_query: needs \{metric\}: .*accuracy, rmse"):
+            self.load(tmp_path, self.GOOD + fleet)
+        good = self.GOOD.replace('version="{version}"', 'metric="{metric}"')
+        assert self.load(tmp_path, good + fleet).monitor.prometheus.url
+
+    def test_token_is_a_secret(self, tmp_path: Path) -> None:
+        with pytest.raises(
+            ConfigError, match=r"monitor\.prometheus\.token: secrets may not be written"
+        ):
+            self.load(tmp_path, self.GOOD + 'token = "abc"\n')
+        (tmp_path / "tok").write_text("s3cret-token\n")
+        cfg = self.load(tmp_path, self.GOOD + f'token_file = "{tmp_path / "tok"}"\n')
+        assert cfg.monitor.prometheus.token is not None
+        assert "s3cret-token" == cfg.monitor.prometheus.token.get_secret_value()
+        assert REDACTED == cfg.redacted()["monitor"]["prometheus"]["token"]
+        assert "s3cret-token" in cfg.secret_values()

@@ -105,7 +105,8 @@ def build_drift(
 def build_monitor(
     config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
 ) -> Monitor:
-    """The registry and live-metric poll, reading MLflow through the process's adapter."""
+    """The registry and live-metric poll, reading MLflow through the process's adapter;
+    with ``monitor.prometheus.url``, live metrics from Prometheus too."""
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
     from watcher.runtime.clock import SystemClock
@@ -130,34 +131,48 @@ def build_monitor(
             config.monitor.reconcile_interval,
             clock,
         )
+    source, names = build_observations(config, registry)
     return Monitor(
         config.monitor,
         state,
         registry,
-        build_observations(config, registry),
+        source,
         alerts,
         metrics=METRICS,
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+        observation_sources=names,
         receiver=receiver,
         webhooks=webhooks,
         # Hinted reads want a few models: sources of their own, so the poll's keep their
         # cache of every model (a FeedbackReader drops what it was not asked for).
-        hint_source=build_observations(config, registry),
+        hint_source=build_observations(config, registry)[0],
     )
 
 
-def build_observations(config: Config, registry: MlflowRegistry) -> ObservationSource:
-    """Every configured source of live observations, as one."""
+def build_observations(
+    config: Config, registry: MlflowRegistry
+) -> tuple[ObservationSource, tuple[str, ...]]:
+    """Every configured source of live observations as one, and the names of those whose
+    outage is their own (not MLflow's): MLflow metrics (`watcher report-metric`, the
+    evaluator), the daemon's intake, Prometheus."""
     from watcher.backends.mlflow_observations import FeedbackReader
+    from watcher.monitor.sources import Combined
 
-    source: ObservationSource = FeedbackReader(registry)
+    sources: list[ObservationSource] = [FeedbackReader(registry)]
+    names: tuple[str, ...] = ()
     if config.http.token is not None:  # the intake is on: its table is a source too
         from watcher.monitor.intake_store import IntakeObservations
-        from watcher.monitor.sources import Combined
 
-        intake = IntakeObservations(config.state.dir, config.monitor.policy_for)
-        source = Combined([source, intake])
-    return source
+        sources.append(IntakeObservations(config.state.dir, config.monitor.policy_for))
+    if config.monitor.prometheus.url is not None:
+        from watcher.backends.prometheus_observations import SOURCE, PrometheusObservations
+
+        prometheus = PrometheusObservations.from_config(
+            config.monitor.prometheus, lambda model: config.monitor.policy_for(model).metric
+        )
+        sources.append(prometheus)
+        names = (SOURCE,)
+    return (sources[0] if len(sources) == 1 else Combined(sources)), names
 
 
 def build_evaluator(

@@ -39,6 +39,7 @@ from pipeline.metrics import METRICS, resolve_gate, unknown_metric
 from watcher.durations import Duration, PositiveDuration, format_duration, parse_duration
 from watcher.errors import ConfigError
 from watcher.monitor.policy import MAX_SAMPLES, PolicyConfig, range_text
+from watcher.monitor.promql import Template, parse_template
 from watcher.ports import matches
 
 ENV_PREFIX = "WATCHER_"
@@ -432,6 +433,58 @@ class RegistryWebhooksConfig(SecretsSection):
         return self.secret is not None
 
 
+MAX_PROMETHEUS_TIMEOUT = 120.0  # seconds: one query; the poll waits for every query
+
+
+class PrometheusConfig(SecretsSection):
+    """``[monitor.prometheus]``: live metrics read from a Prometheus server's query API
+    (instant queries, one pair per watched Production version per poll)."""
+
+    url: HttpUrl | None = None
+    token: SecretStr | None = None  # sent as ``Authorization: Bearer``
+    token_file: Path | None = None
+    value_query: str | None = None  # the watched metric's value (a PromQL template)
+    samples_query: str | None = None  # how many labelled predictions it is over
+    timeout: PositiveDuration = 10.0
+    down_alert_after: Duration = 300.0
+
+    @field_validator("value_query", "samples_query")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_template(v)  # TemplateError is a ValueError: named by its key
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if v > MAX_PROMETHEUS_TIMEOUT:
+            raise ValueError(f"must be at most {MAX_PROMETHEUS_TIMEOUT:g}s, got {v:g}s")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> PrometheusConfig:
+        where = "monitor.prometheus"
+        if self.url is None:
+            unused = sorted(k for k in self.model_fields_set if k != "url")
+            if unused:
+                raise ValueError(
+                    f"{where}.{unused[0]}: has no effect without {where}.url; set the url "
+                    "or remove the key"
+                )
+            return self
+        for key in ("value_query", "samples_query"):
+            if getattr(self, key) is None:
+                raise ValueError(f"{where}.{key}: required when {where}.url is set")
+        return self
+
+    def template(self, key: str) -> Template:
+        """The parsed ``value_query`` or ``samples_query`` (checked at load)."""
+        text = getattr(self, key)
+        assert isinstance(text, str)  # noqa: S101  (only asked for when url is set)
+        return parse_template(text)
+
+
 class MonitorConfig(Section):
     models: StrList = Field(default_factory=lambda: ["*"])
     poll_interval: PositiveDuration = 30.0
@@ -449,6 +502,7 @@ class MonitorConfig(Section):
     keep_firing_for: Duration = 0.0
     feedback_dir: Path | None = None
     overrides: dict[str, MonitorOverride] = Field(default_factory=dict)
+    prometheus: PrometheusConfig = _default()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -515,6 +569,29 @@ class MonitorConfig(Section):
                     f'monitor.overrides."{pattern}": matches no watched model pattern '
                     f"(monitor.models = {self.models})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _prometheus_selects(self) -> MonitorConfig:
+        """Each watched model must read its own series, of its own metric: a query without
+        ``{model}`` would give every model the same value (unless one model is watched),
+        and without ``{metric}`` the same value to models watching different metrics."""
+        prom = self.prometheus
+        if prom.url is None:
+            return self
+        single = len(self.models) == 1 and not any(c in self.models[0] for c in "*?[")
+        for key in ("value_query", "samples_query"):
+            if not single and "model" not in prom.template(key).names:
+                raise ValueError(
+                    f'monitor.prometheus.{key}: needs {{model}} (e.g. model="{{model}}"): '
+                    f"monitor.models = {self.models} may match several models"
+                )
+        watched = {self.metric, *(o.metric for o in self.overrides.values() if o.metric)}
+        if len(watched) > 1 and "metric" not in prom.template("value_query").names:
+            raise ValueError(
+                f"monitor.prometheus.value_query: needs {{metric}}: the models watch "
+                f"{', '.join(sorted(watched))} (monitor.metric and monitor.overrides)"
+            )
         return self
 
     def override_for(self, model: str) -> MonitorOverride | None:

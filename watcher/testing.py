@@ -13,7 +13,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from watcher.errors import RegistryError, RegistryUnavailable, UsageError
+from watcher.errors import (
+    ObservationsUnavailable,
+    RegistryError,
+    RegistryUnavailable,
+    UsageError,
+)
 from watcher.monitor.policy import Observation
 from watcher.ports import (
     ARCHIVED_STAGE,
@@ -246,10 +251,14 @@ class FakeModels:
 
 
 class MemoryObservations:
-    """An observation source backed by a dict (what FeedbackReader reads from MLflow)."""
+    """An observation source backed by a dict (what FeedbackReader reads from MLflow);
+    while ``down`` holds a reason, reading it is an outage of source ``name``."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
         self.data: dict[tuple[str, str], list[Observation]] = {}
+        self.name = name
+        self.down: str | None = None
+        self.reads = 0
 
     def add(
         self,
@@ -265,6 +274,9 @@ class MemoryObservations:
     def observations(
         self, wanted: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], list[Observation]]:
+        self.reads += 1
+        if self.down is not None:
+            raise ObservationsUnavailable(self.name, self.down)
         return {k: list(self.data.get(k, [])) for k in wanted}
 
 

@@ -6,6 +6,8 @@ on a queue. ``tick()`` (the daemon loop) hands results to the registry diff
 (monitor/changes.py) and the accuracy policy (monitor/accuracy.py). MLflow being
 unreachable is logged once per outage, shown in health, and alerted after
 ``mlflow_down_alert_after``; the daemon keeps going and resumes when MLflow returns.
+A live-observation source that cannot be read (Prometheus) is an outage of its own
+(monitor/outage.py): the registry poll still counts, the policy gets no observations.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from alerts.model import Alert, make_alert
-from watcher.errors import RegistryError, RegistryUnavailable, StateError
+from watcher.errors import ObservationsUnavailable, RegistryError, RegistryUnavailable, StateError
 from watcher.monitor.accuracy import AccuracyWatch
 from watcher.monitor.changes import RegistryChanges
 from watcher.monitor.hints import Hints
+from watcher.monitor.outage import MLFLOW, MLFLOW_DOWN_ALERT, MLFLOW_SOURCE, Outage, SourceOutages
+from watcher.monitor.sources import unavailable
 from watcher.ports import matches
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
@@ -50,8 +53,7 @@ if TYPE_CHECKING:
 
 log = get_logger("watcher.monitor.poll")
 
-MLFLOW_SOURCE = "monitor.mlflow"
-MLFLOW_DOWN_ALERT = "MlflowUnreachable"
+__all__ = ["MLFLOW_DOWN_ALERT", "MLFLOW_SOURCE", "Monitor", "PollResult"]
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
 STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
 HINT_MIN_GAP = 1.0  # seconds from one poll's start to a hinted one's
@@ -117,6 +119,9 @@ class PollResult:
     seconds: float = 0.0
     calls: int = 0
     only: frozenset[str] | None = None  # a webhook hint's read of these models; None: all
+    # Observation sources that could not be read (name -> why): an outage of their own;
+    # the registry poll stands, and ``observations`` is then empty.
+    observations_down: Mapping[str, str] = field(default_factory=dict)
 
 
 class _Schedule:
@@ -233,68 +238,6 @@ class _Overruns:
         """Polls skipped in the current episode (None: none going on)."""
         start = self._episode.cause
         return self.count - start if isinstance(start, int) else None
-
-
-class _Outage:
-    """MLflow unreachable: one event and log line per outage, the alert after a grace."""
-
-    def __init__(self, alert_after: float, state: StateStore, alerts: AlertSink | None) -> None:
-        self.alert_after = alert_after
-        self.state = state
-        self.alerts = alerts
-        self.since: datetime | None = None
-        self.error: str | None = None
-        self._once = OncePerCause()
-
-    def failed(self, result: PollResult, now: datetime) -> None:
-        if self._once.first():
-            self.since = result.at
-            # Once per outage: the recovery line carries the duration.
-            log.warning("mlflow_unreachable", error=result.error, since=iso(result.at))
-            self.state.record(
-                "registry.unreachable",
-                f"MLflow unreachable: {result.error}",
-                payload={"error": result.error},
-                at=now,
-            )
-        self.error = result.error
-        self.alert(now)
-
-    def reachable(self, result: PollResult, now: datetime) -> None:
-        if self._once.clear() and self.since is not None:
-            outage = (result.at - self.since).total_seconds()
-            log.info("mlflow_reachable_again", outage_seconds=round(outage, 1))
-            self.state.record(
-                "registry.reachable",
-                f"MLflow reachable again after {outage:.0f}s",
-                payload={"outage_seconds": outage},
-                at=now,
-            )
-        self.since = None
-        self.error = None
-        self.alert(now)
-
-    def alert(self, now: datetime) -> None:
-        if self.alerts is None:
-            return
-        active: list[Alert] = []
-        if self.since is not None:
-            down_for = (now - self.since).total_seconds()
-            if down_for < self.alert_after:
-                # Undecided, not recovered: after a restart mid-outage the alert persisted as
-                # firing must not be resolved (and re-fired a moment later) by this early poll.
-                return
-            active.append(
-                make_alert(
-                    MLFLOW_DOWN_ALERT,
-                    starts_at=self.since,
-                    severity="critical",
-                    summary=f"MLflow unreachable for {down_for:.0f}s",
-                    description=str(self.error or ""),
-                    component="monitor",
-                )
-            )
-        self.alerts.evaluate(MLFLOW_SOURCE, active)
 
 
 class _Hooks:
@@ -416,6 +359,7 @@ class Monitor:
         receiver: Receiver | None = None,
         webhooks: WebhookHealth | None = None,
         hint_source: ObservationSource | None = None,
+        observation_sources: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.state = state
@@ -428,7 +372,10 @@ class Monitor:
         self.stop_event = threading.Event()
         self.changes = RegistryChanges(config.models, state, alerts, metrics)
         self.accuracy = AccuracyWatch(config, state, alerts, self.clock, metrics, moves)
-        self._outage = _Outage(config.mlflow_down_alert_after, state, alerts)
+        self._outage = Outage(MLFLOW, config.mlflow_down_alert_after, state, alerts)
+        self._sources_down = SourceOutages(
+            tuple(observation_sources), config.prometheus.down_alert_after, state, alerts
+        )
         self._overruns = _Overruns(config.poll_interval, metrics)
         self._schedule = _Schedule(config.poll_interval, self._overruns.skipped)
         self._results: queue.Queue[PollResult] = queue.Queue()
@@ -491,8 +438,8 @@ class Monitor:
             try:
                 snaps = self.registry.snapshot(self.config.models)
                 wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-                obs = self.source.observations(wanted) if self.source is not None else {}
-                result = PollResult(self.clock.now(), snaps, obs)
+                obs, down = self._observe(wanted)
+                result = PollResult(self.clock.now(), snaps, obs, observations_down=down)
                 break
             except RegistryUnavailable as exc:
                 result = PollResult(self.clock.now(), None, error=str(exc))
@@ -512,9 +459,7 @@ class Monitor:
             self.webhooks.check()  # after a full poll: MLflow answers
         calls = int(getattr(self.registry, "calls", 0)) - calls_before
         seconds = time.monotonic() - started
-        result = PollResult(
-            result.at, result.snapshots, result.observations, result.error, seconds, calls
-        )
+        result = replace(result, seconds=seconds, calls=calls)
         self._results.put(result)
         if self._wake is not None:
             self._wake()
@@ -526,6 +471,18 @@ class Monitor:
         self.hints.put(model)
         if self._wake is not None:
             self._wake()
+
+    def _observe(
+        self, wanted: list[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], list[Observation]], dict[str, str]]:
+        """The live observations, and the sources that could not be read (their outage,
+        not MLflow's: the registry poll stands and the policy gets no observations)."""
+        if self.source is None:
+            return {}, {}
+        try:
+            return self.source.observations(wanted), {}
+        except ObservationsUnavailable as exc:
+            return {}, unavailable(exc)
 
     # Deciding (daemon thread) ------------------------------------------------
 
@@ -568,9 +525,13 @@ class Monitor:
         if result.snapshots is None:
             if self.metrics is not None:
                 self.metrics.poll_errors.labels(backend="mlflow").inc()
-            self._outage.failed(result, now)
+            self._outage.failed(result.error, result.at, now)
             return False
-        self._outage.reachable(result, now)
+        self._outage.reachable(result.at, now)
+        self._sources_down.polled(result.observations_down, result.at, now)
+        if self.metrics is not None:
+            for source in result.observations_down:
+                self.metrics.poll_errors.labels(backend=source).inc()
         self._last_ok = result.at
         if self._first_poll.first():  # the first poll includes `import mlflow`: say when done
             log.info(
@@ -631,6 +592,7 @@ class Monitor:
             detail["mlflow_calls_per_poll"] = last.calls
         if self._schedule.job_errors:
             detail["job_errors"] = self._schedule.job_errors
+        detail.update(self._sources_down.detail(last is not None))
         if (overruns := self._overruns.ongoing()) is not None:
             detail["poll_overruns"] = overruns
         if firing := self.accuracy.firing():
@@ -639,4 +601,6 @@ class Monitor:
         # MLflow being down is reported (detail, alert) but is not a reason for systemd to
         # restart us: restarting cannot bring MLflow back. A dead poll thread is.
         alive = not self.use_scheduler or self._schedule.running()
-        return Health(self.name, alive, detail, ready=down is None)
+        # A source of live observations down blinds the live-metric policy: not ready either.
+        ready = down is None and not self._sources_down.down()
+        return Health(self.name, alive, detail, ready=ready)

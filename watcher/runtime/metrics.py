@@ -114,7 +114,7 @@ class Metrics:
         )
         self.poll_errors = Counter(
             "watcher_poll_errors",
-            "Failed polls of a backend (mlflow, airflow)",
+            "Failed polls of a backend (mlflow, airflow, prometheus)",
             ["backend"],
             registry=r,
         )
