@@ -16,6 +16,7 @@ from watcher.runtime.state import iso
 
 if TYPE_CHECKING:
     from watcher.ports import AlertSink
+    from watcher.runtime.metrics import Metrics
     from watcher.runtime.state import StateStore
 
 log = get_logger("watcher.monitor.poll")
@@ -154,9 +155,13 @@ class SourceOutages:
         self.alerts = alerts
         self.outages = {n: Outage(observation_source(n), alert_after, state, alerts) for n in names}
 
-    def polled(self, down: Mapping[str, str], at: datetime, now: datetime) -> None:
+    def polled(
+        self, down: Mapping[str, str], at: datetime, now: datetime, metrics: Metrics | None
+    ) -> None:
         """One registry poll read the sources: ``down`` maps each unreadable one to why."""
         for name in down:
+            if metrics is not None:
+                metrics.poll_errors.labels(backend=name).inc()
             if name not in self.outages:
                 kind = observation_source(name)
                 self.outages[name] = Outage(kind, self.alert_after, self.state, self.alerts)

@@ -298,6 +298,28 @@ class _Hooks:
         return out
 
 
+def read_observations(
+    source: ObservationSource | None, wanted: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[Observation]], dict[str, str]]:
+    """The live observations, and the sources that could not be read (their outage, not
+    MLflow's: the registry poll stands and the policy gets no observations)."""
+    if source is None:
+        return {}, {}
+    try:
+        return source.observations(wanted), {}
+    except ObservationsUnavailable as exc:
+        return {}, unavailable(exc)
+
+
+def _record_success(state: StateStore, metrics: Metrics | None, at: datetime) -> None:
+    """When MLflow last answered: in the state DB (for /metrics after a restart; never
+    fatal) and the gauge."""
+    with contextlib.suppress(StateError):
+        state.set_meta(META_LAST_POLL, iso(at))
+    if metrics is not None:
+        metrics.last_poll_success.labels(backend="mlflow").set(at.timestamp())
+
+
 class _HintedReads:
     """One-model reads of the hinted models on the poll thread, at most one per
     HINT_MIN_GAP: a stream of reports must not turn into back-to-back reads of MLflow.
@@ -438,7 +460,7 @@ class Monitor:
             try:
                 snaps = self.registry.snapshot(self.config.models)
                 wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-                obs, down = self._observe(wanted)
+                obs, down = read_observations(self.source, wanted)
                 result = PollResult(self.clock.now(), snaps, obs, observations_down=down)
                 break
             except RegistryUnavailable as exc:
@@ -471,18 +493,6 @@ class Monitor:
         self.hints.put(model)
         if self._wake is not None:
             self._wake()
-
-    def _observe(
-        self, wanted: list[tuple[str, str]]
-    ) -> tuple[dict[tuple[str, str], list[Observation]], dict[str, str]]:
-        """The live observations, and the sources that could not be read (their outage,
-        not MLflow's: the registry poll stands and the policy gets no observations)."""
-        if self.source is None:
-            return {}, {}
-        try:
-            return self.source.observations(wanted), {}
-        except ObservationsUnavailable as exc:
-            return {}, unavailable(exc)
 
     # Deciding (daemon thread) ------------------------------------------------
 
@@ -528,10 +538,7 @@ class Monitor:
             self._outage.failed(result.error, result.at, now)
             return False
         self._outage.reachable(result.at, now)
-        self._sources_down.polled(result.observations_down, result.at, now)
-        if self.metrics is not None:
-            for source in result.observations_down:
-                self.metrics.poll_errors.labels(backend=source).inc()
+        self._sources_down.polled(result.observations_down, result.at, now, self.metrics)
         self._last_ok = result.at
         if self._first_poll.first():  # the first poll includes `import mlflow`: say when done
             log.info(
@@ -539,10 +546,7 @@ class Monitor:
                 models=len(result.snapshots),
                 seconds=round(result.seconds, 3),
             )
-        with contextlib.suppress(StateError):  # only for /metrics after a restart: never fatal
-            self.state.set_meta(META_LAST_POLL, iso(result.at))
-        if self.metrics is not None:
-            self.metrics.last_poll_success.labels(backend="mlflow").set(result.at.timestamp())
+        _record_success(self.state, self.metrics, result.at)
         self.changes.apply(result.snapshots, now)
         production = {s.name: s.production for s in result.snapshots}
         self.accuracy.observe(production, result.observations, result.at)
