@@ -153,6 +153,17 @@ class Daemon:
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def delivered(self, channel: str, **labels: str) -> list[dict[str, Any]]:
+        """Firing alerts with ``labels`` that ``channel`` accepted, oldest first: the outbox
+        marks a delivery delivered only after the channel's 2xx (alerts/dispatcher.py)."""
+        rows = self._query(
+            "SELECT notification_json FROM alert_deliveries WHERE channel = ? AND kind ="
+            " 'firing' AND delivered_at IS NOT NULL ORDER BY id",
+            channel,
+        )
+        alerts = [json.loads(r["notification_json"])["alert"] for r in rows]
+        return [a for a in alerts if labels.items() <= a["labels"].items()]
+
     def diagnose(self, alertname: str = "", lines: int = 60) -> str:
         """What to read when a wait times out: which hop stalled (MLflow read, policy,
         alert outbox, Alertmanager POST). The log's last ``lines`` JSON lines, `watcher
@@ -335,14 +346,23 @@ def am_alerts(url: str, **labels: str) -> list[dict[str, Any]]:
     return alerts
 
 
-def wait_am_alert(url: str, daemon: Daemon, what: str, **labels: str) -> dict[str, Any]:
+def wait_am_alert(
+    url: str, daemon: Daemon, what: str, *, sent_by_daemon: bool = False, **labels: str
+) -> dict[str, Any]:
     """Wait until Alertmanager shows an active alert with ``labels``; on timeout the
     failure shows the daemon's side (:meth:`Daemon.diagnose`) and what Alertmanager
-    holds of that alert name."""
+    holds of that alert name.
+
+    ``sent_by_daemon``: the daemon's own alert, which it may resolve a moment later (an
+    automatic rollback ends the breach at the next poll): the firing and the resolve can
+    reach Alertmanager within milliseconds, and its API never lists a resolved alert.
+    Alertmanager's 2xx to the firing (the outbox row marked delivered) proves it too."""
     found: list[dict[str, Any]] = []
 
     def seen() -> bool:
         found[:] = am_alerts(url, **labels)
+        if not found and sent_by_daemon:
+            found[:] = daemon.delivered("alertmanager", **labels)
         return bool(found)
 
     def diagnose() -> str:

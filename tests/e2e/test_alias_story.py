@@ -192,6 +192,7 @@ def test_4_low_live_accuracy_alerts_and_rolls_back(story: Story) -> None:
         story.alertmanager,
         daemon,
         "ModelAccuracyLow",
+        sent_by_daemon=True,  # the rollback resolves it at the next poll
         alertname="ModelAccuracyLow",
         model=story.model,
     )
