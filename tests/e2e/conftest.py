@@ -354,8 +354,9 @@ def wait_am_alert(
     holds of that alert name.
 
     ``sent_by_daemon``: the daemon's own alert, which it may resolve a moment later (an
-    automatic rollback ends the breach at the next poll): the firing and the resolve can
-    reach Alertmanager within milliseconds, and its API never lists a resolved alert.
+    automatic rollback ends the breach at the next poll): it is active in Alertmanager
+    for one delivery round (~1 s), possibly over before the command that caused it has
+    exited on a loaded box, and Alertmanager's API never lists a resolved alert.
     Alertmanager's 2xx to the firing (the outbox row marked delivered) proves it too."""
     found: list[dict[str, Any]] = []
 
