@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -403,21 +402,12 @@ class Demo:
 
     def step4(self) -> None:
         from watcher.cli.commands.status import render
-        from watcher.cli.status import collect, open_readonly
+        from watcher.cli.status import status_of
 
         self.story.begin(4)
         # A heartbeat from the running daemon, so status shows it alive and healthy.
         self.wait("the daemon's heartbeat", lambda: self.state.get_meta(META_HEARTBEAT))
-        cfg = self.config
-        conn = open_readonly(cfg.state.dir)
-        try:
-            doc = collect(
-                conn, data_dir=cfg.watch.data_dir, state_dir=cfg.state.dir, now=datetime.now(UTC)
-            )
-        finally:
-            if conn is not None:
-                conn.close()
-        render(doc, self.story.console)
+        render(status_of(self.config), self.story.console)
 
     def _report(self, version: str, accuracy: float) -> float:
         """Report live accuracy as a user's scoring job would; returns when (monotonic)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from watcher.runtime.lock import pid_alive
 from watcher.runtime.state import (
@@ -29,6 +29,9 @@ from watcher.runtime.state import (
     refuse_empty,
     refuse_not_a_file,
 )
+
+if TYPE_CHECKING:
+    from watcher.config import Config
 
 SCHEMA_VERSION = 1
 # The daemon writes its heartbeat every HEARTBEAT_EVERY seconds; several missed
@@ -70,6 +73,26 @@ def read_events(
         raise read_error(path, exc) from None
     finally:
         conn.close()
+
+
+def status_of(config: Config) -> dict[str, Any]:
+    """The status document of ``config``'s state dir, read-only and redacted: errors stored
+    by an older release (or echoed by a server) may hold a secret."""
+    from alerts.redaction import redact_data
+
+    conn = open_readonly(config.state.dir)
+    try:
+        doc = collect(
+            conn,
+            data_dir=config.watch.data_dir,
+            state_dir=config.state.dir,
+            now=datetime.now(UTC),
+        )
+    finally:
+        if conn is not None:
+            conn.close()
+    redacted: dict[str, Any] = redact_data(doc)
+    return redacted
 
 
 def collect(

@@ -37,22 +37,9 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
     Reads the state DB only (read-only, safe while the daemon runs); the daemon's
     health comes from its heartbeat, and a stale heartbeat means it is not running.
     """
-    from datetime import UTC, datetime
+    from watcher.cli.status import status_of
 
-    from alerts.redaction import redact_data
-    from watcher.cli.status import collect, open_readonly
-
-    cfg = ctx.obj.config()
-    conn = open_readonly(cfg.state.dir)
-    try:
-        doc = collect(
-            conn, data_dir=cfg.watch.data_dir, state_dir=cfg.state.dir, now=datetime.now(UTC)
-        )
-        # Errors stored by an older release (or echoed by a server) may hold a secret.
-        doc = redact_data(doc)
-    finally:
-        if conn is not None:
-            conn.close()
+    doc = status_of(ctx.obj.config())
     if as_json:
         click.echo(json.dumps(doc, sort_keys=True))
     elif sys.stdout.isatty():

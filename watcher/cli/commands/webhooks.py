@@ -117,18 +117,9 @@ def status_cmd(ctx: click.Context, run_test: bool, as_json: bool) -> None:
 
 def _daemon_view(cfg: Config) -> dict[str, Any] | None:
     """The running daemon's view (its heartbeat's monitor check), from the state DB."""
-    from datetime import UTC, datetime
+    from watcher.cli.status import status_of
 
-    from watcher.cli.status import collect, open_readonly
-
-    conn = open_readonly(cfg.state.dir)
-    try:
-        doc = collect(
-            conn, data_dir=cfg.watch.data_dir, state_dir=cfg.state.dir, now=datetime.now(UTC)
-        )
-    finally:
-        if conn is not None:
-            conn.close()
+    doc = status_of(cfg)
     daemon = doc["daemon"]
     monitor = daemon["checks"].get("monitor") if daemon["running"] else None
     if not isinstance(monitor, dict) or "webhooks" not in monitor:
