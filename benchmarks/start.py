@@ -50,7 +50,16 @@ def _events(log: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in log.read_text().splitlines() if ln.startswith("{")]
 
 
-def one_start(root: Path, settle: float, tracking_uri: str | None) -> dict[str, float]:
+def one_start(
+    root: Path,
+    settle: float,
+    tracking_uri: str | None,
+    *,
+    watcher: str = WATCHER,
+    drift: bool = True,
+) -> dict[str, float]:
+    """One start of ``watcher`` (another venv's too); ``drift``: set drift.alert = false
+    (a lean install refuses drift keys: it has no drift checks)."""
     (root / "data").mkdir()
     (root / "data" / "a.csv").write_text("x,y\n1,2\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHER_", "MLFLOW_"))}
@@ -59,9 +68,10 @@ def one_start(root: Path, settle: float, tracking_uri: str | None) -> dict[str, 
             "WATCHER_MONITOR__POLL_INTERVAL": "2",
             "WATCHER_TRIGGER__BACKEND": "command",  # no training run: start-up only
             "WATCHER_TRIGGER__COMMAND": json.dumps(["true"]),
-            "WATCHER_DRIFT__ALERT": "false",
         }
     )
+    if drift:
+        env["WATCHER_DRIFT__ALERT"] = "false"
     if tracking_uri:
         env["WATCHER_MLFLOW__TRACKING_URI"] = tracking_uri
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -71,7 +81,7 @@ def one_start(root: Path, settle: float, tracking_uri: str | None) -> dict[str, 
     with log.open("w") as out:
         wall0, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(
-            [WATCHER, "--log-format", "json", "run"], cwd=root, env=env, stdout=out, stderr=out
+            [watcher, "--log-format", "json", "run"], cwd=root, env=env, stdout=out, stderr=out
         )
         try:
             sock.settimeout(300)

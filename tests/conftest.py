@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.services.mlflow_server",
     "tests.services.airflow_server",
     "tests.services.alertmanager",
+    "tests.services.prometheus_server",
 ]
 
 # mlflow.set_tracking_uri/set_registry_uri also export these, and every subprocess a later
@@ -89,6 +90,8 @@ BACKEND_FIXTURES = {
     "registry_uri",
     "airflow_server",
     "alertmanager",
+    "prometheus_server",
+    "own_prometheus",
     "world",
     "dag_runs",
     SCALEOUT_FIXTURE,

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 WATCHER = ROOT / "watcher"
 
-KERNEL = {"errors", "durations", "ports", "config"}
+KERNEL = {"errors", "durations", "ports", "config", "extras"}
 FEATURES = {"data", "trigger", "monitor", "rollback", "drift"}
 # What each part of watcher/ may import from watcher/ (besides itself and the pure core).
 ALLOWED: dict[str, set[str]] = {
@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "durations": {"errors"},
     "ports": {"errors"},
     "config": {"errors", "durations", "ports"},
+    "extras": {"errors", "config"},
     "runtime": KERNEL,
     "backends": KERNEL | {"runtime"},
     "trigger": KERNEL | {"runtime"},
@@ -39,6 +40,8 @@ ALLOWED: dict[str, set[str]] = {
 # Pure core: decisions without I/O, importable from every layer; it imports only itself.
 PURE = {
     "watcher/monitor/policy.py",
+    "watcher/monitor/reports.py",
+    "watcher/monitor/promql.py",
     "watcher/rollback/policy.py",
     "watcher/drift/stats.py",
     "watcher/durations.py",
@@ -200,3 +203,46 @@ def test_nothing_imports_the_cli_or_the_wiring() -> None:
             if name.startswith(("watcher.cli", "watcher.app")):
                 wrong.append(f"{rel}:{line} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+# The [pipeline] extra's libraries (pyproject.toml): a lean install (the daemon alone) has
+# none of them. These modules import one (or one of each other) on import; everything else
+# imports them inside the function that needs them, so `watcher run` starts without them.
+PIPELINE_EXTRA = {"numpy", "pandas", "scipy", "sklearn"}
+NEEDS_PIPELINE = {"watcher/drift/stats.py", "watcher/drift/check.py", "watcher/drift/watch.py"}
+
+
+def _eager_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """Imports that run when the module is imported: outside functions and outside
+    ``if TYPE_CHECKING:`` (its ``else`` branch runs)."""
+    pending: list[ast.stmt] = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.If):
+            checking = isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            pending.extend(node.orelse if checking else [*node.body, *node.orelse])
+        elif isinstance(node, ast.Try | ast.With | ast.ClassDef):
+            for field in ("body", "orelse", "finalbody"):
+                pending.extend(getattr(node, field, []))
+            pending.extend(s for h in getattr(node, "handlers", []) for s in h.body)
+
+
+def test_the_pipeline_extra_is_imported_lazily() -> None:
+    """numpy, pandas, scipy and sklearn load only where a command or setting needs them
+    (watcher/extras.py refuses those settings on a lean install, exit 2)."""
+    heavy = {rel.removesuffix(".py").replace("/", ".") for rel in NEEDS_PIPELINE}
+    wrong, needing = [], set()
+    for folder in ("watcher", "pipeline", "alerts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            for line, name in _eager_imports(path):
+                if name.split(".")[0] in PIPELINE_EXTRA or name in heavy:
+                    needing.add(rel)
+                    if rel not in NEEDS_PIPELINE:
+                        wrong.append(f"{rel}:{line} imports {name} on import")
+    assert not wrong, "\n".join(wrong)
+    assert needing == NEEDS_PIPELINE, f"no longer eager, drop: {NEEDS_PIPELINE - needing}"

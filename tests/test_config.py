@@ -392,3 +392,147 @@ def test_infinite_monitor_threshold_from_env_is_refused_naming_the_key() -> None
     with pytest.raises(ConfigError) as exc:
         load_config(None, env={"WATCHER_MONITOR__MAX_RMSE": "inf"})
     assert "monitor.max_rmse: inf is outside the range of rmse" in str(exc.value)
+
+
+# Registry webhooks (#18) -----------------------------------------------------
+
+HOOK_ENV = {
+    "WATCHER_MONITOR__WEBHOOKS__SECRET": "hook-s3cret",
+    "WATCHER_HTTP__LISTEN": "127.0.0.1:9464",
+}
+
+
+def _errors(env: dict[str, str], **overrides: object) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(env=env, overrides=overrides)
+    return "\n".join(err.value.errors)
+
+
+def test_webhooks_enabled_by_a_secret_with_their_url_and_masked() -> None:
+    cfg = load_config(env=HOOK_ENV)
+    assert cfg.monitor.webhooks.enabled
+    assert "http://127.0.0.1:9464/hooks/mlflow" == cfg.webhook_url
+    assert REDACTED == cfg.redacted()["monitor"]["webhooks"]["secret"]
+    assert "hook-s3cret" in cfg.secret_values()
+    assert not load_config(env={}).monitor.webhooks.enabled
+
+
+def test_webhooks_refused_without_listen_in_stage_mode_or_on_a_wildcard() -> None:
+    no_listen = _errors({"WATCHER_MONITOR__WEBHOOKS__SECRET": "x"})
+    assert "monitor.webhooks.secret" in no_listen and "http.listen" in no_listen
+    stage = _errors(HOOK_ENV, **{"mlflow.registry_mode": "stage"})
+    assert "registry_mode" in stage
+    wild = _errors(
+        {**HOOK_ENV, "WATCHER_HTTP__LISTEN": "0.0.0.0:9464"}, **{"http.allow_public": True}
+    )
+    assert "monitor.webhooks.url" in wild
+    assert "monitor.webhooks.secret: must not be empty" in _errors(
+        {**HOOK_ENV, "WATCHER_MONITOR__WEBHOOKS__SECRET": " "}
+    )
+
+
+def test_webhook_secret_never_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[http]\nlisten = '127.0.0.1:9464'\n[monitor.webhooks]\nsecret = 'x'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "WATCHER_MONITOR__WEBHOOKS__SECRET" in "\n".join(err.value.errors)
+
+
+@pytest.mark.parametrize("tolerance", ["5s", "2h"])
+def test_webhook_tolerance_is_bounded(tolerance: str) -> None:
+    text = _errors({**HOOK_ENV, "WATCHER_MONITOR__WEBHOOKS__TOLERANCE": tolerance})
+    assert "monitor.webhooks.tolerance: must be between 10s and 1h" in text
+
+
+def test_reconcile_interval_never_shorter_than_the_poll() -> None:
+    assert 300.0 == load_config(env={}).monitor.reconcile_interval
+    long_poll = load_config(env={}, overrides={"monitor.poll_interval": "1h"})
+    assert 3600.0 == long_poll.monitor.reconcile_interval  # left unset: follows the poll
+    text = _errors({}, **{"monitor.poll_interval": "10m", "monitor.reconcile_interval": "5m"})
+    assert "monitor.reconcile_interval: 5m is shorter than monitor.poll_interval (10m)" in text
+
+
+class TestPrometheusConfig:
+    """``[monitor.prometheus]``: every key takes effect or is refused, naming it."""
+
+    GOOD = (
+        '[monitor.prometheus]\nurl = "http://prom:9090"\n'
+        'value_query = \'acc{model="{model}",version="{version}"}\'\n'
+        "samples_query = 'n{model=\"{model}\"}'\n"
+    )
+
+    def load(self, tmp_path: Path, text: str, **env: str) -> Config:
+        return load_config(write(tmp_path, text), env=env)
+
+    def test_good_config_and_defaults(self, tmp_path: Path) -> None:
+        prom = self.load(tmp_path, self.GOOD).monitor.prometheus
+        assert ("http://prom:9090", 10.0, 300.0) == (prom.url, prom.timeout, prom.down_alert_after)
+        assert frozenset({"model", "version"}) == prom.template("value_query").names
+
+    @pytest.mark.parametrize(
+        ("extra", "error"),
+        [
+            (
+                '[monitor.prometheus]\ntimeout = "5s"\n',
+                "monitor.prometheus.timeout: has no effect without monitor.prometheus.url",
+            ),
+            (
+                '[monitor.prometheus]\nurl = "http://p:9090"\n'
+                "value_query = 'a{model=\"{model}\"}'\n",
+                "monitor.prometheus.samples_query: required when monitor.prometheus.url is set",
+            ),
+            ('[monitor.prometheus]\nurl = "file:///x"\n', "monitor.prometheus.url: not a URL"),
+        ],
+    )
+    def test_incomplete_is_refused(self, tmp_path: Path, extra: str, error: str) -> None:
+        with pytest.raises(ConfigError, match=re.escape(error)):
+            self.load(tmp_path, extra)
+
+    @pytest.mark.parametrize(
+        ("key", "value", "error"),
+        [
+            ("value_query", 'a{model="{modl}"}', "unknown placeholder {modl}"),
+            ("samples_query", "a{model={model}}", "{model} must stand inside a double-quoted"),
+            ("value_query", 'sum(a{model="{model}"}', "unclosed '('"),
+            ("timeout", "5m", "must be at most 120s, got 300s"),
+            ("timeout", "0s", "must be greater than 0"),
+            ("down_alert_after", "-1s", "must not be negative"),
+        ],
+    )
+    def test_bad_values_name_the_key(
+        self, tmp_path: Path, key: str, value: str, error: str
+    ) -> None:
+        env = {f"WATCHER_MONITOR__PROMETHEUS__{key.upper()}": value}
+        with pytest.raises(ConfigError) as info:
+            self.load(tmp_path, self.GOOD, **env)
+        (line,) = info.value.errors
+        assert line.startswith(f"monitor.prometheus.{key}: ") and error in line, line
+
+    def test_each_model_must_read_its_own_series(self, tmp_path: Path) -> None:
+        text = (
+            '[monitor.prometheus]\nurl = "http://p:9090"\n'
+            'value_query = \'a{model="{model}"}\'\nsamples_query = "n"\n'
+        )
+        with pytest.raises(ConfigError, match=r"monitor.prometheus.samples_query: needs \{model\}"):
+            self.load(tmp_path, text)
+        one = '[monitor]\nmodels = ["fraud"]\n' + text  # one exact model: no need to say it
+        assert self.load(tmp_path, one).monitor.prometheus.samples_query == "n"
+
+    def test_a_mixed_fleet_needs_the_metric_placeholder(self, tmp_path: Path) -> None:
+        fleet = '[monitor.overrides."house-*"]\nmax_rmse = 40\n'
+        with pytest.raises(ConfigError, match=r"value_query: needs \{metric\}: .*accuracy, rmse"):
+            self.load(tmp_path, self.GOOD + fleet)
+        good = self.GOOD.replace('version="{version}"', 'metric="{metric}"')
+        assert self.load(tmp_path, good + fleet).monitor.prometheus.url
+
+    def test_token_is_a_secret(self, tmp_path: Path) -> None:
+        with pytest.raises(
+            ConfigError, match=r"monitor\.prometheus\.token: secrets may not be written"
+        ):
+            self.load(tmp_path, self.GOOD + 'token = "abc"\n')
+        (tmp_path / "tok").write_text("s3cret-token\n")
+        cfg = self.load(tmp_path, self.GOOD + f'token_file = "{tmp_path / "tok"}"\n')
+        assert cfg.monitor.prometheus.token is not None
+        assert "s3cret-token" == cfg.monitor.prometheus.token.get_secret_value()
+        assert REDACTED == cfg.redacted()["monitor"]["prometheus"]["token"]
+        assert "s3cret-token" in cfg.secret_values()

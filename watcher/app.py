@@ -13,9 +13,10 @@ if TYPE_CHECKING:
     from watcher.data.watcher import DataWatcher
     from watcher.monitor.evaluator import Evaluator
     from watcher.monitor.poll import Monitor
-    from watcher.ports import AlertSink, RunHooks, Trigger
+    from watcher.ports import AlertSink, ObservationSource, RunHooks, Trigger
     from watcher.runtime.clock import Clock
     from watcher.runtime.component import Component
+    from watcher.runtime.routes import Route
     from watcher.runtime.state import StateStore
     from watcher.trigger.delivery import Delivery
 
@@ -25,9 +26,7 @@ def build_components(
 ) -> list[Component]:
     """Components in start order (stopped in reverse). ``registry``: the process's MLflow
     adapter when the caller has one already (the demo); else it is built here."""
-    from watcher.backends.mlflow_models import MlflowModels
     from watcher.backends.mlflow_registry import MlflowRegistry
-    from watcher.drift.watch import DriftWatch
     from watcher.rollback.auto import AutoRollback
     from watcher.runtime.alerting import Alerting
     from watcher.runtime.clock import SystemClock
@@ -40,8 +39,8 @@ def build_components(
     # One MLflow adapter for every component and thread (the poll thread, its read pool,
     # the main loop): it is thread-safe and counts calls per thread.
     registry = registry or MlflowRegistry.from_config(config)
-    drift = DriftWatch(config, state, registry, MlflowModels(registry), clock, alerting)
-    data, delivery = build_data_side(config, state, hooks=[drift], clock=clock)
+    drift = build_drift(config, state, registry, clock, alerting)
+    data, delivery = build_data_side(config, state, hooks=drift, clock=clock)
     monitor = build_monitor(config, state, registry, alerting)
     rollback = AutoRollback(
         config.rollback,
@@ -68,28 +67,112 @@ def build_components(
         # Last, so it starts after and stops before what it reports on.
         from watcher.runtime.http import HttpEndpoint
 
-        components.append(HttpEndpoint(config.http.listen, components))
+        routes = build_routes(config, monitor)
+        components.append(HttpEndpoint(config.http.listen, components, routes=routes))
     return components
+
+
+def build_routes(config: Config, monitor: Monitor) -> list[Route]:
+    """The write endpoints; each exists only when its secret is configured."""
+    routes: list[Route] = [monitor.receiver] if monitor.receiver is not None else []
+    if config.http.token is not None:
+        from watcher.monitor.intake import AccuracyIntake
+
+        token = config.http.token.get_secret_value()
+        intake = AccuracyIntake(token, config.monitor.models, config.state.dir, monitor.hint)
+        routes.append(intake)
+    return routes
+
+
+def build_drift(
+    config: Config, state: StateStore, registry: MlflowRegistry, clock: Clock, alerts: AlertSink
+) -> list[RunHooks]:
+    """The drift hooks, or none on a lean install (no [pipeline] extra: no pandas, scipy
+    to read and score the data; explicit drift.* keys were refused at start)."""
+    from watcher.extras import INSTALL_HINT, pipeline_installed
+
+    if not pipeline_installed():
+        from watcher.runtime.logging import get_logger
+
+        get_logger("watcher.drift").info("drift_checks_off", reason=f"needs {INSTALL_HINT}")
+        return []
+    from watcher.backends.mlflow_models import MlflowModels
+    from watcher.drift.watch import DriftWatch
+
+    return [DriftWatch(config, state, registry, MlflowModels(registry), clock, alerts)]
 
 
 def build_monitor(
     config: Config, state: StateStore, registry: MlflowRegistry, alerts: AlertSink
 ) -> Monitor:
-    """The registry and live-metric poll, reading MLflow through the process's adapter."""
-    from watcher.backends.mlflow_observations import FeedbackReader
+    """The registry and live-metric poll, reading MLflow through the process's adapter;
+    with ``monitor.prometheus.url``, live metrics from Prometheus too."""
     from watcher.monitor.poll import Monitor
     from watcher.rollback.journal import JournalReader
+    from watcher.runtime.clock import SystemClock
     from watcher.runtime.metrics import METRICS
 
+    receiver = webhooks = None
+    hooks = config.monitor.webhooks
+    if hooks.secret is not None:  # registry webhooks: the receiver and their health
+        from watcher.backends.mlflow_webhooks import MlflowWebhooks
+        from watcher.monitor.webhook_health import WebhookHealth
+        from watcher.monitor.webhooks import Receiver
+
+        clock = SystemClock()
+        secret = hooks.secret.get_secret_value()
+        receiver = Receiver(
+            secret, hooks.tolerance, config.monitor.models, config.state.dir, clock, metrics=METRICS
+        )
+        webhooks = WebhookHealth(
+            MlflowWebhooks(registry),
+            config.webhook_url,
+            receiver.last_delivery,
+            config.monitor.reconcile_interval,
+            clock,
+        )
+    source, names = build_observations(config, registry)
     return Monitor(
         config.monitor,
         state,
         registry,
-        FeedbackReader(registry),
+        source,
         alerts,
         metrics=METRICS,
         moves=JournalReader(state),  # a rollback after the last poll shows after a restart
+        observation_sources=names,
+        receiver=receiver,
+        webhooks=webhooks,
+        # Hinted reads want a few models: sources of their own, so the poll's keep their
+        # cache of every model (a FeedbackReader drops what it was not asked for).
+        hint_source=build_observations(config, registry)[0],
     )
+
+
+def build_observations(
+    config: Config, registry: MlflowRegistry
+) -> tuple[ObservationSource, tuple[str, ...]]:
+    """Every configured source of live observations as one, and the names of those whose
+    outage is their own (not MLflow's): MLflow metrics (`watcher report-metric`, the
+    evaluator), the daemon's intake, Prometheus."""
+    from watcher.backends.mlflow_observations import FeedbackReader
+    from watcher.monitor.sources import Combined
+
+    sources: list[ObservationSource] = [FeedbackReader(registry)]
+    names: tuple[str, ...] = ()
+    if config.http.token is not None:  # the intake is on: its table is a source too
+        from watcher.monitor.intake_store import IntakeObservations
+
+        sources.append(IntakeObservations(config.state.dir, config.monitor.policy_for))
+    if config.monitor.prometheus.url is not None:
+        from watcher.backends.prometheus_observations import SOURCE, PrometheusObservations
+
+        prometheus = PrometheusObservations.from_config(
+            config.monitor.prometheus, lambda model: config.monitor.policy_for(model).metric
+        )
+        sources.append(prometheus)
+        names = (SOURCE,)
+    return (sources[0] if len(sources) == 1 else Combined(sources)), names
 
 
 def build_evaluator(

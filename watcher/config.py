@@ -36,9 +36,10 @@ from pipeline.errors import SettingError
 from pipeline.estimator import DEFAULT_ESTIMATOR, FOREST_KEYS
 from pipeline.lineage import DEFAULT_IGNORE
 from pipeline.metrics import METRICS, resolve_gate, unknown_metric
-from watcher.durations import Duration, PositiveDuration
+from watcher.durations import Duration, PositiveDuration, format_duration, parse_duration
 from watcher.errors import ConfigError
 from watcher.monitor.policy import MAX_SAMPLES, PolicyConfig, range_text
+from watcher.monitor.promql import Template, parse_template
 from watcher.ports import matches
 
 ENV_PREFIX = "WATCHER_"
@@ -55,6 +56,9 @@ MAX_WINDOW = 10_000  # observations per model version the policy looks at
 MAX_CONFIG_BYTES = 4 << 20
 MAX_SECRET_BYTES = 64 << 10
 _NO_PLUGINS = "PYDANTIC_DISABLE_PLUGINS"
+# http.token: long enough not to be guessed, short and plain enough for a header.
+MIN_TOKEN, MAX_TOKEN = 16, 1024
+_TOKEN = re.compile(rf"[\x21-\x7e]{{{MIN_TOKEN},{MAX_TOKEN}}}")
 SHIPPED_DAG = "train_pipeline"  # dags/train_pipeline.py: trains pipeline.estimator
 
 
@@ -393,9 +397,100 @@ class MonitorOverride(Section):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+# monitor.webhooks.tolerance: MLflow signs each delivery once and retries it for about
+# a minute (MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES, exponential backoff); clocks drift by
+# seconds. Below 10 s a retry or a skewed clock is refused; past an hour a captured
+# delivery stays replayable for long (and the de-duplication table grows with it).
+MIN_TOLERANCE, MAX_TOLERANCE = 10.0, 3600.0
+DEFAULT_RECONCILE = 300.0
+WEBHOOK_PATH = "/hooks/mlflow"
+
+
+class RegistryWebhooksConfig(SecretsSection):
+    """``[monitor.webhooks]``: MLflow registry webhooks as hints; a secret enables them."""
+
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    url: HttpUrl | None = None  # what MLflow calls (default: http://<http.listen>/hooks/mlflow)
+    tolerance: Duration = 300.0
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError("must not be empty (it signs every delivery)")
+        return v
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: float) -> float:
+        if not MIN_TOLERANCE <= v <= MAX_TOLERANCE:
+            raise ValueError("must be between 10s and 1h")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+
+MAX_PROMETHEUS_TIMEOUT = 120.0  # seconds: one query; the poll waits for every query
+
+
+class PrometheusConfig(SecretsSection):
+    """``[monitor.prometheus]``: live metrics read from a Prometheus server's query API
+    (instant queries, one pair per watched Production version per poll)."""
+
+    url: HttpUrl | None = None
+    token: SecretStr | None = None  # sent as ``Authorization: Bearer``
+    token_file: Path | None = None
+    value_query: str | None = None  # the watched metric's value (a PromQL template)
+    samples_query: str | None = None  # how many labelled predictions it is over
+    timeout: PositiveDuration = 10.0
+    down_alert_after: Duration = 300.0
+
+    @field_validator("value_query", "samples_query")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_template(v)  # TemplateError is a ValueError: named by its key
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if v > MAX_PROMETHEUS_TIMEOUT:
+            raise ValueError(f"must be at most {MAX_PROMETHEUS_TIMEOUT:g}s, got {v:g}s")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> PrometheusConfig:
+        where = "monitor.prometheus"
+        if self.url is None:
+            unused = sorted(k for k in self.model_fields_set if k != "url")
+            if unused:
+                raise ValueError(
+                    f"{where}.{unused[0]}: has no effect without {where}.url; set the url "
+                    "or remove the key"
+                )
+            return self
+        for key in ("value_query", "samples_query"):
+            if getattr(self, key) is None:
+                raise ValueError(f"{where}.{key}: required when {where}.url is set")
+        return self
+
+    def template(self, key: str) -> Template:
+        """The parsed ``value_query`` or ``samples_query`` (checked at load)."""
+        text = getattr(self, key)
+        assert isinstance(text, str)  # noqa: S101  (only asked for when url is set)
+        return parse_template(text)
+
+
 class MonitorConfig(Section):
     models: StrList = Field(default_factory=lambda: ["*"])
     poll_interval: PositiveDuration = 30.0
+    # The full poll's period while registry webhooks are healthy (they deliver the rest).
+    reconcile_interval: PositiveDuration = DEFAULT_RECONCILE
+    webhooks: RegistryWebhooksConfig = _default()
     mlflow_down_alert_after: Duration = 300.0
     # The live metric watched (pipeline/metrics.py: its direction decides a breach) and the
     # value it must meet; ``min_accuracy = 0.9`` / ``max_rmse = 40`` set both at once.
@@ -407,6 +502,7 @@ class MonitorConfig(Section):
     keep_firing_for: Duration = 0.0
     feedback_dir: Path | None = None
     overrides: dict[str, MonitorOverride] = Field(default_factory=dict)
+    prometheus: PrometheusConfig = _default()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -432,6 +528,29 @@ class MonitorConfig(Section):
             }
         return out
 
+    @model_validator(mode="before")
+    @classmethod
+    def _reconcile_default(cls, data: Any) -> Any:
+        """Left unset, reconcile_interval is never shorter than poll_interval (a long
+        poll_interval alone is not a mistake); set explicitly shorter, it is refused."""
+        if isinstance(data, dict) and "reconcile_interval" not in data:
+            try:
+                poll = parse_duration(data.get("poll_interval", 0))
+            except ValueError:
+                return data  # poll_interval's own check names the problem
+            return {**data, "reconcile_interval": max(DEFAULT_RECONCILE, poll)}
+        return data
+
+    @model_validator(mode="after")
+    def _reconcile_not_faster(self) -> MonitorConfig:
+        if self.reconcile_interval < self.poll_interval:
+            raise ValueError(
+                f"monitor.reconcile_interval: {format_duration(self.reconcile_interval)} is "
+                f"shorter than monitor.poll_interval ({format_duration(self.poll_interval)}); "
+                "the reconcile poll replaces the regular poll while webhooks are healthy"
+            )
+        return self
+
     @field_validator("feedback_dir")
     @classmethod
     def _dir(cls, v: Path | None) -> Path | None:
@@ -450,6 +569,29 @@ class MonitorConfig(Section):
                     f'monitor.overrides."{pattern}": matches no watched model pattern '
                     f"(monitor.models = {self.models})"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _prometheus_selects(self) -> MonitorConfig:
+        """Each watched model must read its own series, of its own metric: a query without
+        ``{model}`` would give every model the same value (unless one model is watched),
+        and without ``{metric}`` the same value to models watching different metrics."""
+        prom = self.prometheus
+        if prom.url is None:
+            return self
+        single = len(self.models) == 1 and not any(c in self.models[0] for c in "*?[")
+        for key in ("value_query", "samples_query"):
+            if not single and "model" not in prom.template(key).names:
+                raise ValueError(
+                    f'monitor.prometheus.{key}: needs {{model}} (e.g. model="{{model}}"): '
+                    f"monitor.models = {self.models} may match several models"
+                )
+        watched = {self.metric, *(o.metric for o in self.overrides.values() if o.metric)}
+        if len(watched) > 1 and "metric" not in prom.template("value_query").names:
+            raise ValueError(
+                f"monitor.prometheus.value_query: needs {{metric}}: the models watch "
+                f"{', '.join(sorted(watched))} (monitor.metric and monitor.overrides)"
+            )
         return self
 
     def override_for(self, model: str) -> MonitorOverride | None:
@@ -536,9 +678,32 @@ class AlertsConfig(Section):
     email: EmailConfig = _default()
 
 
-class HttpConfig(Section):
+class HttpConfig(SecretsSection):
     listen: str | None = None
     allow_public: bool = False
+    # The bearer token of the write endpoints (POST /v1/accuracy): they exist only with it.
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        # Never quote the value: a message naming the rule is enough.
+        if v is not None and not _TOKEN.fullmatch(v.get_secret_value()):
+            raise ValueError(
+                f"must be {MIN_TOKEN} to {MAX_TOKEN} printable ASCII characters without "
+                "spaces (e.g. the output of `openssl rand -hex 32`)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _token_needs_listen(self) -> HttpConfig:
+        if self.token is not None and not self.listen:
+            raise ValueError(
+                "http.token: the intake it guards is served on http.listen, which is not set: "
+                "set http.listen too (or drop http.token)"
+            )
+        return self
 
     @field_validator("listen")
     @classmethod
@@ -591,6 +756,34 @@ class Config(Section):
                     "set http.allow_public = true to expose the endpoint"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _webhooks_need_listen(self) -> Config:
+        hooks = self.monitor.webhooks
+        if not hooks.enabled:
+            return self
+        if not self.http.listen:
+            raise ValueError(
+                "monitor.webhooks.secret: the webhook receiver is served on http.listen, "
+                "which is unset; set http.listen or remove monitor.webhooks.secret(_file)"
+            )
+        if self.mlflow.registry_mode != "alias":
+            raise ValueError(
+                "monitor.webhooks.secret: MLflow sends no webhook for stage transitions; "
+                'registry webhooks need mlflow.registry_mode = "alias"'
+            )
+        host = self.http.listen.rpartition(":")[0].strip("[]")
+        if hooks.url is None and host in ("0.0.0.0", "::", ""):  # noqa: S104  (a check)
+            raise ValueError(
+                f"monitor.webhooks.url: http.listen {self.http.listen} is no address MLflow "
+                "can call; set monitor.webhooks.url to the receiver's reachable URL"
+            )
+        return self
+
+    @property
+    def webhook_url(self) -> str:
+        """The URL MLflow delivers to: monitor.webhooks.url, else on http.listen."""
+        return self.monitor.webhooks.url or f"http://{self.http.listen}{WEBHOOK_PATH}"
 
     @model_validator(mode="after")
     def _seed_estimator_classifies(self) -> Config:

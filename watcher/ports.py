@@ -76,6 +76,10 @@ class Registry(Protocol):
         """Every registered model whose name matches one of ``patterns`` (names or globs)."""
         ...
 
+    def model_snapshot(self, name: str) -> ModelSnapshot | None:
+        """``name`` alone, read afresh (a webhook's hint); None when it does not exist."""
+        ...
+
     def model_exists(self, name: str) -> bool: ...
 
     def versions(self, name: str) -> list[VersionInfo]:
@@ -97,6 +101,57 @@ class Registry(Protocol):
 
     def archive(self, name: str, version: str) -> None:
         """Stage mode: move to Archived. Alias mode: nothing to do (no stages)."""
+        ...
+
+
+# The registry webhook events the monitor subscribes to (MLflow's names): each is a hint
+# to read one model afresh. MLflow has none for deletions or stage transitions: the
+# reconcile poll sees those.
+WEBHOOK_EVENTS = (
+    "registered_model.created",
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+)
+WEBHOOK_ACTIVE = "ACTIVE"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookInfo:
+    """One webhook of ours as MLflow lists it (never its secret)."""
+
+    webhook_id: str
+    name: str
+    url: str
+    events: tuple[str, ...]
+    status: str  # ACTIVE / DISABLED
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTest:
+    """What MLflow's test delivery to a webhook returned."""
+
+    success: bool
+    status: int | None  # the receiver's HTTP status
+    error: str | None
+
+
+class RegistryWebhooks(Protocol):
+    """The watcher's webhook in MLflow: the one named ours that calls ``url``. Raises like
+    Registry (RegistryError, RegistryUnavailable)."""
+
+    def find(self, url: str) -> WebhookInfo | None: ...
+
+    def install(self, url: str, secret: str) -> tuple[WebhookInfo, bool]:
+        """Create ours (True) or update it to these events, secret and ACTIVE (False)."""
+        ...
+
+    def test(self, webhook_id: str) -> WebhookTest: ...
+
+    def remove(self, url: str) -> list[str]:
+        """Delete ours calling ``url``; the ids deleted."""
         ...
 
 

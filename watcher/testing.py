@@ -8,16 +8,23 @@ FakeRegistry and FakeModels pass the same contract tests as the MLflow adapters
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from watcher.errors import RegistryError, RegistryUnavailable, UsageError
+from watcher.errors import (
+    ObservationsUnavailable,
+    RegistryError,
+    RegistryUnavailable,
+    UsageError,
+)
 from watcher.monitor.policy import Observation
 from watcher.ports import (
     ARCHIVED_STAGE,
     PRODUCTION_STAGE,
+    WEBHOOK_ACTIVE,
+    WEBHOOK_EVENTS,
     LoadedModel,
     ModelSnapshot,
     RegistryMode,
@@ -25,6 +32,8 @@ from watcher.ports import (
     Trigger,
     TriggerUnavailable,
     VersionInfo,
+    WebhookInfo,
+    WebhookTest,
     matches,
 )
 
@@ -102,6 +111,13 @@ class FakeRegistry:
             if matches(name, patterns)
         ]
 
+    def model_snapshot(self, name: str) -> ModelSnapshot | None:
+        self._enter()
+        versions = self._models.get(name)
+        if versions is None:
+            return None
+        return ModelSnapshot(name, self._production.get(name), dict(versions))
+
     def model_exists(self, name: str) -> bool:
         self._enter()
         return name in self._models
@@ -156,6 +172,54 @@ class FakeRegistry:
                 del self._production[name]
 
 
+class FakeWebhooks:
+    """In-memory RegistryWebhooks; ``deliver(url)`` plays MLflow's test delivery (the
+    receiver's HTTP status, or raises OSError when unreachable); ``down`` like FakeRegistry."""
+
+    def __init__(self, deliver: Callable[[str], int] | None = None) -> None:
+        self.deliver = deliver
+        self.down = False
+        self.calls = 0
+        self.hooks: dict[str, WebhookInfo] = {}
+
+    def _enter(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise RegistryUnavailable("MLflow unreachable (fake webhooks are down)")
+
+    def find(self, url: str) -> WebhookInfo | None:
+        self._enter()
+        return next((h for h in self.hooks.values() if h.url == url), None)
+
+    def install(self, url: str, secret: str) -> tuple[WebhookInfo, bool]:
+        found = self.find(url)
+        hook_id = found.webhook_id if found is not None else f"wh-{len(self.hooks) + 1}"
+        self.hooks[hook_id] = WebhookInfo(
+            hook_id, "registry-watcher", url, WEBHOOK_EVENTS, WEBHOOK_ACTIVE
+        )
+        return self.hooks[hook_id], found is None
+
+    def test(self, webhook_id: str) -> WebhookTest:
+        self._enter()
+        hook = self.hooks.get(webhook_id)
+        if hook is None:
+            raise RegistryError(f"MLflow: no webhook {webhook_id}")
+        if self.deliver is None:
+            return WebhookTest(True, 200, None)
+        try:
+            status = self.deliver(hook.url)
+        except OSError as exc:
+            return WebhookTest(False, None, f"Failed to test webhook: {exc!r}")
+        return WebhookTest(status < 400, status, None)
+
+    def remove(self, url: str) -> list[str]:
+        self._enter()
+        gone = [i for i, h in self.hooks.items() if h.url == url]
+        for hook_id in gone:
+            del self.hooks[hook_id]
+        return gone
+
+
 class FakeModels:
     """In-memory ModelArtifacts over a FakeRegistry (its versions; down when it is down).
 
@@ -187,10 +251,14 @@ class FakeModels:
 
 
 class MemoryObservations:
-    """An observation source backed by a dict (what FeedbackReader reads from MLflow)."""
+    """An observation source backed by a dict (what FeedbackReader reads from MLflow);
+    while ``down`` holds a reason, reading it is an outage of source ``name``."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "memory") -> None:
         self.data: dict[tuple[str, str], list[Observation]] = {}
+        self.name = name
+        self.down: str | None = None
+        self.reads = 0
 
     def add(
         self,
@@ -206,6 +274,9 @@ class MemoryObservations:
     def observations(
         self, wanted: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], list[Observation]]:
+        self.reads += 1
+        if self.down is not None:
+            raise ObservationsUnavailable(self.name, self.down)
         return {k: list(self.data.get(k, [])) for k in wanted}
 
 

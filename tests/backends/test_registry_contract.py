@@ -439,3 +439,23 @@ def test_observation_sources_agree_on_metrics(tmp_path: Path) -> None:
         fake.add(model, "1", value, samples, at, metric)
     wanted = [("clf", "1"), ("reg", "1"), ("none", "1")]
     assert fake.observations(wanted) == FeedbackReader(reg).observations(wanted)
+
+
+def test_model_snapshot_reads_one_model(subject: tuple[Registry, Create]) -> None:
+    """A webhook hint's read: the one model as snapshot() shows it; None when absent."""
+    reg, create = subject
+    name, other = unique(), unique()
+    create(name, {"data_hash": "abc"})
+    create(name, None)
+    create(other, None)
+    reg.set_production(name, "2")
+    before = int(getattr(reg, "calls", 0))
+    one = reg.model_snapshot(name)
+    if isinstance(reg, MlflowRegistry):  # the budget of a webhook hint: 2 MLflow calls
+        assert 2 == reg.calls - before
+    (full,) = reg.snapshot([name])
+    assert one is not None
+    assert one == full
+    assert ("2", ["1", "2"]) == (one.production, list(one.versions))
+    assert "abc" == one.versions["1"].tags["data_hash"]
+    assert reg.model_snapshot(unique("absent")) is None

@@ -114,7 +114,11 @@ def test_config_commands_import_nothing_heavy(workdir: Path, argv: tuple[str, ..
     assert _heavy(_loaded(workdir, *argv), HEAVY) == []
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("service-unit",), ("--version",)], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [("--help",), ("service-unit",), ("--version",), ("webhooks", "install", "--help")],
+    ids=" ".join,
+)
 def test_config_free_commands_import_no_config_stack(workdir: Path, argv: tuple[str, ...]) -> None:
     assert _heavy(_loaded(workdir, *argv), CONFIG_FREE_HEAVY) == []
 
@@ -124,3 +128,42 @@ def test_status_on_a_terminal_loads_rich_only_to_draw(workdir: Path) -> None:
     modules = _loaded(workdir, "status", tty=True)
     assert "rich.table" in modules
     assert _heavy(modules, tuple(n for n in HEAVY if n != "rich")) == []
+
+
+def test_report_via_the_daemon_imports_no_mlflow(workdir: Path) -> None:
+    """`report-accuracy --via-daemon` posts to a running intake (here: the real route on
+    the real endpoint, in this process): the stdlib's HTTP client, nothing of MLflow or the
+    daemon, not even httpx (it imports rich through its own command line)."""
+    from watcher.monitor import table
+    from watcher.monitor.intake import AccuracyIntake
+    from watcher.monitor.table import ModelRow
+    from watcher.runtime.http import HttpEndpoint
+    from watcher.runtime.state import open_state, utcnow
+
+    token = "import-graph-token-0123456789"
+    state = open_state(workdir / "state")
+    with state.transaction() as tx:
+        table.save(tx, "m", ModelRow("1", {"1": "Production"}), utcnow(), None)
+    route = AccuracyIntake(token, ["*"], workdir / "state", lambda _model: None)
+    endpoint = HttpEndpoint("127.0.0.1:0", [], routes=[route])
+    endpoint.start()
+    try:
+        (workdir / "token").write_text(token)
+        with (workdir / "watcher.toml").open("a") as cfg:
+            port = endpoint.address[1]
+            cfg.write(f'[http]\nlisten = "127.0.0.1:{port}"\ntoken_file = "{workdir / "token"}"\n')
+        argv = ("report-accuracy", "--via-daemon", "--model", "m", "--accuracy", "0.9")
+        modules = _loaded(workdir, *argv, "--samples", "10")
+    finally:
+        endpoint.stop()
+        route.close()
+        state.close()
+    assert 1 == state_rows(workdir / "state")
+    assert _heavy(modules, HEAVY) == []
+
+
+def state_rows(state_dir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(state_dir / "state.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM intake_observations").fetchone()[0])

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +153,46 @@ class Daemon:
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def delivered(self, channel: str, **labels: str) -> list[dict[str, Any]]:
+        """Firing alerts with ``labels`` that ``channel`` accepted, oldest first: the outbox
+        marks a delivery delivered only after the channel's 2xx (alerts/dispatcher.py)."""
+        rows = self._query(
+            "SELECT notification_json FROM alert_deliveries WHERE channel = ? AND kind ="
+            " 'firing' AND delivered_at IS NOT NULL ORDER BY id",
+            channel,
+        )
+        alerts = [json.loads(r["notification_json"])["alert"] for r in rows]
+        return [a for a in alerts if labels.items() <= a["labels"].items()]
+
+    def diagnose(self, alertname: str = "", lines: int = 60) -> str:
+        """What to read when a wait times out: which hop stalled (MLflow read, policy,
+        alert outbox, Alertmanager POST). The log's last ``lines`` JSON lines, `watcher
+        status --json`, and the alert states and outbox rows of ``alertname``."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        log = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        parts = [f"--- diagnosis at {now}, daemon running: {self.running}"]
+        parts += [f"--- last {lines} log lines of {self.log}", *log[-lines:]]
+        try:
+            done = self.cli("status", "--json")
+            parts += ["--- watcher status --json", (done.stdout + done.stderr)[-4000:]]
+        except subprocess.TimeoutExpired:
+            parts.append("--- watcher status --json: timed out")
+        like = f"%{alertname}%"
+        states = self._query(
+            "SELECT fingerprint, source, status, sequence, last_notified_at, updated_at,"
+            " alert_json FROM alert_states WHERE alert_json LIKE ?",
+            like,
+        )
+        outbox = self._query(
+            "SELECT id, channel, kind, sequence, created_at, attempts, next_attempt_at,"
+            " delivered_at, last_error FROM alert_deliveries WHERE notification_json LIKE ?"
+            " ORDER BY id",
+            like,
+        )
+        parts += [f"--- alert_states of {alertname or 'every alert'}", *map(str, states)]
+        parts += [f"--- alert_deliveries of {alertname or 'every alert'}", *map(str, outbox)]
+        return "\n".join(parts)
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*WATCHER, *args], env=self.env, capture_output=True, text=True, timeout=120,
@@ -196,8 +237,9 @@ class Daemon:
             found[:] = self.events(kind, **where)
             return bool(found) or not self.running
 
-        wait_for(seen, EVENT_DEADLINE_S, what or f"history {kind} {where}", poll=0.3)
-        assert found, f"the daemon exited before {kind}:\n{self.tail()}"
+        what = what or f"history {kind} {where}"
+        wait_for(seen, EVENT_DEADLINE_S, what, poll=0.3, diagnose=self.diagnose)
+        assert found, f"the daemon exited before {kind}:\n{self.diagnose()}"
         return found[-1]
 
     def metrics(self) -> bytes:
@@ -260,10 +302,13 @@ def wait_run(server: AirflowServer, run_id: str, daemon: Daemon) -> dict[str, An
             found.update(resp.json())
         return found.get("state") in ("success", "failed")
 
-    try:
-        wait_for(finished, RUN_DEADLINE_S, f"Airflow run {run_id}", poll=1.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen {found}\n{daemon.tail()}") from None
+    wait_for(
+        finished,
+        RUN_DEADLINE_S,
+        f"Airflow run {run_id}",
+        poll=1.0,
+        diagnose=lambda: f"last seen {found}\n{daemon.diagnose()}",
+    )
     return found
 
 
@@ -301,14 +346,32 @@ def am_alerts(url: str, **labels: str) -> list[dict[str, Any]]:
     return alerts
 
 
-def wait_am_alert(url: str, what: str, **labels: str) -> dict[str, Any]:
+def wait_am_alert(
+    url: str, daemon: Daemon, what: str, *, sent_by_daemon: bool = False, **labels: str
+) -> dict[str, Any]:
+    """Wait until Alertmanager shows an active alert with ``labels``; on timeout the
+    failure shows the daemon's side (:meth:`Daemon.diagnose`) and what Alertmanager
+    holds of that alert name.
+
+    ``sent_by_daemon``: the daemon's own alert, which it may resolve a moment later (an
+    automatic rollback ends the breach at the next poll): it is active in Alertmanager
+    for one delivery round (~1 s), possibly over before the command that caused it has
+    exited on a loaded box, and Alertmanager's API never lists a resolved alert.
+    Alertmanager's 2xx to the firing (the outbox row marked delivered) proves it too."""
     found: list[dict[str, Any]] = []
 
     def seen() -> bool:
         found[:] = am_alerts(url, **labels)
+        if not found and sent_by_daemon:
+            found[:] = daemon.delivered("alertmanager", **labels)
         return bool(found)
 
-    wait_for(seen, EVENT_DEADLINE_S, f"{what} in Alertmanager", poll=0.5)
+    def diagnose() -> str:
+        name = labels.get("alertname", "")
+        held = am_alerts(url, alertname=name) if name else []
+        return f"{daemon.diagnose(name)}\n--- Alertmanager's active {name or 'alerts'}: {held}"
+
+    wait_for(seen, EVENT_DEADLINE_S, f"{what} in Alertmanager", poll=0.5, diagnose=diagnose)
     return found[0]
 
 

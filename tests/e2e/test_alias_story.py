@@ -148,6 +148,7 @@ def test_2_same_content_never_triggers(story: Story) -> None:
             lambda n=scans: daemon.count("data_scanned", containing=story.hashes[0]) > n,  # type: ignore[misc]
             EVENT_DEADLINE_S,
             f"the scan after {what}",
+            diagnose=daemon.diagnose,
         )
     assert 1 == daemon.count("trigger_queued")
     assert [f"data__{story.hashes[0]}"] == list(story.runs())
@@ -188,7 +189,12 @@ def test_4_low_live_accuracy_alerts_and_rolls_back(story: Story) -> None:
     )
     assert 0 == done.returncode, done.stderr
     alert = wait_am_alert(
-        story.alertmanager, "ModelAccuracyLow", alertname="ModelAccuracyLow", model=story.model
+        story.alertmanager,
+        daemon,
+        "ModelAccuracyLow",
+        sent_by_daemon=True,  # the rollback resolves it at the next poll
+        alertname="ModelAccuracyLow",
+        model=story.model,
     )
     assert "2" == alert["labels"].get("version")
     rolled = daemon.wait_event("rollback.done", "the automatic rollback", model=story.model)
@@ -203,6 +209,7 @@ def test_4_low_live_accuracy_alerts_and_rolls_back(story: Story) -> None:
         lambda: bool(notified(daemon, "ModelRolledBack", story.model)),
         EVENT_DEADLINE_S,
         "the ModelRolledBack notification",
+        diagnose=lambda: daemon.diagnose("ModelRolledBack"),
     )
 
 
@@ -253,7 +260,12 @@ def test_7_the_restart_does_not_roll_back_again(story: Story) -> None:
         last = gauge(text, "watcher_last_successful_poll_timestamp_seconds", backend="mlflow")
         return (last or 0.0) > ready + 3
 
-    wait_for(polled_since_ready, EVENT_DEADLINE_S, "three registry polls after the restart")
+    wait_for(
+        polled_since_ready,
+        EVENT_DEADLINE_S,
+        "three registry polls after the restart",
+        diagnose=daemon.diagnose,
+    )
     assert story.rollbacks == len(daemon.events("rollback.started", model=story.model))
     assert [] == daemon.events("rollback.refused", model=story.model), "not even considered"
     assert "2" == story.production()
@@ -273,7 +285,7 @@ def test_8_broken_csv_fails_the_run_on_the_first_try(story: Story) -> None:
     assert ("failed", 1) == (tis["preprocess"]["state"], tis["preprocess"]["try_number"])
     assert "upstream_failed" == tis["train"]["state"]
     alert = wait_am_alert(
-        story.alertmanager, "DagRunFailed", alertname="DagRunFailed", run_id=f"data__{h3}"
+        story.alertmanager, daemon, "DagRunFailed", alertname="DagRunFailed", run_id=f"data__{h3}"
     )
     assert ("preprocess", "1") == (alert["labels"]["task_id"], alert["annotations"]["try_number"])
     daemon.wait_event("run.failed", f"the watcher following data__{h3}")

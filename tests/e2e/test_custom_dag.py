@@ -64,10 +64,13 @@ def _wait_run(server: AirflowServer, run_id: str, daemon: Daemon) -> dict[str, A
             found.update(resp.json())
         return found.get("state") in ("success", "failed")
 
-    try:
-        wait_for(finished, RUN_DEADLINE_S, f"{CUSTOM_DAG} run {run_id}", poll=1.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; last seen {found}\n{daemon.tail()}") from None
+    wait_for(
+        finished,
+        RUN_DEADLINE_S,
+        f"{CUSTOM_DAG} run {run_id}",
+        poll=1.0,
+        diagnose=lambda: f"last seen {found}\n{daemon.diagnose()}",
+    )
     return found
 
 

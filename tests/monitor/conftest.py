@@ -10,6 +10,7 @@ import pytest
 
 from alerts import Dispatcher
 from alerts.notifiers.file import FileNotifier
+from tests.runtime.conftest import notify_socket  # noqa: F401  (a real `watcher run`'s socket)
 from watcher.config import Config
 from watcher.runtime.alerting import Alerting
 from watcher.runtime.state import StateStore

@@ -85,13 +85,28 @@ def stop_daemon(proc: Popen, timeout: float = 20.0) -> int:
     return proc.wait(timeout=10)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
+def wait_for(
+    cond: Callable[[], bool],
+    timeout: float,
+    what: str,
+    poll: float = 0.1,
+    *,
+    diagnose: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``cond`` until true; on timeout fail with ``diagnose()`` in the message (what
+    the system under test was doing, so a failure on a loaded box names the stalled hop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    message = f"timed out after {timeout} s waiting for {what}"
+    if diagnose is not None:
+        try:
+            message += "\n" + diagnose()
+        except Exception as exc:  # the diagnosis must not hide the timeout
+            message += f"\n(diagnosis failed: {type(exc).__name__}: {exc})"
+    raise AssertionError(message)
 
 
 def db(root: Path) -> sqlite3.Connection:

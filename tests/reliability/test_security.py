@@ -36,7 +36,8 @@ AIRFLOW_PASSWORD = "af-PW-8c1e2b7f"
 WEBHOOK_TOKEN = "wh-TOKEN-51d0aa93"
 WEBHOOK_SECRET = "wh-HMAC-77e2c4d1"
 SMTP_PASSWORD = "smtp-PW-3f9a6e20"
-SECRETS = (AIRFLOW_PASSWORD, WEBHOOK_TOKEN, WEBHOOK_SECRET, SMTP_PASSWORD)
+REGISTRY_HOOK_SECRET = "mlflow-HOOK-2b6d90e4"  # monitor.webhooks.secret (#18)
+SECRETS = (AIRFLOW_PASSWORD, WEBHOOK_TOKEN, WEBHOOK_SECRET, SMTP_PASSWORD, REGISTRY_HOOK_SECRET)
 
 
 @dataclass
@@ -79,6 +80,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         WATCHER_ALERTS__EMAIL__TO="ops@example.org",
         WATCHER_ALERTS__LOG="true",
         WATCHER_HTTP__LISTEN=f"127.0.0.1:{port}",
+        WATCHER_MONITOR__WEBHOOKS__SECRET=REGISTRY_HOOK_SECRET,
     )
     outputs: dict[str, str] = {}
     proc = start_daemon(root, env)

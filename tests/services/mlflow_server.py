@@ -54,7 +54,18 @@ class MlflowServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> str:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            # Registry webhooks to a watcher on 127.0.0.1 over plain http (tests only), and
+            # a webhook created by one test is seen by the next event, not a minute later.
+            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+            # A delivery to a receiver that is down fails at once (the default retries a
+            # refused connection for ~7 s, holding the caller of test_webhook).
+            "MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES": "0",
+        }
         with (self.root / "server.log").open("ab") as log:
             self.proc = subprocess.Popen(
                 [

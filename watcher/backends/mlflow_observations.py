@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pipeline.metrics import METRICS
 from watcher.backends.mlflow_registry import MlflowRegistry, quote, registry_at
 from watcher.errors import UsageError
-from watcher.monitor.policy import Observation, observation_fault, observation_problem
+from watcher.monitor.policy import Observation, observation_problem
+from watcher.monitor.reports import (
+    CLI_NAMES,
+    BadReport,
+    check_observation,
+    resolve_version,
+    unknown_model,
+    version_fault,
+)
 from watcher.ports import Logged
 from watcher.runtime.logging import get_logger
 
@@ -52,22 +60,6 @@ class Reported:
     at: datetime
     run_id: str
     sequence: int  # 0-based number of this observation for the version
-
-
-def check_observation(
-    value: float,
-    samples: int,
-    at: datetime | None = None,
-    now: datetime | None = None,
-    *,
-    metric_name: str = "accuracy",
-    names: Mapping[str, str] | None = None,
-) -> None:
-    """Raise UsageError naming the bad field (see :func:`observation_fault`), as
-    ``names`` calls it (the CLI: ``{"value": "--value", ...}``), else by its own name."""
-    fault = observation_fault(value, samples, at, now, metric_name=metric_name)
-    if fault is not None:
-        raise UsageError(f"{(names or {}).get(fault.field, fault.field)}: {fault.detail}")
 
 
 def _ms(at: datetime) -> int:
@@ -103,23 +95,20 @@ def _find_run(client: MlflowClient, experiment_id: str, model: str, version: str
 
 
 def _resolve_version(registry: MlflowRegistry, model: str, version: str | None) -> str:
+    """``version`` (checked to exist), else the current Production: the rules and texts of
+    reports.resolve_version, each fault named as the CLI's option."""
     if version is None:
-        prod = registry.production(model)
-        if prod is not None:
-            return prod
-        if not registry.model_exists(model):
-            raise UsageError(f"--model: no registered model named {model!r}")
-        raise UsageError(
-            f"--model {model!r} has no Production version; pass --version to report for one"
-        )
+        production = registry.production(model)
+        if production is None and not registry.model_exists(model):
+            raise BadReport(unknown_model(model), CLI_NAMES)
+        return resolve_version(model, None, production, (), CLI_NAMES)
     version = str(version).strip()
-    if not version.isdigit():
-        raise UsageError(f"--version must be a version number, got {version!r}")
-    if registry.get_version(model, version) is None:
-        if not registry.model_exists(model):
-            raise UsageError(f"--model: no registered model named {model!r}")
-        raise UsageError(f"--version: model {model!r} has no version {version}")
-    return version
+    if (fault := version_fault(version)) is not None:
+        raise BadReport(fault, CLI_NAMES)
+    exists = registry.get_version(model, version) is not None
+    if not exists and not registry.model_exists(model):
+        raise BadReport(unknown_model(model), CLI_NAMES)
+    return resolve_version(model, version, None, [version] if exists else [], CLI_NAMES)
 
 
 def report_accuracy(

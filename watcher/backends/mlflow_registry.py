@@ -173,7 +173,11 @@ class MlflowRegistry:
 
     @classmethod
     def from_config(cls, config: Config) -> MlflowRegistry:
-        """The adapter the ``[mlflow]`` settings describe (app.py and the CLI build one)."""
+        """The adapter the ``[mlflow]`` settings describe (app.py and the CLI build one);
+        ConfigError when the store needs the [pipeline] extra and this install lacks it."""
+        from watcher.extras import require, store_needs
+
+        require(store_needs(config))
         m = config.mlflow
         return cls(
             config.tracking_uri,
@@ -304,6 +308,19 @@ class MlflowRegistry:
             production = self._production_from(watched[name].aliases or {}, ordered)
             out.append(ModelSnapshot(name, production, {v.version: v for v in ordered}))
         return out
+
+    def model_snapshot(self, name: str) -> ModelSnapshot | None:
+        """2 calls (+1 per 10,000 versions): the model with its aliases, its versions."""
+        try:
+            with self.call("get_registered_model") as c:
+                rm = c.get_registered_model(name)
+        except RegistryError as exc:
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                return None
+            raise
+        ordered = self._search_versions(name)  # by version number
+        production = self._production_from(rm.aliases or {}, ordered)
+        return ModelSnapshot(name, production, {v.version: v for v in ordered})
 
     def model_exists(self, name: str) -> bool:
         try:

@@ -164,6 +164,7 @@ def _run_daemon(ctx: Context, stop: threading.Event) -> None:
     with stopping.interruptible(stop):
         from watcher.app import build_components
         from watcher.config import check_estimator
+        from watcher.extras import daemon_needs, require
         from watcher.runtime.daemon import Daemon
         from watcher.runtime.lock import held
         from watcher.runtime.logging import get_logger
@@ -171,6 +172,7 @@ def _run_daemon(ctx: Context, stop: threading.Event) -> None:
 
         cfg = ctx.config()
         check_estimator(cfg)  # refuse to start with one no run could train
+        require(daemon_needs(cfg))  # and with settings this install cannot serve
     log = get_logger("watcher")
     with held(cfg.state.dir, "watcher run"):
         state = open_state(cfg.state.dir)
@@ -213,9 +215,11 @@ def check_config(ctx: Context) -> None:
     import tomllib  # noqa: F401  (stdlib, cheap; keeps the TOML dump honest below)
 
     from watcher.config import check_estimator
+    from watcher.extras import daemon_needs, require
 
     cfg = ctx.config()
     check_estimator(cfg)
+    require(daemon_needs(cfg))
     click.echo(json.dumps(cfg.redacted(), indent=2, sort_keys=False))
 
 
@@ -330,6 +334,7 @@ from watcher.cli.commands.report_accuracy import (  # noqa: E402
 from watcher.cli.commands.rollback import rollback_cmd  # noqa: E402
 from watcher.cli.commands.service_unit import service_unit  # noqa: E402
 from watcher.cli.commands.status import status_cmd  # noqa: E402
+from watcher.cli.commands.webhooks import webhooks_cmd  # noqa: E402
 
 for _command in (
     status_cmd,
@@ -339,10 +344,13 @@ for _command in (
     drift_cmd,
     service_unit,
     demo_cmd,
+    webhooks_cmd,
 ):
     cli.add_command(_command)
 for _command in cli.commands.values():
     _with_global_options(_command)
+    for _sub in getattr(_command, "commands", {}).values():  # a group's subcommands too
+        _with_global_options(_sub)
 
 
 def _one_line(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -132,11 +133,23 @@ class AccuracyWatch:
     # Deciding ----------------------------------------------------------------------
 
     def observe(
-        self, production: Mapping[str, str | None], observed: Observed, at: datetime
+        self,
+        production: Mapping[str, str | None],
+        observed: Observed,
+        at: datetime,
+        only: AbstractSet[str] | None = None,
     ) -> None:
-        """What one successful poll saw: Production per model and its observations."""
-        self._production = dict(production)
-        self._observations = self._usable(observed, at)
+        """What one successful poll saw: Production per model and its observations.
+        ``only``: a read of these models alone (a webhook hint); the others stay."""
+        if only is None:
+            self._production = dict(production)
+            self._observations = self._usable(observed, at)
+            return
+        for name in only:
+            self._production.pop(name, None)
+        self._production.update(production)
+        kept = {k: v for k, v in self._observations.items() if k[0] not in only}
+        self._observations = {**kept, **self._usable(observed, at)}
 
     def _usable(self, observations: Observed, now: datetime) -> Observed:
         """Each model's observations of its own metric (another metric reported for it is

@@ -8,6 +8,7 @@ versions, Production moves and deleted models become history events (in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -55,9 +56,12 @@ class RegistryChanges:
     def load(self) -> None:
         self._known = table.load(self.state)
 
-    def apply(self, snaps: Sequence[ModelSnapshot], now: datetime) -> None:
-        """Record and notify what changed since the last poll (or the last run)."""
-        events, changed = self._changes(snaps)
+    def apply(
+        self, snaps: Sequence[ModelSnapshot], now: datetime, only: AbstractSet[str] | None = None
+    ) -> None:
+        """Record and notify what changed since the last poll (or the last run). ``only``:
+        the read covered these models alone (a webhook hint); the others are not gone."""
+        events, changed = self._changes(snaps, only)
         if not changed:
             return
         ids = self._record(snaps, events, changed, now)
@@ -73,7 +77,7 @@ class RegistryChanges:
         self._notify([i for i in ids if i[1][0] != "registry.model_watched"], now)
 
     def _changes(
-        self, snaps: Sequence[ModelSnapshot]
+        self, snaps: Sequence[ModelSnapshot], only: AbstractSet[str] | None
     ) -> tuple[list[Change], dict[str, ModelRow | None]]:
         """History events and the rows to store (None: delete)."""
         events: list[Change] = []
@@ -92,6 +96,8 @@ class RegistryChanges:
                 changed[snap.name] = new
                 events.extend(_version_events(snap.name, old, new))
         for name in list(self._known):
+            if only is not None and name not in only:
+                continue
             if name not in seen and matches(name, self.patterns):
                 events.append(("registry.model_deleted", name, f"{name} was deleted", None))
                 changed[name] = None

@@ -6,6 +6,8 @@ on a queue. ``tick()`` (the daemon loop) hands results to the registry diff
 (monitor/changes.py) and the accuracy policy (monitor/accuracy.py). MLflow being
 unreachable is logged once per outage, shown in health, and alerted after
 ``mlflow_down_alert_after``; the daemon keeps going and resumes when MLflow returns.
+A live-observation source that cannot be read (Prometheus) is an outage of its own
+(monitor/outage.py): the registry poll still counts, the policy gets no observations.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from alerts.model import Alert, make_alert
-from watcher.errors import RegistryError, RegistryUnavailable, StateError
+from watcher.errors import ObservationsUnavailable, RegistryError, RegistryUnavailable, StateError
 from watcher.monitor.accuracy import AccuracyWatch
 from watcher.monitor.changes import RegistryChanges
+from watcher.monitor.hints import Hints
+from watcher.monitor.outage import MLFLOW, MLFLOW_DOWN_ALERT, MLFLOW_SOURCE, Outage, SourceOutages
+from watcher.monitor.sources import unavailable
+from watcher.ports import matches
 from watcher.runtime import stopping
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.component import Health
@@ -35,6 +40,8 @@ from watcher.runtime.state import META_LAST_POLL, StateStore, iso
 if TYPE_CHECKING:
     from watcher.config import MonitorConfig
     from watcher.monitor.policy import Decision, Observation, PolicyState
+    from watcher.monitor.webhook_health import WebhookHealth
+    from watcher.monitor.webhooks import Receiver
     from watcher.ports import (
         AlertSink,
         ModelSnapshot,
@@ -46,10 +53,10 @@ if TYPE_CHECKING:
 
 log = get_logger("watcher.monitor.poll")
 
-MLFLOW_SOURCE = "monitor.mlflow"
-MLFLOW_DOWN_ALERT = "MlflowUnreachable"
+__all__ = ["MLFLOW_DOWN_ALERT", "MLFLOW_SOURCE", "Monitor", "PollResult"]
 RETRY_DELAY = 1.0  # our own retry inside a cycle, after MLflow's small retry budget
 STOP_GRACE = 0.2  # a poll still running then is read-only: left to end with the process
+HINT_MIN_GAP = 1.0  # seconds from one poll's start to a hinted one's
 
 
 class _DaemonWorker(concurrent.futures.Executor):
@@ -111,6 +118,10 @@ class PollResult:
     error: str | None = None
     seconds: float = 0.0
     calls: int = 0
+    only: frozenset[str] | None = None  # a webhook hint's read of these models; None: all
+    # Observation sources that could not be read (name -> why): an outage of their own;
+    # the registry poll stands, and ``observations`` is then empty.
+    observations_down: Mapping[str, str] = field(default_factory=dict)
 
 
 class _Schedule:
@@ -168,6 +179,16 @@ class _Schedule:
     def running(self) -> bool:
         return self._scheduler is not None and bool(self._scheduler.running)
 
+    def set_interval(self, seconds: float) -> None:
+        """The next poll ``seconds`` from now, and every ``seconds`` after it."""
+        if self._scheduler is not None and seconds != self.interval:
+            self.interval = seconds
+            self._scheduler.reschedule_job("registry-poll", trigger="interval", seconds=seconds)
+
+    def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[Any] | None:
+        """``job`` on the poll thread, after the poll running now (None: not started)."""
+        return None if self._worker is None else self._worker.submit(job)
+
     def stop(self) -> None:
         if self._scheduler is not None:
             # Jobs check the stop event between MLflow calls; give a running poll a short
@@ -219,66 +240,122 @@ class _Overruns:
         return self.count - start if isinstance(start, int) else None
 
 
-class _Outage:
-    """MLflow unreachable: one event and log line per outage, the alert after a grace."""
+class _Hooks:
+    """Registry webhooks as seen from the main loop: hints become reads on the poll
+    thread (one at a time: hints meanwhile coalesce), and the poll cadence follows the
+    webhooks' health (reconcile_interval while healthy, else poll_interval)."""
 
-    def __init__(self, alert_after: float, state: StateStore, alerts: AlertSink | None) -> None:
-        self.alert_after = alert_after
-        self.state = state
-        self.alerts = alerts
-        self.since: datetime | None = None
-        self.error: str | None = None
-        self._once = OncePerCause()
+    def __init__(
+        self,
+        config: MonitorConfig,
+        schedule: _Schedule,
+        hints: Hints,
+        webhooks: WebhookHealth | None,
+    ) -> None:
+        self.config = config
+        self.schedule = schedule
+        self.hints = hints
+        self.webhooks = webhooks
+        self._reading: concurrent.futures.Future[Any] | None = None
+        self._healthy = False  # the cadence set last
+        self._warned = False
 
-    def failed(self, result: PollResult, now: datetime) -> None:
-        if self._once.first():
-            self.since = result.at
-            # Once per outage: the recovery line carries the duration.
-            log.warning("mlflow_unreachable", error=result.error, since=iso(result.at))
-            self.state.record(
-                "registry.unreachable",
-                f"MLflow unreachable: {result.error}",
-                payload={"error": result.error},
-                at=now,
-            )
-        self.error = result.error
-        self.alert(now)
-
-    def reachable(self, result: PollResult, now: datetime) -> None:
-        if self._once.clear() and self.since is not None:
-            outage = (result.at - self.since).total_seconds()
-            log.info("mlflow_reachable_again", outage_seconds=round(outage, 1))
-            self.state.record(
-                "registry.reachable",
-                f"MLflow reachable again after {outage:.0f}s",
-                payload={"outage_seconds": outage},
-                at=now,
-            )
-        self.since = None
-        self.error = None
-        self.alert(now)
-
-    def alert(self, now: datetime) -> None:
-        if self.alerts is None:
+    def follow_hints(self, read: Callable[[], object]) -> None:
+        if not self.hints.pending():
             return
-        active: list[Alert] = []
-        if self.since is not None:
-            down_for = (now - self.since).total_seconds()
-            if down_for < self.alert_after:
-                # Undecided, not recovered: after a restart mid-outage the alert persisted as
-                # firing must not be resolved (and re-fired a moment later) by this early poll.
-                return
-            active.append(
-                make_alert(
-                    MLFLOW_DOWN_ALERT,
-                    starts_at=self.since,
-                    severity="critical",
-                    summary=f"MLflow unreachable for {down_for:.0f}s",
-                    description=str(self.error or ""),
-                    component="monitor",
-                )
-            )
-        self.alerts.evaluate(MLFLOW_SOURCE, active)
+        if self._reading is None or self._reading.done():
+            self._reading = self.schedule.submit(read)
+
+    def follow_cadence(self) -> None:
+        if self.webhooks is None:
+            return
+        status = self.webhooks.status()
+        if not status.healthy and status.checked_at is not None and not self._warned:
+            self._warned = True  # once per episode (the first check failing included)
+            log.warning("webhooks_fallback", reason=status.reason, poll_every=self.poll_every)
+        if status.healthy == self._healthy:
+            return
+        self._healthy = status.healthy
+        if status.healthy:
+            self._warned = False
+            log.info("webhooks_healthy", poll_every=self.config.reconcile_interval)
+        self.schedule.set_interval(self.poll_every)
+
+    @property
+    def poll_every(self) -> float:
+        healthy = self._healthy
+        return self.config.reconcile_interval if healthy else self.config.poll_interval
+
+    def detail(self) -> dict[str, object]:
+        if self.webhooks is None:
+            return {}
+        status = self.webhooks.status()
+        out: dict[str, object] = {"webhooks": "healthy" if status.healthy else "fallback"}
+        if status.reason:
+            out["webhooks_reason"] = status.reason
+        if status.checked_at is not None:
+            out["webhooks_checked_at"] = iso(status.checked_at)
+        return out
+
+
+def read_observations(
+    source: ObservationSource | None, wanted: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[Observation]], dict[str, str]]:
+    """The live observations, and the sources that could not be read (their outage, not
+    MLflow's: the registry poll stands and the policy gets no observations)."""
+    if source is None:
+        return {}, {}
+    try:
+        return source.observations(wanted), {}
+    except ObservationsUnavailable as exc:
+        return {}, unavailable(exc)
+
+
+def _record_success(state: StateStore, metrics: Metrics | None, at: datetime) -> None:
+    """When MLflow last answered: in the state DB (for /metrics after a restart; never
+    fatal) and the gauge."""
+    with contextlib.suppress(StateError):
+        state.set_meta(META_LAST_POLL, iso(at))
+    if metrics is not None:
+        metrics.last_poll_success.labels(backend="mlflow").set(at.timestamp())
+
+
+class _HintedReads:
+    """One-model reads of the hinted models on the poll thread, at most one per
+    HINT_MIN_GAP: a stream of reports must not turn into back-to-back reads of MLflow.
+    ``source``: observation sources of their own, so the poll's keep their cache of every
+    model (a FeedbackReader drops what it was not asked for)."""
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        registry: Registry,
+        source: ObservationSource | None,
+        hints: Hints,
+        clock: Clock,
+        stop: threading.Event,
+    ) -> None:
+        self.models, self.registry, self.source = models, registry, source
+        self.hints, self.clock, self.stop = hints, clock, stop
+        self._started = -HINT_MIN_GAP
+
+    def read(self) -> PollResult | None:
+        gap = HINT_MIN_GAP - (time.monotonic() - self._started)
+        if self.stop.is_set() or (gap > 0 and self.stop.wait(gap)):
+            return None
+        self._started = time.monotonic()
+        names = {n for n in self.hints.drain() if matches(n, self.models)}
+        if not names:
+            return None
+        try:
+            snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
+            wanted = [(s.name, s.production) for s in snaps if s.production is not None]
+            obs = self.source.observations(wanted) if self.source is not None else {}
+        except (Exception, stopping.Stopping) as exc:
+            # A hint is only a hint: the next poll reads the truth (and reports an outage).
+            log.info("hinted_read_failed", models=sorted(names), error=str(exc))
+            return None
+        return PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
 
 
 class Monitor:
@@ -301,6 +378,10 @@ class Monitor:
         moves: ProductionMoves | None = None,
         use_scheduler: bool = True,
         retry_delay: float = RETRY_DELAY,
+        receiver: Receiver | None = None,
+        webhooks: WebhookHealth | None = None,
+        hint_source: ObservationSource | None = None,
+        observation_sources: Iterable[str] = (),
     ) -> None:
         self.config = config
         self.state = state
@@ -313,7 +394,10 @@ class Monitor:
         self.stop_event = threading.Event()
         self.changes = RegistryChanges(config.models, state, alerts, metrics)
         self.accuracy = AccuracyWatch(config, state, alerts, self.clock, metrics, moves)
-        self._outage = _Outage(config.mlflow_down_alert_after, state, alerts)
+        self._outage = Outage(MLFLOW, config.mlflow_down_alert_after, state, alerts)
+        self._sources_down = SourceOutages(
+            tuple(observation_sources), config.prometheus.down_alert_after, state, alerts
+        )
         self._overruns = _Overruns(config.poll_interval, metrics)
         self._schedule = _Schedule(config.poll_interval, self._overruns.skipped)
         self._results: queue.Queue[PollResult] = queue.Queue()
@@ -321,6 +405,19 @@ class Monitor:
         self._first_poll = OncePerCause()
         self._last_ok: datetime | None = None
         self._last_poll: PollResult | None = None
+        self.receiver = receiver
+        self.webhooks = webhooks
+        # Models to read afresh: named by a webhook delivery or an intake report.
+        self.hints = receiver.hints if receiver is not None else Hints()
+        self._hinted = _HintedReads(
+            config.models,
+            registry,
+            hint_source or observations,
+            self.hints,
+            self.clock,
+            self.stop_event,
+        )
+        self._hooks = _Hooks(config, self._schedule, self.hints, webhooks)
 
     # Lifecycle ------------------------------------------------------------
 
@@ -329,6 +426,8 @@ class Monitor:
         sleep, and a changed verdict is read by rollback in the next pass whatever the
         component order (a breach reaches the rollback policy in milliseconds)."""
         self._wake = wake
+        if self.receiver is not None:
+            self.receiver.bind_wake(wake)
 
     def start(self) -> None:
         self.changes.load()
@@ -340,6 +439,8 @@ class Monitor:
     def stop(self) -> None:
         self.stop_event.set()
         self._schedule.stop()
+        if self.receiver is not None:
+            self.receiver.close()
 
     def warming_up(self) -> bool:
         """True until the first poll's result (or its failure) has been handled: the daemon
@@ -359,8 +460,8 @@ class Monitor:
             try:
                 snaps = self.registry.snapshot(self.config.models)
                 wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-                obs = self.source.observations(wanted) if self.source is not None else {}
-                result = PollResult(self.clock.now(), snaps, obs)
+                obs, down = read_observations(self.source, wanted)
+                result = PollResult(self.clock.now(), snaps, obs, observations_down=down)
                 break
             except RegistryUnavailable as exc:
                 result = PollResult(self.clock.now(), None, error=str(exc))
@@ -376,21 +477,38 @@ class Monitor:
                 result = PollResult(self.clock.now(), None, error=f"{type(exc).__name__}: {exc}")
                 break
         assert result is not None  # noqa: S101
+        if self.webhooks is not None and result.snapshots is not None:
+            self.webhooks.check()  # after a full poll: MLflow answers
         calls = int(getattr(self.registry, "calls", 0)) - calls_before
         seconds = time.monotonic() - started
-        result = PollResult(
-            result.at, result.snapshots, result.observations, result.error, seconds, calls
-        )
+        result = replace(result, seconds=seconds, calls=calls)
         self._results.put(result)
         if self._wake is not None:
             self._wake()
         return result
 
+    def hint(self, model: str) -> None:
+        """Thread-safe: ``model`` changed (a webhook delivery, an intake report): read it
+        afresh on the poll thread now, not at the next interval (hints coalesce)."""
+        self.hints.put(model)
+        if self._wake is not None:
+            self._wake()
+
     # Deciding (daemon thread) ------------------------------------------------
+
+    def read_hinted(self) -> PollResult | None:
+        """Read afresh the models hinted at (poll thread); queue it for tick()."""
+        result = self._hinted.read()
+        if result is not None:
+            self._results.put(result)
+            if self._wake is not None:
+                self._wake()
+        return result
 
     def tick(self) -> float | None:
         now = self.clock.now()
         self._overruns.check_started()
+        self._hooks.follow_hints(self.read_hinted)
         changed = handled = False
         while True:
             try:
@@ -399,6 +517,7 @@ class Monitor:
                 break
             changed |= self._handle(result, now)
             handled = True
+        self._hooks.follow_cadence()
         due = self.accuracy.due
         if not handled and due is not None and now >= due:
             changed |= self.accuracy.evaluate(now)  # `for` / keep_firing_for elapsed
@@ -409,14 +528,17 @@ class Monitor:
 
     def _handle(self, result: PollResult, now: datetime) -> bool:
         """One poll's result; true when a verdict changed."""
+        if result.only is not None:
+            return self._handle_hinted(result, now)
         self._last_poll = result
         self._overruns.check_ended(result.seconds)
         if result.snapshots is None:
             if self.metrics is not None:
                 self.metrics.poll_errors.labels(backend="mlflow").inc()
-            self._outage.failed(result, now)
+            self._outage.failed(result.error, result.at, now)
             return False
-        self._outage.reachable(result, now)
+        self._outage.reachable(result.at, now)
+        self._sources_down.polled(result.observations_down, result.at, now, self.metrics)
         self._last_ok = result.at
         if self._first_poll.first():  # the first poll includes `import mlflow`: say when done
             log.info(
@@ -424,13 +546,18 @@ class Monitor:
                 models=len(result.snapshots),
                 seconds=round(result.seconds, 3),
             )
-        with contextlib.suppress(StateError):  # only for /metrics after a restart: never fatal
-            self.state.set_meta(META_LAST_POLL, iso(result.at))
-        if self.metrics is not None:
-            self.metrics.last_poll_success.labels(backend="mlflow").set(result.at.timestamp())
+        _record_success(self.state, self.metrics, result.at)
         self.changes.apply(result.snapshots, now)
         production = {s.name: s.production for s in result.snapshots}
         self.accuracy.observe(production, result.observations, result.at)
+        return self.accuracy.evaluate(now)
+
+    def _handle_hinted(self, result: PollResult, now: datetime) -> bool:
+        """A webhook hint's read: the diff and the policy of those models only."""
+        snaps = result.snapshots or []
+        self.changes.apply(snaps, now, only=result.only)
+        production = {s.name: s.production for s in snaps}
+        self.accuracy.observe(production, result.observations, result.at, only=result.only)
         return self.accuracy.evaluate(now)
 
     def _restore_last_poll(self) -> None:
@@ -469,11 +596,15 @@ class Monitor:
             detail["mlflow_calls_per_poll"] = last.calls
         if self._schedule.job_errors:
             detail["job_errors"] = self._schedule.job_errors
+        detail.update(self._sources_down.detail(last is not None))
         if (overruns := self._overruns.ongoing()) is not None:
             detail["poll_overruns"] = overruns
         if firing := self.accuracy.firing():
             detail["accuracy_firing"] = firing
+        detail.update(self._hooks.detail())
         # MLflow being down is reported (detail, alert) but is not a reason for systemd to
         # restart us: restarting cannot bring MLflow back. A dead poll thread is.
         alive = not self.use_scheduler or self._schedule.running()
-        return Health(self.name, alive, detail, ready=down is None)
+        # A source of live observations down blinds the live-metric policy: not ready either.
+        ready = down is None and not self._sources_down.down()
+        return Health(self.name, alive, detail, ready=ready)

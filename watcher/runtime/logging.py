@@ -70,6 +70,7 @@ QUIET_LOGGERS = {
     "urllib3": logging.ERROR,  # retry warnings: outages are reported by our own code
     "alembic": logging.WARNING,
     "mlflow": logging.WARNING,
+    "uvicorn": logging.WARNING,  # the HTTP endpoint: start/stop chatter, no access log
 }
 
 

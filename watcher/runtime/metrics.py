@@ -114,7 +114,7 @@ class Metrics:
         )
         self.poll_errors = Counter(
             "watcher_poll_errors",
-            "Failed polls of a backend (mlflow, airflow)",
+            "Failed polls of a backend (mlflow, airflow, prometheus)",
             ["backend"],
             registry=r,
         )
@@ -122,6 +122,12 @@ class Metrics:
             "watcher_poll_overruns",
             "Registry polls skipped because the previous one was still running "
             "(a poll longer than monitor.poll_interval)",
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "watcher_webhook_deliveries",
+            "MLflow registry webhook deliveries by outcome (accepted, ignored, duplicate, refused)",
+            ["outcome"],
             registry=r,
         )
         self.last_poll_success = Gauge(

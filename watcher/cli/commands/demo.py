@@ -46,7 +46,10 @@ def demo_cmd(
     from rich.console import Console
 
     from watcher.cli import demo
+    from watcher.extras import require
     from watcher.runtime.logging import configure
+
+    require(["watcher demo: training on an embedded SQLite store"])
 
     obj = ctx.obj
     # The story is the output; component logs only for errors unless asked for.

@@ -37,6 +37,9 @@ def drift_cmd(
     drift.method = "psi". Exit 0 whether or not the data drifted (see the
     report), 1 when MLflow fails, 2 for bad input.
     """
+    from watcher.extras import require
+
+    require(["watcher drift: drift checks (pandas, scipy)"])
     from watcher.drift.check import drift_for_dataset, production_reference, profile_of_dir
     from watcher.errors import UsageError
 

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import click
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (naive means UTC) or Unix seconds; UsageError naming --at otherwise."""
-    from watcher.errors import UsageError
-
-    value = text.strip()
-    try:
-        if value.replace(".", "", 1).isdigit():
-            return datetime.fromtimestamp(float(value), UTC)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, OverflowError, OSError):
-        raise UsageError(
-            f"--at: {text!r} is not an ISO 8601 time or Unix seconds (e.g. 2026-01-31T12:00Z)"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
 
 _MODEL = click.option("--model", required=True, help="Registered model name.")
 _VERSION = click.option(
@@ -39,6 +24,11 @@ _AT = click.option(
 _JSON = click.option(
     "--json", "as_json", is_flag=True, help="Print the logged observation as JSON."
 )
+_VIA_DAEMON = click.option(
+    "--via-daemon",
+    is_flag=True,
+    help="Post it to the running daemon's intake (http.listen, http.token) instead of MLflow.",
+)
 
 
 @click.command("report-accuracy")
@@ -48,6 +38,7 @@ _JSON = click.option(
 @_SAMPLES
 @_AT
 @_JSON
+@_VIA_DAEMON
 @click.pass_context
 def report_accuracy_cmd(
     ctx: click.Context,
@@ -58,15 +49,18 @@ def report_accuracy_cmd(
     samples: int,
     at_text: str | None,
     as_json: bool,
+    via_daemon: bool,
 ) -> None:
     """Log a live-accuracy observation for a model version to MLflow.
 
     It lands in experiment `watcher-monitoring` (one run per model version,
     metrics live_accuracy and live_samples); the daemon's policy reads it on
-    its next poll. Exit 2 for bad input (range, unknown model or version),
-    1 when MLflow fails.
+    its next poll. With --via-daemon it goes to the daemon's intake instead
+    (stored in its state DB, evaluated at once). Exit 2 for bad input (range,
+    unknown model or version), 1 when MLflow or the daemon fails.
     """
-    _report(ctx, model, version, ("accuracy", "--accuracy"), accuracy, samples, at_text, as_json)
+    report = _Args(model, version, "accuracy", "--accuracy", accuracy, samples, at_text)
+    _report(ctx, report, as_json=as_json, via_daemon=via_daemon)
 
 
 @click.command("report-metric")
@@ -77,6 +71,7 @@ def report_accuracy_cmd(
 @_SAMPLES
 @_AT
 @_JSON
+@_VIA_DAEMON
 @click.pass_context
 def report_metric_cmd(
     ctx: click.Context,
@@ -88,62 +83,88 @@ def report_metric_cmd(
     samples: int,
     at_text: str | None,
     as_json: bool,
+    via_daemon: bool,
 ) -> None:
     """Log a live observation of any metric (e.g. rmse) for a model version to MLflow.
 
     Like report-accuracy, as metric live_<metric> (live_rmse…); the daemon reads
     it for a model monitored on that metric (monitor.metric or its override).
     Exit 2 for bad input (unknown metric, value outside the metric's range,
-    unknown model or version), 1 when MLflow fails.
+    unknown model or version), 1 when MLflow or the daemon fails.
     """
-    from pipeline.metrics import METRICS, unknown_metric
-    from watcher.errors import UsageError
-
-    if metric_name not in METRICS:
-        raise UsageError(f"--metric: {unknown_metric(metric_name)}")
-    _report(ctx, model, version, (metric_name, "--value"), value, samples, at_text, as_json)
+    report = _Args(model, version, metric_name, "--value", value, samples, at_text)
+    _report(ctx, report, as_json=as_json, via_daemon=via_daemon)
 
 
-def _report(
-    ctx: click.Context,
-    model: str,
-    version: str | None,
-    metric: tuple[str, str],  # (its name, the option that gave its value)
-    value: float,
-    samples: int,
-    at_text: str | None,
-    as_json: bool,
-) -> None:
-    from watcher.backends.mlflow_observations import check_observation, report_metric
-    from watcher.errors import UsageError
+@dataclass(frozen=True, slots=True)
+class _Args:
+    model: str
+    version: str | None
+    metric: str
+    value_option: str  # the option that gave the value: --accuracy or --value
+    value: float
+    samples: int
+    at_text: str | None
 
-    metric_name, value_option = metric
-    # Each bad field named as the option that gave it.
-    names = {"value": value_option, "samples": "--samples", "at": "--at", "metric": "--metric"}
-    # Before the slow MLflow import.
-    check_observation(value, samples, metric_name=metric_name, names=names)
-    if version is not None and not (version.isdigit() and int(version) > 0):
-        # MLflow versions start at 1; say so now rather than after an MLflow round trip.
-        raise UsageError(f"--version: {version!r} is not a model version (a positive integer)")
-    at = parse_time(at_text) if at_text else None
+
+def _report(ctx: click.Context, args: _Args, *, as_json: bool, via_daemon: bool) -> None:
+    from watcher.monitor.reports import CLI_NAMES, Report, check_report, parse_at
+
+    # Each bad field named as the option that gave it; all checked before a slow import.
+    names = {**CLI_NAMES, "value": args.value_option}
+    report = Report(args.model, args.version, args.metric, args.value, args.samples, None)
+    check_report(report, names=names)
+    at = parse_at(args.at_text, names=names) if args.at_text else None
     # A time ahead of the clock (beyond skew) would stay the newest in the window for ever.
-    check_observation(value, samples, at, datetime.now(UTC), metric_name=metric_name, names=names)
-    registry = ctx.obj.registry()
-    done = report_metric(
-        model, metric_name, value, samples, version=version, at=at, registry=registry
-    )
-    if as_json:
-        record: dict[str, object] = {
-            "model": done.model,
-            "version": done.version,
-            "metric": done.metric,
+    report = Report(args.model, args.version, args.metric, args.value, args.samples, at)
+    check_report(report, datetime.now(UTC), names)
+    if via_daemon:
+        from watcher.cli.commands.intake_client import post_report
+
+        done = post_report(ctx.obj.config(), report, names)
+        record: dict[str, object] = {**_record(args.model, done), "id": done.id}
+        label = f"intake #{done.id}"
+    else:
+        from watcher.backends.mlflow_observations import report_metric
+
+        logged = report_metric(
+            args.model,
+            args.metric,
+            args.value,
+            args.samples,
+            version=args.version,
+            at=at,
+            registry=ctx.obj.registry(),
+        )
+        record = {
+            **_record(args.model, logged),
+            "run_id": logged.run_id,
+            "sequence": logged.sequence,
         }
-        record[done.metric] = done.value  # "accuracy": … as report-accuracy always printed
-        record |= {"samples": done.samples, "at": done.at.isoformat()}
-        record |= {"run_id": done.run_id, "sequence": done.sequence}
+        label = f"observation #{logged.sequence + 1}"
+    if as_json:
         click.echo(json.dumps(record))
     else:
         click.echo(
-            f"{done.model} v{done.version}: {done.metric} {done.value:g} over {done.samples} "
-            f"samples at {done.at.isoformat()} (observation #{done.sequence + 1})"
+            f"{args.model} v{record['version']}: {args.metric} {record[args.metric]:g} "
+            f"over {record['samples']} samples at {record['at']} ({label})"
         )
+
+
+class _Logged(Protocol):
+    @property
+    def version(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def value(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
+    @property
+    def at(self) -> datetime: ...
+
+
+def _record(model: str, done: _Logged) -> dict[str, Any]:
+    record: dict[str, Any] = {"model": model, "version": done.version, "metric": done.metric}
+    record[done.metric] = done.value  # "accuracy": … as report-accuracy always printed
+    return record | {"samples": done.samples, "at": done.at.isoformat()}

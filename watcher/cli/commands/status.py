@@ -166,9 +166,24 @@ def _summary(doc: dict[str, Any]) -> Block:
         row("DAG", f"{dag['dag_id']} is paused since {dag['since']}", "red")
         row("", "its runs stay queued until it is unpaused:")
         row("", str(dag["unpause"]))
+    hooks = _webhooks(doc["daemon"])
+    if hooks is not None:
+        row("webhooks", *hooks)
     by_status = ", ".join(f"{k} {v}" for k, v in outbox["by_status"].items())
     row("outbox", f"{outbox['depth']} pending" + (f" ({by_status})" if by_status else ""))
     return block
+
+
+def _webhooks(daemon: dict[str, Any]) -> tuple[str, str] | None:
+    """The running daemon's registry webhooks (its monitor check): healthy or fallback."""
+    monitor = daemon["checks"].get("monitor") if daemon["running"] else None
+    mode = monitor.get("webhooks") if isinstance(monitor, dict) else None
+    if not isinstance(mode, str):
+        return None
+    if mode == "healthy":
+        return "healthy (full poll every monitor.reconcile_interval)", "green"
+    reason = monitor.get("webhooks_reason") if isinstance(monitor, dict) else None
+    return f"fallback to monitor.poll_interval: {reason or 'unknown'}", "yellow"
 
 
 def _models(models: list[dict[str, Any]]) -> Block:
