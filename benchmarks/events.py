@@ -5,14 +5,17 @@ what watching idle models costs in MLflow calls.
    ``watcher run`` with its receiver installed by ``watcher webhooks install``. The
    Production alias of one model is moved ``--moves`` times (default 50) with the MLflow
    client; each figure is the time from the move's return to its
-   ``registry.production_changed`` row in the watcher's state DB (read every 5 ms). Then
+   ``registry.production_changed`` row in the watcher's state DB (read every 5 ms); each
+   move waits a random 0-2 s first, so moves fall at random moments. Then
    the same with webhooks off, polling every ``--poll-interval`` (default 30 s, the
    default), ``--poll-moves`` times (default 10: each waits half a poll on average).
 2. MLflow calls per idle hour with ``--idle-models`` models (default 300), counted by a
    proxy between the watcher and the server: each mode runs for ``--window`` seconds
    with every interval divided by ``--scale`` (default 10; a 30 s poll becomes 3 s, a
    5 min reconcile 30 s) and the count is scaled back to an hour at the default
-   intervals. The anchor is 30 s polling; the goal is at least 10 times fewer calls.
+   intervals, plus the webhook self-test's calls as budgeted (it runs after 30 min without
+   a delivery, which a scaled window never reaches). The anchor is 30 s polling; the goal
+   is at least 10 times fewer calls.
 
     uv run python benchmarks/events.py [--moves 50] [--poll-moves 10] [--json PATH]
 """
@@ -40,11 +43,14 @@ from urllib.parse import urlsplit
 
 from benchmarks.mlflow_server import _free_port, start_server, stop_server
 from benchmarks.report import Report, add_json_arg
+from watcher.monitor.webhook_health import SELF_TEST_EVERY
 
 os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
 WATCHER = str(Path(sys.executable).with_name("watcher"))
 MODEL = "events-bench"
 POLL_DEFAULT, RECONCILE_DEFAULT = 30.0, 300.0
+HOOK_JITTER = 2.0  # seconds: each webhook-mode move waits a random 0..2 s first
+SELF_TEST_CALLS = 2  # list webhooks + ask MLflow for a test delivery (webhook_health.py)
 WEBHOOK_ENV = {
     "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
     "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
@@ -128,7 +134,6 @@ def _config(
         "[monitor]",
         'models = ["*"]',
         f"poll_interval = {poll}",
-        f"reconcile_interval = {max(reconcile, poll)}",
         "[http]",
         f'listen = "127.0.0.1:{port}"',
     ]
@@ -136,6 +141,8 @@ def _config(
         secret = home / "webhook.secret"
         secret.write_text(secrets.token_hex(32))
         secret.chmod(0o600)
+        # Under [monitor] (before its sub-table): the reconcile poll's period.
+        lines.insert(lines.index("[http]"), f"reconcile_interval = {max(reconcile, poll)}")
         lines += ["[monitor.webhooks]", f'secret_file = "{secret}"']
     (home / "watcher.toml").write_text("\n".join(lines) + "\n")
     return home
@@ -234,7 +241,8 @@ def _moves(home: Path, server: str, n: int, timeout: float, jitter: float = 0.0)
         for i in range(n):
             time.sleep(random.uniform(0.0, jitter))
             seen = _last_event(conn)
-            client.set_registered_model_alias(MODEL, "production", "2" if i % 2 == 0 else "1")
+            current = client.get_model_version_by_alias(MODEL, "production").version
+            client.set_registered_model_alias(MODEL, "production", "1" if current == "2" else "2")
             moved = time.perf_counter()
             deadline = moved + timeout
             while _last_event(conn) == seen:
@@ -320,7 +328,9 @@ def main() -> int:
         )
         _cli(hooks_home, "webhooks", "install")
         with _daemon(hooks_home):
-            hooks = _moves(hooks_home, server, args.moves, timeout=60)
+            # Moves at random moments, as people make them (a hinted read waits out
+            # HINT_MIN_GAP after the previous one: back-to-back moves would measure that).
+            hooks = _moves(hooks_home, server, args.moves, 60, HOOK_JITTER)
         _cli(hooks_home, "webhooks", "remove")
         poll_home = _config(
             root / "poll",
@@ -338,14 +348,23 @@ def main() -> int:
             mode: _calls_per_hour(root, server, webhooks=mode, scale=args.scale, window=args.window)
             for mode in (False, True)
         }
+        # The self-test runs after SELF_TEST_EVERY without a delivery, unscaled: a scaled
+        # window never sees it, so its calls are added as the code budgets them.
+        tests = 3600.0 / SELF_TEST_EVERY * SELF_TEST_CALLS
+        report.add(
+            f"calls-per-hour-{args.idle_models}-idle-webhooks-reconcile-polls",
+            per_hour[True],
+            "calls",
+            target="info (measured, scaled to an hour)",
+        )
         report.add(
             f"calls-per-hour-{args.idle_models}-idle-webhooks",
-            per_hour[True],
+            per_hour[True] + tests,
             "calls",
             anchor_name="30 s polling",
             anchor=per_hour[False],
             target=">= 10x fewer (ratio <= 0.1)",
-            met=per_hour[True] * 10 <= per_hour[False],
+            met=(per_hour[True] + tests) * 10 <= per_hour[False],
         )
     finally:
         stop_server(proc)
