@@ -448,8 +448,23 @@ def test_reconcile_interval_never_shorter_than_the_poll() -> None:
     assert 300.0 == load_config(env={}).monitor.reconcile_interval
     long_poll = load_config(env={}, overrides={"monitor.poll_interval": "1h"})
     assert 3600.0 == long_poll.monitor.reconcile_interval  # left unset: follows the poll
-    text = _errors({}, **{"monitor.poll_interval": "10m", "monitor.reconcile_interval": "5m"})
+    shorter = {"monitor.poll_interval": "10m", "monitor.reconcile_interval": "5m"}
+    text = _errors(HOOK_ENV, **shorter)
     assert "monitor.reconcile_interval: 5m is shorter than monitor.poll_interval (10m)" in text
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("monitor.reconcile_interval", "10m"),
+        ("monitor.webhooks.tolerance", "1m"),
+        ("monitor.webhooks.url", "https://x.example/hooks/mlflow"),
+    ],
+)
+def test_webhook_keys_without_the_secret_are_refused(key: str, value: str) -> None:
+    """Shown by check-config, they would do nothing: refused, naming the key."""
+    text = _errors({}, **{key: value})
+    assert f"{key}: has no effect without" in text and "monitor.webhooks.secret" in text
 
 
 class TestPrometheusConfig:

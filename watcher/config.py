@@ -428,6 +428,16 @@ class RegistryWebhooksConfig(SecretsSection):
             raise ValueError("must be between 10s and 1h")
         return v
 
+    @model_validator(mode="after")
+    def _needs_secret(self) -> RegistryWebhooksConfig:
+        unused = sorted(self.model_fields_set - {"secret", "secret_file"})
+        if self.secret is None and unused:
+            raise ValueError(
+                f"monitor.webhooks.{unused[0]}: has no effect without monitor.webhooks.secret "
+                "(the secret enables webhooks); set it or remove the key"
+            )
+        return self
+
     @property
     def enabled(self) -> bool:
         return self.secret is not None
@@ -543,6 +553,12 @@ class MonitorConfig(Section):
 
     @model_validator(mode="after")
     def _reconcile_not_faster(self) -> MonitorConfig:
+        follows = max(DEFAULT_RECONCILE, self.poll_interval)  # what it is when left unset
+        if not self.webhooks.enabled and self.reconcile_interval != follows:
+            raise ValueError(
+                "monitor.reconcile_interval: has no effect without registry webhooks "
+                "(monitor.webhooks.secret); set the secret or remove the key"
+            )
         if self.reconcile_interval < self.poll_interval:
             raise ValueError(
                 f"monitor.reconcile_interval: {format_duration(self.reconcile_interval)} is "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WatcherError(Exception):
     """Base class. ``exit_code`` is what the CLI exits with."""
@@ -47,6 +49,9 @@ class ObservationsUnavailable(BackendError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"{source}: {message}")
         self.source = source
+        # What the other sources of a Combined read returned (monitor/sources.py): partial
+        # evidence, which may start an alert but never end one.
+        self.found: dict[Any, Any] = {}
 
 
 class TriggerError(BackendError):

@@ -326,3 +326,11 @@ def test_report_metric_via_the_daemon_prints_what_was_stored(
     err = capsys.readouterr().err
     assert f"error: --version: model '{MODEL}' has no version 7 (the daemon at {intake.url})" in err
     assert TOKEN not in err
+
+
+def test_an_integer_too_big_for_a_float_is_a_400_not_a_500() -> None:
+    """A 401-digit JSON integer overflowed math.isfinite inside the check (a 500)."""
+    from watcher.monitor.policy import observation_problem
+
+    problem = observation_problem(10**400, 5)
+    assert problem is not None and "finite number" in problem and "401-digit" in problem

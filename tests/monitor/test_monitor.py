@@ -16,7 +16,7 @@ from watcher.config import MonitorConfig
 from watcher.monitor.accuracy import ACCURACY_ALERT
 from watcher.monitor.policy import Status
 from watcher.monitor.poll import MLFLOW_DOWN_ALERT, Monitor
-from watcher.ports import ModelSnapshot
+from watcher.ports import ModelSnapshot, ObservationSource
 from watcher.runtime.metrics import Metrics
 from watcher.runtime.state import StateStore, open_state
 from watcher.testing import FakeClock, FakeRegistry, MemoryObservations
@@ -29,7 +29,7 @@ def make_monitor(
     clock: FakeClock,
     channels: Channels,
     registry: FakeRegistry,
-    source: MemoryObservations,
+    source: ObservationSource,
     **cfg: object,
 ) -> Monitor:
     settings: dict[str, object] = {

@@ -165,3 +165,25 @@ def test_a_restart_mid_outage_resolves_the_alert_when_the_source_answers(
     cycle(restarted, channels, clock)
     assert ["firing", "resolved"] == channels.sent("ops", OBSERVATIONS_DOWN_ALERT)
     assert restarted.health().detail["observations_reachable"] is True
+
+
+def test_partial_evidence_may_fire_but_never_resolve(
+    state: StateStore, clock: FakeClock, channels: Channels, registry: FakeRegistry
+) -> None:
+    """Prometheus down: an intake report of a breach still fires (its source answered), a
+    good one from the sources that answer never resolves it; Prometheus back, it does."""
+    intake, prom = MemoryObservations("intake"), MemoryObservations("prometheus")
+    prom.down = "connection refused"
+    intake.add(MODEL, "1", 0.5, 500, clock.now())
+    mon = make_monitor(state, clock, channels, registry, Combined([intake, prom]), **{"for": 0})
+    cycle(mon, channels, clock)
+    assert Status.FIRING == mon.verdicts()[MODEL].status
+    intake.data.clear()
+    clock.advance(30)
+    intake.add(MODEL, "1", 0.99, 500, clock.now())
+    cycle(mon, channels, clock)
+    assert Status.FIRING == mon.verdicts()[MODEL].status  # partial: no recovery
+    prom.down = None
+    clock.advance(30)
+    cycle(mon, channels, clock)
+    assert mon.verdicts()[MODEL].status in (Status.RESOLVED, Status.OK)

@@ -373,7 +373,12 @@ def test_the_scheduler_interval_follows_the_webhooks(
     reg = FakeRegistry()
     reg.create_version(MODEL)
     config = MonitorConfig.model_validate(
-        {"models": ["iris-*"], "poll_interval": "1h", "reconcile_interval": "2h"}
+        {
+            "models": ["iris-*"],
+            "poll_interval": "1h",
+            "reconcile_interval": "2h",
+            "webhooks": {"secret": SECRET},
+        }
     )
     mon = Monitor(
         config, state, reg, None, channels.alerting, clock=clock, receiver=receiver, webhooks=hooks

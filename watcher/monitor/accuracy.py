@@ -101,6 +101,7 @@ class AccuracyWatch:
         self._verdicts: dict[str, Decision] = {}
         self._live_saved: dict[str, tuple[str, float | None, int]] = {}
         self._skipped: set[tuple[str, str, Observation]] = set()  # reported once each
+        self._partial = False  # the last read missed a source of observations
 
     def load(self) -> None:
         self._policy = load_policy(self.state)
@@ -138,9 +139,13 @@ class AccuracyWatch:
         observed: Observed,
         at: datetime,
         only: AbstractSet[str] | None = None,
+        *,
+        partial: bool = False,
     ) -> None:
         """What one successful poll saw: Production per model and its observations.
-        ``only``: a read of these models alone (a webhook hint); the others stay."""
+        ``only``: a read of these models alone (a webhook hint); the others stay.
+        ``partial``: a source of observations was down (see ``_decide``)."""
+        self._partial = partial
         if only is None:
             self._production = dict(production)
             self._observations = self._usable(observed, at)
@@ -201,6 +206,9 @@ class AccuracyWatch:
             state = PolicyState(version)  # a newly promoted version starts clean
         obs = self._observations.get((model, version), [])
         decision = evaluate(state, obs, self.policy(model), now)
+        if self._partial and decision.status not in (Status.PENDING, Status.FIRING):
+            # Part of the evidence may start an alert, never end one or call a model ok.
+            decision = evaluate(state, [], self.policy(model), now)
         self._transition(model, state, decision, now)
         self._save_live(model, decision)
         if self.metrics is not None:

@@ -97,6 +97,12 @@ def observation_fault(
         return Fault("metric", exc.args[0])
     if isinstance(value, bool) or not isinstance(value, int | float):
         return Fault("value", f"{m.name} must be a number, got {value!r}")
+    try:
+        float(value)  # a JSON integer of 400 digits overflows a float
+    except OverflowError:
+        return Fault(
+            "value", f"{m.name} must be a finite number {range_text(m)}, got {_short(value)}"
+        )
     if not m.in_range(value):  # a finite number in the metric's range
         return Fault("value", f"{m.name} must be a finite number {range_text(m)}, got {value}")
     if isinstance(samples, float) and samples.is_integer():

@@ -120,8 +120,13 @@ class PollResult:
     calls: int = 0
     only: frozenset[str] | None = None  # a webhook hint's read of these models; None: all
     # Observation sources that could not be read (name -> why): an outage of their own;
-    # the registry poll stands, and ``observations`` is then empty.
+    # the registry poll stands, and ``observations`` holds only what the others returned.
     observations_down: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        """A source of observations was down: what the others returned is partial."""
+        return bool(self.observations_down)
 
 
 class _Schedule:
@@ -251,11 +256,14 @@ class _Hooks:
         schedule: _Schedule,
         hints: Hints,
         webhooks: WebhookHealth | None,
+        polled_sources: bool = False,
     ) -> None:
         self.config = config
         self.schedule = schedule
         self.hints = hints
         self.webhooks = webhooks
+        # A source only polling can read (Prometheus): healthy webhooks keep the poll.
+        self.polled_sources = polled_sources
         self._reading: concurrent.futures.Future[Any] | None = None
         self._healthy = False  # the cadence set last
         self._warned = False
@@ -278,13 +286,17 @@ class _Hooks:
         self._healthy = status.healthy
         if status.healthy:
             self._warned = False
-            log.info("webhooks_healthy", poll_every=self.config.reconcile_interval)
+            log.info("webhooks_healthy", poll_every=self.poll_every_when(healthy=True))
         self.schedule.set_interval(self.poll_every)
 
     @property
     def poll_every(self) -> float:
-        healthy = self._healthy
-        return self.config.reconcile_interval if healthy else self.config.poll_interval
+        return self.poll_every_when(healthy=self._healthy)
+
+    def poll_every_when(self, *, healthy: bool) -> float:
+        if healthy and not self.polled_sources:
+            return self.config.reconcile_interval
+        return self.config.poll_interval
 
     def detail(self) -> dict[str, object]:
         if self.webhooks is None:
@@ -308,7 +320,7 @@ def read_observations(
     try:
         return source.observations(wanted), {}
     except ObservationsUnavailable as exc:
-        return {}, unavailable(exc)
+        return exc.found, unavailable(exc)  # partial: the sources that answered
 
 
 def _record_success(state: StateStore, metrics: Metrics | None, at: datetime) -> None:
@@ -350,12 +362,15 @@ class _HintedReads:
         try:
             snaps = [s for n in sorted(names) if (s := self.registry.model_snapshot(n))]
             wanted = [(s.name, s.production) for s in snaps if s.production is not None]
-            obs = self.source.observations(wanted) if self.source is not None else {}
+            obs, down = read_observations(self.source, wanted)
         except (Exception, stopping.Stopping) as exc:
             # A hint is only a hint: the next poll reads the truth (and reports an outage).
-            log.info("hinted_read_failed", models=sorted(names), error=str(exc))
+            log.warning("hinted_read_failed", models=sorted(names), error=str(exc))
             return None
-        return PollResult(self.clock.now(), snaps, obs, only=frozenset(names))
+        if down:
+            log.warning("hinted_read_partial", models=sorted(names), sources_down=sorted(down))
+        at = self.clock.now()
+        return PollResult(at, snaps, obs, only=frozenset(names), observations_down=down)
 
 
 class Monitor:
@@ -392,12 +407,11 @@ class Monitor:
         self.use_scheduler = use_scheduler
         self.retry_delay = retry_delay
         self.stop_event = threading.Event()
+        names = tuple(observation_sources)  # sources with an outage of their own
         self.changes = RegistryChanges(config.models, state, alerts, metrics)
         self.accuracy = AccuracyWatch(config, state, alerts, self.clock, metrics, moves)
         self._outage = Outage(MLFLOW, config.mlflow_down_alert_after, state, alerts)
-        self._sources_down = SourceOutages(
-            tuple(observation_sources), config.prometheus.down_alert_after, state, alerts
-        )
+        self._sources_down = SourceOutages(names, config.prometheus.down_alert_after, state, alerts)
         self._overruns = _Overruns(config.poll_interval, metrics)
         self._schedule = _Schedule(config.poll_interval, self._overruns.skipped)
         self._results: queue.Queue[PollResult] = queue.Queue()
@@ -407,7 +421,6 @@ class Monitor:
         self._last_poll: PollResult | None = None
         self.receiver = receiver
         self.webhooks = webhooks
-        # Models to read afresh: named by a webhook delivery or an intake report.
         self.hints = receiver.hints if receiver is not None else Hints()
         self._hinted = _HintedReads(
             config.models,
@@ -417,7 +430,7 @@ class Monitor:
             self.clock,
             self.stop_event,
         )
-        self._hooks = _Hooks(config, self._schedule, self.hints, webhooks)
+        self._hooks = _Hooks(config, self._schedule, self.hints, webhooks, bool(names))
 
     # Lifecycle ------------------------------------------------------------
 
@@ -549,7 +562,7 @@ class Monitor:
         _record_success(self.state, self.metrics, result.at)
         self.changes.apply(result.snapshots, now)
         production = {s.name: s.production for s in result.snapshots}
-        self.accuracy.observe(production, result.observations, result.at)
+        self.accuracy.observe(production, result.observations, result.at, partial=result.partial)
         return self.accuracy.evaluate(now)
 
     def _handle_hinted(self, result: PollResult, now: datetime) -> bool:
@@ -557,7 +570,9 @@ class Monitor:
         snaps = result.snapshots or []
         self.changes.apply(snaps, now, only=result.only)
         production = {s.name: s.production for s in snaps}
-        self.accuracy.observe(production, result.observations, result.at, only=result.only)
+        self.accuracy.observe(
+            production, result.observations, result.at, only=result.only, partial=result.partial
+        )
         return self.accuracy.evaluate(now)
 
     def _restore_last_poll(self) -> None:

@@ -2,12 +2,13 @@
 daemon's intake, Prometheus): the monitor's policy sees every observation of a version,
 whatever it came through, oldest first.
 
-All or nothing: when one source cannot be read (``ObservationsUnavailable``), the others
-are still read (an MLflow failure among them still raises as an MLflow outage), then the
-poll's observations are given up as a whole (:class:`SourcesUnavailable`). A window of the
-other sources alone could start or end an alert on part of the evidence (a breach seen
-in Prometheus "recovered" by a few good MLflow reports): without all of it the policy
-gets none, and says inconclusive (firing stays firing) until the source is back.
+When one source cannot be read (``ObservationsUnavailable``), the others are still read
+(an MLflow failure among them still raises as an MLflow outage) and what they returned
+rides on the error (``found``): partial evidence. The policy may start an alert on it (an
+intake report of a breach counts while Prometheus is down) but never end one or call a
+model ok (a breach seen in Prometheus is not "recovered" by a few good MLflow reports):
+such a verdict is replaced by the no-evidence one, inconclusive (firing stays firing),
+until every source answers again.
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ class Combined:
                 continue
             for key, obs in found.items():
                 out.setdefault(key, []).extend(obs)
-        if len(down) == 1:
-            raise down[0]
-        if down:
-            raise SourcesUnavailable(down)
         for obs in out.values():
             obs.sort(key=lambda o: o.at)
+        if down:
+            error = down[0] if len(down) == 1 else SourcesUnavailable(down)
+            error.found = out
+            raise error
         return out

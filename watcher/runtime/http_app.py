@@ -108,4 +108,8 @@ def build_app(
         *(StarletteRoute(r.path, partial(_write, r), methods=r.methods) for r in routes),
     ]
     handlers: Mapping[Any, Any] = {HTTPException: _http_error}
-    return Starlette(routes=table, exception_handlers=handlers)
+    app = Starlette(routes=table, exception_handlers=handlers)
+    # No 307 to a slash-less path built from the client's Host header: a client that
+    # follows it would re-send its token to whatever host it named.
+    app.router.redirect_slashes = False
+    return app
