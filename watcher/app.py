@@ -79,7 +79,13 @@ def build_routes(config: Config, monitor: Monitor) -> list[Route]:
         from watcher.monitor.intake import AccuracyIntake
 
         token = config.http.token.get_secret_value()
-        intake = AccuracyIntake(token, config.monitor.models, config.state.dir, monitor.hint)
+        intake = AccuracyIntake(
+            token,
+            config.monitor.models,
+            config.state.dir,
+            monitor.hint,
+            watched_metric=lambda model: config.monitor.policy_for(model).metric,
+        )
         routes.append(intake)
     return routes
 

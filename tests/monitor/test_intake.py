@@ -334,3 +334,23 @@ def test_an_integer_too_big_for_a_float_is_a_400_not_a_500() -> None:
 
     problem = observation_problem(10**400, 5)
     assert problem is not None and "finite number" in problem and "401-digit" in problem
+
+
+def test_a_metric_the_model_is_not_watched_on_is_a_422(tmp_path: Path) -> None:
+    """It would be stored and never read: the client must not believe it counts."""
+    from watcher.runtime.routes import Request
+
+    state = open_state(tmp_path / "state")
+    seed_registry(state)
+    route = AccuracyIntake(
+        TOKEN, [MODEL], tmp_path / "state", lambda _m: None, watched_metric=lambda _m: "accuracy"
+    )
+    try:
+        body = {"model": MODEL, "version": "2", "metric": "rmse", "value": 0.3, "samples": 5}
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        reply = route.handle(Request("POST", route.path, headers, json.dumps(body).encode(), "t"))
+        assert 422 == reply.status and "metric" == reply.body["field"]
+        assert "watched on accuracy, not rmse" in reply.body["error"]
+    finally:
+        route.close()
+        state.close()

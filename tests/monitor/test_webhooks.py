@@ -402,3 +402,15 @@ def test_the_scheduler_interval_follows_the_webhooks(
         assert (False, 3600.0) == (hooks.status().healthy, interval())
     finally:
         mon.stop()
+
+
+def test_refused_deliveries_are_one_log_line_a_minute(receiver: Receiver, clock: FakeClock) -> None:
+    """Forged deliveries are unauthenticated: each is counted, one line a minute says how
+    many (a flood of them must not flood the journal)."""
+    with capture_logs() as logs:
+        for _ in range(20):
+            assert 401 == receiver.handle(delivery(clock, secret="wrong-secret-123")).status
+        clock.advance(61)
+        assert 401 == receiver.handle(delivery(clock, secret="wrong-secret-123")).status
+    refused = [e for e in logs if e["event"] == "webhook_refused"]
+    assert [1, 20] == [e["refused"] for e in refused]

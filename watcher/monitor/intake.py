@@ -26,6 +26,7 @@ from watcher.monitor.reports import BadReport, Report, parse_report, resolve_ver
 from watcher.ports import matches
 from watcher.runtime.clock import Clock, SystemClock
 from watcher.runtime.logging import get_logger
+from watcher.runtime.once import Throttle
 from watcher.runtime.routes import Reply, Request, error
 from watcher.runtime.state import StateStore, open_state
 
@@ -51,16 +52,19 @@ class AccuracyIntake:
         state_dir: Path,
         hint: Callable[[str], None],
         clock: Clock | None = None,
+        *,
+        watched_metric: Callable[[str], str] | None = None,
     ) -> None:
         self._token = token.encode()
         self.models = list(models)
+        # The metric each model is judged on (monitor.policy_for): another is never read.
+        self.watched_metric = watched_metric
         self.state_dir = state_dir
         self.hint = hint
         self.clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._state: StateStore | None = None
-        self._unauthorized = 0
-        self._warned_at = -WARN_EVERY
+        self._refusals = Throttle(WARN_EVERY)
 
     def handle(self, request: Request) -> Reply:
         if not self._authorized(request.headers.get("authorization", "")):
@@ -74,6 +78,10 @@ class AccuracyIntake:
         if not matches(report.model, self.models):
             detail = f"{report.model!r} is not watched by this daemon (monitor.models)"
             return error(404, f"model: {detail}", field="model")
+        watched = self.watched_metric(report.model) if self.watched_metric else report.metric
+        if report.metric != watched:
+            detail = f"{report.model} is watched on {watched}, not {report.metric}"
+            return error(422, f"metric: {detail}", field="metric")
         try:
             stored = self._store(report, names, now)
         except BadReport as exc:
@@ -100,13 +108,8 @@ class AccuracyIntake:
     def _refused(self, client: str) -> None:
         """Warn of refused requests at most every WARN_EVERY seconds: a client guessing
         tokens must not flood the journal."""
-        with self._lock:
-            self._unauthorized += 1
-            now = self.clock.monotonic()
-            if now - self._warned_at < WARN_EVERY:
-                return
-            count, self._unauthorized, self._warned_at = self._unauthorized, 0, now
-        log.warning("intake_unauthorized", client=client, refused=count)
+        if (count := self._refusals.hit(self.clock.monotonic())) is not None:
+            log.warning("intake_unauthorized", client=client, refused=count)
 
     def _authorized(self, header: str) -> bool:
         scheme, _, given = header.strip().partition(" ")

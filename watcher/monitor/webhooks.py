@@ -28,6 +28,7 @@ from watcher.monitor.hints import Hints
 from watcher.monitor.signature import Refusal, verify
 from watcher.ports import matches
 from watcher.runtime.logging import get_logger
+from watcher.runtime.once import Throttle
 from watcher.runtime.routes import DEFAULT_MAX_BODY, Reply, Request, error
 from watcher.runtime.state import StateStore, iso, open_state
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from watcher.runtime.metrics import Metrics
 
 log = get_logger("watcher.monitor.webhooks")
+REFUSED_WARN_EVERY = 60.0  # seconds between log lines about refused deliveries
 
 
 class DeliveryLog:
@@ -97,6 +99,7 @@ class Receiver:
         self._wake: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._last: datetime | None = None  # the last verified delivery
+        self._refusals = Throttle(REFUSED_WARN_EVERY)
 
     def bind_wake(self, wake: Callable[[], None]) -> None:
         self._wake = wake
@@ -114,9 +117,15 @@ class Receiver:
         found = verify(self._secret, request.headers, request.body, now.timestamp(), self.tolerance)
         if isinstance(found, Refusal):
             self._count("refused")
-            log.info(
-                "webhook_refused", client=request.client, status=found.status, reason=found.message
-            )
+            # Unauthenticated: at most one line a minute (the counter has every one).
+            if (count := self._refusals.hit(self.clock.monotonic())) is not None:
+                log.warning(
+                    "webhook_refused",
+                    client=request.client,
+                    status=found.status,
+                    reason=found.message,
+                    refused=count,
+                )
             return error(found.status, found.message)
         keep = 2 * self.tolerance  # a timestamp up to `tolerance` ahead, replayed as late
         if not self.deliveries.first_time(found.delivery_id, found.event, now, keep):

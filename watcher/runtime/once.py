@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable
 
 
@@ -34,3 +35,23 @@ class OncePerCause:
     def clear(self) -> bool:
         was, self._cause = self._cause is not None, None
         return was
+
+
+class Throttle:
+    """Count events, say so at most every ``every`` seconds (thread-safe): a client
+    flooding refused requests must not flood the journal."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._count = 0
+        self._said_at = -every
+        self._lock = threading.Lock()
+
+    def hit(self, now: float) -> int | None:
+        """Count one; how many since it last said so when it is time to say so, else None."""
+        with self._lock:
+            self._count += 1
+            if now - self._said_at < self.every:
+                return None
+            count, self._count, self._said_at = self._count, 0, now
+            return count
