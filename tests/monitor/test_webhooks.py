@@ -307,6 +307,33 @@ def test_health_needs_our_active_webhook_and_a_delivery_that_arrives(
     assert "cannot check the webhook" in str(hooks.status().reason)
 
 
+def test_a_delivery_in_fallback_checks_again_at_once(receiver: Receiver, clock: FakeClock) -> None:
+    """`webhooks install` while the daemon is in fallback: its test delivery arrives, and
+    the next check runs then, not a reconcile interval later; deliveries to a webhook
+    broken otherwise buy one early check per regular one, not one per poll."""
+    port = FakeWebhooks(deliver=lambda url: receiver.handle(delivery(clock)).status)
+    hooks = health(receiver, clock, port)
+    hooks.check()
+    hooks.check()  # the start-up retry
+    assert not hooks.status().healthy
+    clock.advance(1)
+    port.install(URL, SECRET)
+    assert 202 == receiver.handle(delivery(clock)).status  # install's delivery, say
+    clock.advance(1)
+    hooks.check()
+    assert hooks.status().healthy
+    port.remove(URL)  # broken again (found once no delivery came for SELF_TEST_EVERY)
+    clock.advance(1801)
+    hooks.check()
+    assert not hooks.status().healthy
+    calls = port.calls
+    for _ in range(3):  # deliveries still arriving (another sender, say)
+        clock.advance(1)
+        assert 202 == receiver.handle(delivery(clock)).status
+        hooks.check()
+    assert 1 == port.calls - calls  # one early check (finds none: 1 call), then none
+
+
 def test_a_recent_delivery_makes_the_check_free(receiver: Receiver, clock: FakeClock) -> None:
     """Deliveries arriving prove the path: no MLflow call until SELF_TEST_EVERY passes
     without one. An idle hour costs 2 checks of 2 calls."""

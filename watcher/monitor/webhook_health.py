@@ -56,6 +56,7 @@ class WebhookHealth:
         self._lock = threading.Lock()
         self._status = HookStatus(False, "not checked yet", None)
         self._checks = 0
+        self._early = False  # the last check that ran was an early one (after a delivery)
 
     def status(self) -> HookStatus:
         with self._lock:
@@ -69,12 +70,23 @@ class WebhookHealth:
         # the start-up check runs once more at the next poll if it failed: the first poll
         # may beat the HTTP endpoint to listening.
         retry_start = self._checks == 1 and not current.healthy
-        if current.checked_at is not None and not retry_start:
+        last = self.last_delivery()
+        # In fallback, a verified delivery since the last check (`webhooks install` just
+        # ran) is worth checking at once rather than a reconcile interval later; once
+        # per such check, so deliveries to a webhook broken otherwise cost no more.
+        early = (
+            not current.healthy
+            and not self._early
+            and last is not None
+            and current.checked_at is not None
+            and last > current.checked_at
+        )
+        if current.checked_at is not None and not retry_start and not early:
             since = (now - current.checked_at).total_seconds()
             if since < 0.9 * self.reconcile_interval:
                 return
+        self._early = early  # a regular check makes the next early one possible again
         self._checks += 1
-        last = self.last_delivery()
         recent = max(SELF_TEST_EVERY, self.reconcile_interval)
         if current.healthy and last is not None and (now - last).total_seconds() < recent:
             self._set(HookStatus(True, None, now))
@@ -85,7 +97,8 @@ class WebhookHealth:
             reason = f"cannot check the webhook in MLflow: {exc}"
         except Exception as exc:  # never the poll's undoing: a check that failed is a reason
             reason = f"webhook check failed: {type(exc).__name__}: {exc}"
-        self._set(HookStatus(reason is None, reason, now))
+        # Stamped after the probe: its own test delivery is not "since the last check".
+        self._set(HookStatus(reason is None, reason, self.clock.now()))
 
     def _probe(self, started: datetime) -> str | None:
         """None when healthy, else why not."""
