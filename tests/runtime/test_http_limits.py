@@ -318,3 +318,21 @@ def test_ipv6_loopback() -> None:
         assert 200 == httpx.get(f"http://[::1]:{port}/healthz", timeout=10).status_code
     finally:
         ep.stop()
+
+
+def test_one_remote_address_cannot_take_every_slot() -> None:
+    """With ``http.allow_public``: a remote address gets at most ``per_peer`` connections and
+    never the last ``loopback_reserve`` slots, which stay for the probe and the scraper on
+    loopback; the cap binds everyone."""
+    from watcher.runtime.http_server import Limits, refused
+
+    limits = Limits(15.0, 5, 8, 16, 16384, 1, 60.0, per_peer=3, loopback_reserve=2)
+    remote, other = "203.0.113.7", "198.51.100.9"
+    assert not refused(remote, [remote] * 2, limits)
+    assert refused(remote, [remote] * 3, limits)  # its share
+    assert not refused(other, [remote] * 3, limits)
+    assert refused(other, [remote] * 3 + [other] * 3, limits)  # the loopback reserve
+    assert not refused("127.0.0.1", [remote] * 3 + [other] * 3, limits)
+    assert not refused("::1", [remote] * 3 + [other] * 3 + ["127.0.0.1"], limits)
+    assert refused("127.0.0.1", ["127.0.0.1"] * 8, limits)  # the cap
+    assert refused("", [], Limits(15.0, 5, 1, 16, 16384, 1, 60.0, loopback_reserve=1))

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,6 +40,28 @@ class Limits:
     max_header_bytes: int  # request line and headers (h11's limit; over it: 400)
     grace: int  # seconds stop() lets in-flight requests finish
     warn_every: float  # seconds between warnings about refused connections
+    per_peer: int = 16  # open at once from one address that is not loopback
+    loopback_reserve: int = 4  # slots only loopback clients (probe, scraper) may take
+
+
+def refused(peer: str, peers: Sequence[str], limits: Limits) -> bool:
+    """Whether a new connection from ``peer`` is over the limits, given the peers of
+    the connections open now: the cap for all, and for a remote address a share of its
+    own and never the last slots, so one remote client cannot shut out /healthz."""
+    if len(peers) >= limits.max_connections:
+        return True
+    if _loopback(peer):
+        return False
+    if len(peers) >= limits.max_connections - limits.loopback_reserve:
+        return True
+    return sum(1 for p in peers if p == peer) >= limits.per_peer
+
+
+def _loopback(peer: str) -> bool:
+    try:
+        return ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        return False  # a unix socket or an unknown peer: no loopback privilege
 
 
 class _Refusals:
@@ -87,7 +111,10 @@ class _Protocol(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if len(self.connections) >= self.limits.max_connections:
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) else ""
+        peers = [str(c[0]) for c in (getattr(p, "client", None) for p in self.connections) if c]
+        if refused(peer, peers, self.limits):
             self.transport, self._refused = transport, True
             self.refusals.refuse("http_connections_refused", limit=self.limits.max_connections)
             transport.abort()
