@@ -323,3 +323,19 @@ def test_fractional_counts_are_rounded_down() -> None:
 def test_server_name_hides_credentials_and_path() -> None:
     assert "https://prom:9443" == server_name("https://u:p@prom:9443/sub/path?x=1")
     assert "http://127.0.0.1" == server_name("http://127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("stamp", "value"),
+    [(1.7e9, "0_5"), (1.7e9, "infinity"), (1.7e9, " 0.5 "), (0, "0.5"), (True, "0.5")],
+)
+def test_only_the_query_apis_own_numbers_are_read(stamp: object, value: str) -> None:
+    """Python's float() takes "0_5" as 5.0 and "infinity"; a time of 0 or true would be an
+    observation from 1970: none of them is what Prometheus sends."""
+    body = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    body["data"]["result"] = [{"metric": {}, "value": [stamp, value]}]  # type: ignore[index]
+    with pytest.raises(ObservationsUnavailable, match="a sample is not"):
+        parse_vector("value_query", 200, json.dumps(body).encode())
+    good = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    good["data"]["result"] = [{"metric": {}, "value": [1.7e9, "+Inf"]}]  # type: ignore[index]
+    assert [(1.7e9, float("inf"))] == parse_vector("v", 200, json.dumps(good).encode())

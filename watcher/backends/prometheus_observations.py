@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -72,13 +73,26 @@ def parse_vector(key: str, status: int, body: bytes) -> list[tuple[float, float]
     samples: list[tuple[float, float]] = []
     for item in items:
         pair = item.get("value") if isinstance(item, dict) else None
-        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], str)):
+        # The query API's own shapes only: Python's float() also takes "0_5" (5.0), and a
+        # bool is an int; a sample time of 0 would be an observation from 1970.
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and isinstance(pair[1], str)
+            and _PROM_FLOAT.fullmatch(pair[1])
+            and _is_time(pair[0])
+        ):
             raise _down(f'{key}: a sample is not [time, "value"]')
-        try:
-            samples.append((float(pair[0]), float(pair[1])))
-        except (TypeError, ValueError):
-            raise _down(f'{key}: a sample is not [time, "value"]') from None
+        samples.append((float(pair[0]), float(pair[1])))
     return samples
+
+
+_PROM_FLOAT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?Inf|NaN")
+_MIN_TIME = 946684800.0  # 2000-01-01: a Prometheus sample time is a recent Unix time
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= _MIN_TIME
 
 
 def observation(
