@@ -38,6 +38,7 @@ QUERY_PATH = "/api/v1/query"
 MAX_BODY = 1 << 20  # bytes of one answer: one sample is ~200; a runaway selector is not read
 _ERROR_TEXT = 300  # characters of Prometheus' own error message kept
 log = get_logger("watcher.backends.prometheus_observations")
+MAX_SKIPPED = 10_000  # unusable observations remembered (each is logged once)
 
 
 def server_name(url: str) -> str:
@@ -170,6 +171,8 @@ class PrometheusObservations:
             found, why = self._one(model, version, now)
             out[(model, version)] = [] if found is None else [found]
             if why is not None and (model, version, why) not in self._skipped:
+                if len(self._skipped) >= MAX_SKIPPED:  # bounded: forget, say again later
+                    self._skipped.clear()
                 self._skipped.add((model, version, why))
                 log.warning(
                     "observation_skipped", source=SOURCE, model=model, version=version, reason=why

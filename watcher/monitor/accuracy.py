@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from watcher.runtime.state import StateStore
 
 log = get_logger("watcher.monitor.accuracy")
+MAX_SKIPPED = 10_000  # unusable observations remembered (each is logged once)
 
 ACCURACY_SOURCE = "monitor.accuracy"
 ACCURACY_ALERT = "ModelAccuracyLow"  # accuracy keeps its name: existing routes match it
@@ -172,6 +173,8 @@ class AccuracyWatch:
                 if problem is None:
                     kept.append(o)
                 elif (model, version, o) not in self._skipped:
+                    if len(self._skipped) >= MAX_SKIPPED:  # bounded: forget, say again later
+                        self._skipped.clear()
                     self._skipped.add((model, version, o))
                     log.warning("observation_skipped", model=model, version=version, reason=problem)
         return out
