@@ -202,6 +202,7 @@ class TestRunProcess:
     def _start(self, cwd: Path, *args: str) -> subprocess.Popen[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
         env.pop("MLFLOW_TRACKING_URI", None)
+        env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT prints every thread's stack (a hang)
         return subprocess.Popen(
             [WATCHER, "--log-format", "json", *args, "run"],
             cwd=cwd,
@@ -235,7 +236,14 @@ class TestRunProcess:
             self._wait_ready(proc)
             assert (tmp_path / "data").is_dir()
             proc.send_signal(sig)
-            out, _ = proc.communicate(timeout=60)  # generous: the bound is tested elsewhere
+            try:
+                out, _ = proc.communicate(timeout=60)  # generous: the bound is tested elsewhere
+            except subprocess.TimeoutExpired:
+                # Seen once under load: stop_requested, then nothing. Show where it hangs.
+                proc.send_signal(signal.SIGABRT)
+                out, _ = proc.communicate(timeout=30)
+                msg = f"no exit 60 s after {sig.name}; stacks:\n{out[-6000:]}"
+                raise AssertionError(msg) from None
             assert proc.returncode == 0, out
             assert out.strip().splitlines()[-1].find('"event": "stopped"') >= 0, out[-500:]
         finally:
